@@ -1,0 +1,194 @@
+"""Fashion-MNIST, found offline where possible, served as resized tensors."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from torchvision.datasets import FashionMNIST
+
+from .base import SplitDataModule
+
+__all__ = [
+    "DEBIAN_DIR",
+    "FashionMNISTDataModule",
+    "ResizedImages",
+    "find_fashion_mnist",
+    "load_fashion_mnist",
+]
+
+# Where Debian's package `dataset-fashion-mnist` installs the gzipped idx files.
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def find_fashion_mnist(
+    root: str | os.PathLike,
+    system_dirs: Sequence[str | os.PathLike] = (DEBIAN_DIR,),
+    download: bool = True,
+) -> Path:
+    """Make ``<root>/FashionMNIST/raw`` hold the four idx files and return ``root``.
+
+    Looks, in order, in ``root`` itself, in ``system_dirs`` (gzipped or plain idx files,
+    as Debian's ``dataset-fashion-mnist`` installs them), and finally downloads with
+    torchvision when ``download`` is true.
+
+    Raises:
+        FileNotFoundError: naming every place tried, when none has the data.
+    """
+    root = Path(root)
+    raw = root / "FashionMNIST" / "raw"
+    if all((raw / name).is_file() for name in _FILES):
+        return root
+    for directory in map(Path, system_dirs):
+        if _copy_idx_files(directory, raw):
+            return root
+    tried = [f"{raw}", *(f"{d}" for d in system_dirs)]
+    if download:
+        try:
+            FashionMNIST(root, train=True, download=True)
+            FashionMNIST(root, train=False, download=True)
+            return root
+        except Exception as error:  # any network or integrity failure
+            tried.append(f"torchvision's download ({type(error).__name__}: {error})")
+    else:
+        tried.append("torchvision's download (disabled)")
+    raise FileNotFoundError(
+        "Fashion-MNIST not found. Tried: " + "; ".join(tried) + ". Install Debian's "
+        "package dataset-fashion-mnist, or put the four idx files in " + f"{raw}."
+    )
+
+
+def _copy_idx_files(source: Path, raw: Path) -> bool:
+    """Copy (and unzip) the idx files from ``source`` to ``raw``, if all exist."""
+    sources = []
+    for name in _FILES:
+        candidates = [source / name, source / f"{name}.gz"]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            return False
+        sources.append(found)
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, src in zip(_FILES, sources, strict=True):
+        # Write under a temporary name so a concurrent reader never sees half a file.
+        tmp = raw / f".{name}.{os.getpid()}.tmp"
+        opener = gzip.open if src.suffix == ".gz" else open
+        with opener(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        tmp.replace(raw / name)
+    return True
+
+
+def load_fashion_mnist(
+    root: str | os.PathLike, train: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64 of one split."""
+    dataset = FashionMNIST(root, train=train, download=False)
+    return dataset.data, dataset.targets
+
+
+class ResizedImages(Dataset):
+    """Grey uint8 images resized to ``size`` and normalised, with their labels."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        size: int,
+        mean: float,
+        std: float,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.size, self.mean, self.std = size, mean, std
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index].float().div(255)[None]
+        if image.shape[-1] != self.size:
+            image = F.interpolate(
+                image[None],
+                size=(self.size, self.size),
+                mode="bilinear",
+                antialias=True,
+            )[0]
+        return (image - self.mean) / self.std, self.labels[index]
+
+
+class FashionMNISTDataModule(SplitDataModule):
+    """Fashion-MNIST's 10 classes, upsampled to ``image_size`` (ZFNet needs >= 54).
+
+    Finds the data as :func:`find_fashion_mnist` describes: in ``data_dir``, in Debian's
+    ``/usr/share/datasets/fashion-mnist``, else by torchvision's download (in
+    ``prepare_data``, never in ``__init__``). The last ``val_size`` of a seeded
+    permutation of the training set is held out for validation; the test split is the
+    official one.
+
+    Args:
+        data_dir: folder for ``FashionMNIST/raw``.
+        image_size: side of the images served.
+        batch_size: batch size per process.
+        num_workers: data loader workers per process.
+        val_size: training images held out for validation.
+        seed: seed of the validation split.
+        download: allow torchvision's download as the last resort.
+    """
+
+    num_classes = 10
+    in_channels = 1
+    mean, std = 0.2860, 0.3530  # of the training images, scaled to [0, 1]
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        image_size: int = 64,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        val_size: int = 5000,
+        seed: int = 0,
+        download: bool = True,
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        self.save_hyperparameters()
+        self.data_dir = data_dir
+        self.image_size = image_size
+        self.val_size = val_size
+        self.seed = seed
+        self.download = download
+
+    def prepare_data(self) -> None:
+        find_fashion_mnist(self.data_dir, download=self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        find_fashion_mnist(self.data_dir, download=False)
+        images, labels = load_fashion_mnist(self.data_dir, train=True)
+        if not 0 < self.val_size < len(labels):
+            raise ValueError(
+                f"val_size must be in (0, {len(labels)}), got {self.val_size}"
+            )
+        order = torch.randperm(
+            len(labels), generator=torch.Generator().manual_seed(self.seed)
+        )
+        train, val = order[: -self.val_size], order[-self.val_size :]
+        test_images, test_labels = load_fashion_mnist(self.data_dir, train=False)
+        self.train_set = self.make_dataset(images[train], labels[train], "train")
+        self.val_set = self.make_dataset(images[val], labels[val], "val")
+        self.test_set = self.make_dataset(test_images, test_labels, "test")
+
+    def make_dataset(
+        self, images: torch.Tensor, labels: torch.Tensor, split: str
+    ) -> Dataset:
+        """The dataset served for one split; subclasses change what an item is."""
+        return ResizedImages(images, labels, self.image_size, self.mean, self.std)

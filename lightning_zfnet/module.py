@@ -1,0 +1,175 @@
+"""The training system around ZFNet: the paper's SGD recipe, metrics, checkpoints."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from .model import zfnet
+
+__all__ = ["ZFNetModule"]
+
+
+class ZFNetModule(pl.LightningModule):
+    """ZFNet trained as in Sec. 3: SGD, lr 1e-2, momentum 0.9, lr x0.1 on plateau.
+
+    Batches are ``(images, labels, ...)``; extra items (such as boxes) are ignored.
+    Images of shape ``(N, crops, C, H, W)`` are evaluated crop by crop and their class
+    probabilities averaged (the paper's 10-crop test).
+
+    Args:
+        num_classes, in_channels, input_size, width, wide, dropout, init: passed to
+            :func:`~lightning_zfnet.model.zfnet`.
+        lr: SGD learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty (the paper states none; Krizhevsky used 5e-4).
+        scheduler: ``"plateau"`` (x``lr_factor`` when ``val/loss`` stops improving for
+            ``patience`` epochs), ``"step"`` (x``lr_factor`` every ``step_size``
+            epochs),
+            ``"cosine"`` (to zero over ``max_epochs``), ``"onecycle"`` (per step: a
+            warm-up over the first ``warmup`` of training to ``lr``, then cosine
+            annealing; the quickest from scratch) or ``"none"``.
+        warmup: fraction of the steps spent warming up with ``"onecycle"``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        input_size: int = 224,
+        width: float = 1.0,
+        wide: bool = False,
+        dropout: float = 0.5,
+        init: str = "kaiming",
+        lr: float = 1e-2,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        scheduler: Literal["plateau", "step", "cosine", "onecycle", "none"] = "plateau",
+        lr_factor: float = 0.1,
+        patience: int = 2,
+        step_size: int = 30,
+        warmup: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if scheduler not in ("plateau", "step", "cosine", "onecycle", "none"):
+            raise ValueError(f"unknown scheduler {scheduler!r}")
+        self.save_hyperparameters()
+        self.model = zfnet(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            input_size=input_size,
+            width=width,
+            wide=wide,
+            dropout=dropout,
+            init=init,
+        )
+        top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        top5 = MulticlassAccuracy(
+            num_classes, top_k=min(5, num_classes), average="micro"
+        )
+        metrics = MetricCollection({"top1": top1, "top5": top5})
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Log class probabilities; 5-D input is averaged over its crops."""
+        if x.ndim == 5:
+            n, crops = x.shape[:2]
+            logp = F.log_softmax(self.model(x.flatten(0, 1)), dim=1).view(n, crops, -1)
+            return torch.logsumexp(logp, dim=1) - math.log(crops)
+        return F.log_softmax(self.model(x), dim=1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_metrics(logits, y)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def _evaluate(self, batch: Any, stage: str, metrics: MetricCollection) -> None:
+        x, y = batch[0], batch[1]
+        logp = self.log_probs(x)
+        self.log(f"{stage}/loss", F.nll_loss(logp, y), prog_bar=True, sync_dist=True)
+        metrics(logp, y)
+        self.log_dict(metrics, prog_bar=stage == "val")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_metrics)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Class probabilities for the batch's images."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.log_probs(x).exp()
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        optimizer = torch.optim.SGD(
+            self.parameters(),
+            lr=hp.lr,
+            momentum=hp.momentum,
+            weight_decay=hp.weight_decay,
+        )
+        if hp.scheduler == "none":
+            return optimizer
+        if hp.scheduler == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, factor=hp.lr_factor, patience=hp.patience
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},
+            }
+        if hp.scheduler == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(
+                optimizer, step_size=hp.step_size, gamma=hp.lr_factor
+            )
+        elif hp.scheduler == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(1, self.trainer.max_epochs or 1)
+            )
+        else:
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=hp.lr,
+                total_steps=self.trainer.estimated_stepping_batches,
+                pct_start=hp.warmup,
+                base_momentum=hp.momentum,
+                max_momentum=hp.momentum,
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            }
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # Lightning restores weights, optimiser, schedulers and loop counters, but not the
+    # random generator that drives dropout and shuffling; without it a resumed run
+    # diverges from an uninterrupted one. It is restored only when a trainer resumes, so
+    # that loading a checkpoint for inference leaves the caller's generator alone.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_state"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._trainer is None or not self.trainer.training:
+            return
+        if "rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_state"])
+        if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng_state"])

@@ -1,0 +1,71 @@
+"""Test utilities: tiny idx data sets and a callback that dumps each rank's state."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
+    """Write a uint8 array in the idx format MNIST-style data sets use."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    data = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def fake_items(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` 28x28 uint8 'garments': a bright rectangle of random size and place, whose
+    brightness pattern depends on its label so that a model can learn it."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n)
+    images = np.zeros((n, 28, 28), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        h, w = rng.integers(8, 22, size=2)
+        y, x = rng.integers(2, 28 - h - 1), rng.integers(2, 28 - w - 1)
+        stripes = ((np.arange(w) // (1 + label % 5)) % 2) * 100 + 80 + 10 * label
+        images[i, y : y + h, x : x + w] = stripes[None, :]
+    return images, labels
+
+
+def write_fake_fashion_mnist(
+    directory: Path, n_train: int = 256, n_test: int = 64, compress: bool = False
+) -> Path:
+    """Write the four idx files into ``directory``; returns it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+        images, labels = fake_items(n, seed)
+        image_file, label_file = FILES[split]
+        write_idx(directory / image_file, images, compress)
+        write_idx(directory / label_file, labels, compress)
+    return directory
+
+
+class DumpRankState(pl.Callback):
+    """Saves every rank's weights and logged metrics at the end of fitting."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        torch.save(
+            {"state": state, "metrics": metrics, "world_size": trainer.world_size},
+            self.directory / f"rank{trainer.global_rank}.pt",
+        )

@@ -1,0 +1,103 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_zfnet import ZFNetModule
+from lightning_zfnet.cli import main
+from lightning_zfnet.data import ClutteredFashionMNISTDataModule
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_configs_parse(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["momentum"] == 0.9
+
+
+def test_imagenet_config_is_for_8_gpus_with_ddp_and_bf16():
+    config = yaml.safe_load((ROOT / "configs" / "imagenet.yaml").read_text())
+    trainer = config["trainer"]
+    assert (trainer["devices"], trainer["strategy"], trainer["precision"]) == (
+        8,
+        "ddp",
+        "bf16-mixed",
+    )
+
+
+def _args(data_dir, out):
+    return [
+        "--config",
+        str(ROOT / "configs" / "cluttered_fashion_mnist.yaml"),
+        f"--data.init_args.data_dir={data_dir}",
+        "--data.init_args.batch_size=16",
+        "--data.init_args.val_size=64",
+        "--data.init_args.num_workers=0",
+        "--model.width=0.25",
+        f"--trainer.logger.init_args.save_dir={out}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+    ]
+
+
+def test_fit_links_data_shape_into_the_model(fake_data_dir, tmp_path):
+    main(
+        [
+            "fit",
+            *_args(fake_data_dir, tmp_path),
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1",
+        ]
+    )
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    module = ZFNetModule.load_from_checkpoint(ckpt, weights_only=True)
+    assert module.hparams.num_classes == 10
+    assert module.hparams.in_channels == 1
+    assert module.hparams.input_size == 64
+    main(["test", *_args(fake_data_dir, tmp_path), f"--ckpt_path={ckpt}"])
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_keeps_ranks_identical(fake_data_dir, tmp_path):
+    dump = tmp_path / "dump"
+    command = [
+        sys.executable,
+        "-m",
+        "lightning_zfnet.cli",
+        "fit",
+        *_args(fake_data_dir, tmp_path),
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=3",
+        "--trainer.callbacks+=tests.helpers.DumpRankState",
+        f"--trainer.callbacks.directory={dump}",
+    ]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=300)
+    ranks = [torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    for name, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][name]), name
+    assert ranks[0]["metrics"] == ranks[1]["metrics"]
+
+    # The synchronised validation accuracy is that of the final weights on the whole
+    # validation split, evaluated here in one process.
+    module = ZFNetModule(num_classes=10, in_channels=1, input_size=64, width=0.25)
+    module.load_state_dict(ranks[0]["state"])
+    module.eval()
+    dm = ClutteredFashionMNISTDataModule(str(fake_data_dir), val_size=64)
+    dm.setup("fit")
+    x, y, _ = next(iter(torch.utils.data.DataLoader(dm.val_set, batch_size=64)))
+    with torch.no_grad():
+        accuracy = (module(x).argmax(1) == y).float().mean().item()
+    assert ranks[0]["metrics"]["val/top1"] == pytest.approx(accuracy, abs=1e-6)

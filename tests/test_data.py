@@ -1,0 +1,154 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.datasets import FashionMNIST
+
+from lightning_zfnet.data import (
+    ClutteredFashionMNISTDataModule,
+    ClutteredImages,
+    FashionMNISTDataModule,
+    ImageNetDataModule,
+    find_fashion_mnist,
+)
+
+from .helpers import fake_items, write_fake_fashion_mnist
+
+
+def test_finds_data_already_in_root(fake_data_dir):
+    assert (
+        find_fashion_mnist(fake_data_dir, system_dirs=(), download=False)
+        == fake_data_dir
+    )
+
+
+def test_unpacks_debian_style_gzipped_files(tmp_path):
+    system = write_fake_fashion_mnist(tmp_path / "system", compress=True)
+    root = tmp_path / "root"
+    find_fashion_mnist(root, system_dirs=(system,), download=False)
+    data = FashionMNIST(root, train=True)
+    expected, labels = fake_items(256, seed=0)
+    np.testing.assert_array_equal(data.data.numpy(), expected)
+    np.testing.assert_array_equal(data.targets.numpy(), labels)
+
+
+def test_error_names_every_place_tried(tmp_path, monkeypatch):
+    def fail(self):
+        raise RuntimeError("network unreachable")
+
+    monkeypatch.setattr(FashionMNIST, "download", fail)
+    with pytest.raises(FileNotFoundError) as info:
+        find_fashion_mnist(tmp_path / "root", system_dirs=(tmp_path / "debian",))
+    message = str(info.value)
+    assert str(tmp_path / "root" / "FashionMNIST" / "raw") in message
+    assert str(tmp_path / "debian") in message
+    assert "network unreachable" in message
+
+
+def test_datamodule_never_downloads_in_init(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        FashionMNIST, "download", lambda self: pytest.fail("downloaded")
+    )
+    FashionMNISTDataModule(data_dir=str(tmp_path))
+
+
+def test_fashion_mnist_module_splits_and_resizes(fake_data_dir):
+    dm = FashionMNISTDataModule(
+        str(fake_data_dir), image_size=64, batch_size=16, val_size=56
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (200, 56, 64)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (16, 1, 64, 64) and y.shape == (16,)
+    # The background (0) maps to -mean/std.
+    assert torch.isclose(x.min(), torch.tensor(-dm.mean / dm.std), atol=1e-4)
+    # Train and validation images are disjoint parts of the training file.
+    train_ids = {dm.train_set.images[i].numpy().tobytes() for i in range(200)}
+    val_ids = {dm.val_set.images[i].numpy().tobytes() for i in range(56)}
+    assert not train_ids & val_ids
+
+
+def test_cluttered_boxes_contain_the_item():
+    images, labels = fake_items(40, seed=3)
+    data = ClutteredImages(
+        torch.from_numpy(images), torch.from_numpy(labels), canvas=64
+    )
+    for i in range(40):
+        canvas, (x0, y0, x1, y1) = data.compose(i)
+        rows, cols = np.nonzero(images[i])
+        item = images[i, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert (y1 - y0, x1 - x0) == item.shape
+        # Overlaps keep the brighter pixel, so the box holds at least the item's pixels.
+        assert np.all(canvas[y0:y1, x0:x1] >= item)
+
+
+def test_cluttered_without_fragments_has_nothing_outside_the_box():
+    images, labels = fake_items(20, seed=4)
+    data = ClutteredImages(
+        torch.from_numpy(images), torch.from_numpy(labels), fragments=0
+    )
+    for i in range(20):
+        canvas, (x0, y0, x1, y1) = data.compose(i)
+        canvas[y0:y1, x0:x1] = 0
+        assert canvas.sum() == 0
+
+
+def test_cluttered_is_deterministic_and_has_clutter():
+    images, labels = fake_items(20, seed=5)
+    a = ClutteredImages(torch.from_numpy(images), torch.from_numpy(labels), seed=1)
+    b = ClutteredImages(torch.from_numpy(images), torch.from_numpy(labels), seed=1)
+    c = ClutteredImages(torch.from_numpy(images), torch.from_numpy(labels), seed=2)
+    for i in range(20):
+        torch.testing.assert_close(a[i][0], b[i][0])
+        assert torch.equal(a[i][2], b[i][2])
+    assert any(not torch.equal(a[i][0], c[i][0]) for i in range(20))
+    outside = []
+    for i in range(20):
+        canvas, (x0, y0, x1, y1) = a.compose(i)
+        canvas[y0:y1, x0:x1] = 0
+        outside.append(canvas.sum())
+    assert sum(s > 0 for s in outside) >= 15
+
+
+def test_cluttered_module_batches_carry_boxes(fake_data_dir):
+    dm = ClutteredFashionMNISTDataModule(str(fake_data_dir), batch_size=8, val_size=56)
+    dm.setup("fit")
+    x, y, box = next(iter(dm.val_dataloader()))
+    assert x.shape == (8, 1, 64, 64) and box.shape == (8, 4)
+    assert torch.all((box[:, :2] >= 0) & (box[:, 2:] <= 64) & (box[:, 2:] > box[:, :2]))
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagenet")
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("n01", "n02", "n03"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(2):
+                pixels = rng.integers(0, 255, size=(280, 300, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
+    return root
+
+
+def test_imagenet_module_crops(image_folder):
+    dm = ImageNetDataModule(str(image_folder), batch_size=6, num_workers=0)
+    assert dm.num_classes == 3
+    dm.setup("fit")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (6, 3, 224, 224) and sorted(y.tolist()) == [0, 0, 1, 1, 2, 2]
+    val_x, _ = next(iter(dm.val_dataloader()))
+    test_x, _ = next(iter(dm.test_dataloader()))
+    assert test_x.shape == (6, 10, 3, 224, 224)
+    # TenCrop: 4 corners and the centre, then the same of the flipped image.
+    torch.testing.assert_close(test_x[:, 4], val_x)
+    torch.testing.assert_close(test_x[:, 9], val_x.flip(-1))
+    torch.testing.assert_close(
+        test_x[:, 5], test_x[:, 1].flip(-1)
+    )  # flipped TL = mirrored TR
+
+
+def test_imagenet_module_names_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train"):
+        _ = ImageNetDataModule(str(tmp_path)).num_classes

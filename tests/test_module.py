@@ -1,0 +1,85 @@
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lightning_zfnet import ClutteredFashionMNISTDataModule, ZFNetModule
+
+
+def _module(**kwargs):
+    return ZFNetModule(
+        num_classes=10, in_channels=1, input_size=64, width=0.25, **kwargs
+    )
+
+
+def test_ten_crop_averages_probabilities():
+    module = _module().eval()
+    crops = torch.randn(3, 10, 1, 64, 64)
+    with torch.no_grad():
+        per_crop = [module(crops[:, i]).softmax(1) for i in range(10)]
+        expected = torch.stack(per_crop).mean(0)
+        torch.testing.assert_close(module.log_probs(crops).exp(), expected)
+        torch.testing.assert_close(module.predict_step((crops, None), 0), expected)
+
+
+def test_training_step_ignores_extra_batch_items():
+    module = _module()
+    batch = (torch.randn(4, 1, 64, 64), torch.tensor([0, 1, 2, 3]), torch.zeros(4, 4))
+    loss = module.training_step(batch, 0)
+    assert loss.ndim == 0 and math.isfinite(loss.item())
+
+
+@pytest.mark.parametrize("scheduler", ["plateau", "step", "cosine", "none"])
+def test_optimizer_is_the_papers_sgd(scheduler):
+    module = _module(scheduler=scheduler)
+    module.trainer = pl.Trainer(max_epochs=3, logger=False)
+    config = module.configure_optimizers()
+    optimizer = config if scheduler == "none" else config["optimizer"]
+    assert isinstance(optimizer, torch.optim.SGD)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (1e-2, 0.9, 0.0)
+
+
+def test_unknown_scheduler_is_named():
+    with pytest.raises(ValueError, match="warmup"):
+        _module(scheduler="warmup")
+
+
+def _fit(data_dir, out, max_epochs, ckpt_path=None):
+    pl.seed_everything(0)
+    dm = ClutteredFashionMNISTDataModule(str(data_dir), batch_size=16, val_size=56)
+    module = _module(dropout=0.5)  # dropout makes the result depend on the generator
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        default_root_dir=out,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, dm, ckpt_path=ckpt_path, weights_only=True)
+    return module, trainer
+
+
+def test_resume_from_checkpoint_is_exact(fake_data_dir, tmp_path):
+    straight, _ = _fit(fake_data_dir, tmp_path / "a", max_epochs=2)
+    _, first = _fit(fake_data_dir, tmp_path / "b", max_epochs=1)
+    checkpoint = first.checkpoint_callback.best_model_path
+    torch.manual_seed(1234)  # whatever the caller's generator holds is overridden
+    resumed, trainer = _fit(
+        fake_data_dir, tmp_path / "c", max_epochs=2, ckpt_path=checkpoint
+    )
+    assert trainer.global_step == 6
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_checkpoint_loads_with_weights_only(fake_data_dir, tmp_path):
+    module, trainer = _fit(fake_data_dir, tmp_path, max_epochs=1)
+    path = trainer.checkpoint_callback.best_model_path
+    loaded = ZFNetModule.load_from_checkpoint(path, weights_only=True)
+    assert loaded.hparams.width == 0.25
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name])
