@@ -1,0 +1,109 @@
+"""Checking and reshaping what users pass to ``attribute``: inputs and targets.
+
+Captum's own helpers for this are private and accept some bad values silently (a
+``target=None`` on a many-class output, an index past the end); these check first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+TargetType = None | int | tuple | Tensor | Sequence[int | tuple]
+
+__all__ = ["TargetType", "as_tuple", "check_submodule", "select_targets"]
+
+
+def as_tuple(inputs: Tensor | tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], bool]:
+    """``(inputs as a tuple, whether they came as one)``, after checking each tensor.
+
+    Raises:
+        TypeError: for something other than a floating-point tensor.
+        ValueError: for a tensor without a batch dimension, or batches of unequal size.
+    """
+    is_tuple = isinstance(inputs, tuple)
+    tensors = inputs if is_tuple else (inputs,)
+    if not tensors:
+        raise ValueError("inputs is an empty tuple")
+    for i, tensor in enumerate(tensors):
+        name = f"inputs[{i}]" if is_tuple else "inputs"
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(tensor).__name__}")
+        if not tensor.is_floating_point():
+            raise TypeError(
+                f"{name} must be a floating-point tensor, got {tensor.dtype}; "
+                "convert images with .float() (and scale them as the model expects)"
+            )
+        if tensor.ndim < 1:
+            raise ValueError(
+                f"{name} needs a batch dimension, got shape {tuple(tensor.shape)}"
+            )
+    sizes = {t.shape[0] for t in tensors}
+    if len(sizes) > 1:
+        raise ValueError(f"inputs have different batch sizes: {sorted(sizes)}")
+    return tensors, is_tuple
+
+
+def check_submodule(model: nn.Module, layer: nn.Module) -> None:
+    """Raise ``ValueError`` unless ``layer`` is ``model`` or one of its submodules."""
+    if not isinstance(layer, nn.Module):
+        raise TypeError(f"layer must be an nn.Module, got {type(layer).__name__}")
+    if not any(m is layer for m in model.modules()):
+        raise ValueError(f"layer {layer!r} is not a submodule of the model")
+
+
+def select_targets(output: Tensor, target: TargetType) -> Tensor:
+    """One output value per example, as Captum selects it from ``target``.
+
+    ``None`` needs an output with one value per example; an ``int`` or a ``tuple``
+    indexes every example's output alike; a tensor of one value does the same, one of
+    ``N`` values and a list of ``N`` ints or tuples index each example's own output.
+
+    Raises:
+        ValueError: naming the target that does not fit the output.
+        TypeError: for a target of another type.
+    """
+    n = output.shape[0]
+    per_example = output.reshape(n, -1) if output.ndim > 1 else output[:, None]
+    if target is None:
+        if per_example.shape[1] != 1:
+            raise ValueError(
+                f"target=None needs one output per example, but the output has shape "
+                f"{tuple(output.shape)}; pass the class to explain as target"
+            )
+        return per_example[:, 0]
+    if isinstance(target, Tensor):
+        if target.numel() == 1:
+            return select_targets(output, int(target.item()))
+        if target.shape != (n,):
+            raise ValueError(
+                f"a target tensor needs 1 or {n} values, "
+                f"got shape {tuple(target.shape)}"
+            )
+        return select_targets(output, target.tolist())
+    if isinstance(target, (int, tuple)):
+        return output[(slice(None), *_index(output, target))]
+    if isinstance(target, Sequence) and not isinstance(target, str):
+        if len(target) != n:
+            raise ValueError(f"a target list needs {n} entries, got {len(target)}")
+        rows = [output[(i, *_index(output, t))] for i, t in enumerate(target)]
+        return torch.stack(rows)
+    raise TypeError(f"target must be an int, tuple, tensor or list, got {target!r}")
+
+
+def _index(output: Tensor, target: int | tuple) -> tuple[int, ...]:
+    index = (target,) if isinstance(target, int) else tuple(target)
+    dims = output.shape[1:]
+    if len(index) != len(dims) or not all(isinstance(i, int) for i in index):
+        raise ValueError(
+            f"target {target!r} does not index an output of shape {tuple(output.shape)}"
+        )
+    for i, size in zip(index, dims, strict=True):
+        if not -size <= i < size:
+            raise ValueError(
+                f"target {target!r} is out of range for an output of shape "
+                f"{tuple(output.shape)}"
+            )
+    return index
