@@ -1,0 +1,58 @@
+"""Timing and result files shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import captum
+import torch
+
+__all__ = ["environment", "median_seconds", "write_results"]
+
+
+def median_seconds(
+    fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, device: str = "cpu"
+) -> float:
+    """Median wall time of ``fn()`` after ``warmup`` calls, synchronising the device."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _synchronize(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """Versions and hardware, stored beside every result."""
+    name = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
+    return {
+        "torch": torch.__version__,
+        "captum": captum.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "device_name": name,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+
+
+def write_results(out: Path, stem: str, results: dict, table: str) -> None:
+    """Write ``<stem>.json`` (every number) and ``<stem>.md`` (a table) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(table + "\n")

@@ -1,0 +1,298 @@
+"""The switch-based deconvnet of Zeiler & Fergus (2014, Sec. 2.1), Captum style."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from captum.attr import GradientAttribution, NeuronAttribution
+from captum.log import log_usage
+from torch import Tensor, nn
+
+from ._inputs import TargetType, as_tuple, check_submodule, select_targets
+from .rules import DeconvRules
+
+__all__ = ["DeconvNet", "FeatureMapDeconvNet", "NeuronDeconvNet"]
+
+Inputs = Tensor | tuple[Tensor, ...]
+NeuronSelector = int | tuple | Callable[[Tensor], Tensor]
+
+
+class _Deconv(GradientAttribution):
+    """What the three classes share: the model, the rules and the reverse pass."""
+
+    def __init__(self, model: nn.Module, normalization: str = "skip") -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        DeconvRules(normalization)  # validates the name before anything runs
+        super().__init__(model)
+        self.model = model
+        self.normalization = normalization
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return False
+
+    @classmethod
+    def get_name(cls) -> str:
+        return cls.__name__
+
+    def _project(
+        self,
+        inputs: Inputs,
+        additional_forward_args: Any,
+        seed: Callable[[tuple[Tensor, ...]], tuple[Tensor, Tensor]],
+    ) -> Inputs:
+        """Run ``seed``, a forward pass returning ``(values, grad_of_values)``, under
+        the deconvnet rules, then send ``grad_of_values`` back to the inputs."""
+        tensors, is_tuple = as_tuple(inputs)
+        with torch.enable_grad():
+            leaves = tuple(t.detach().requires_grad_() for t in tensors)
+            rules = DeconvRules(self.normalization)
+            with rules:
+                values, grad = seed(leaves + _extra_args(additional_forward_args))
+            rules.warn_unruled()
+            grads = torch.autograd.grad(values, leaves, grad, allow_unused=True)
+        grads = tuple(
+            torch.zeros_like(t) if g is None else g
+            for t, g in zip(tensors, grads, strict=True)
+        )
+        return grads if is_tuple else grads[0]
+
+
+class DeconvNet(_Deconv):
+    """Project a model output back to the input through the paper's deconvnet.
+
+    Reverse pass: unpool with the forward max-pool switches, rectify with a ReLU, filter
+    with the transposed forward weights (no biases). Every ReLU the forward pass calls
+    is rectified, including ``F.relu``/``torch.relu`` in ``forward`` (which Captum's
+    ``Deconvolution`` misses). Other activations (GELU, LeakyReLU, ReLU6, ...) keep
+    their gradient and a warning names them. The model is never modified.
+
+    Args:
+        model: the network; its output is ``(N, ...)``.
+        normalization: ``"skip"`` (the paper) passes the reverse signal through local
+            response normalisation unchanged; ``"gradient"`` backpropagates through it,
+            which makes the result equal ``captum.attr.Deconvolution`` on models whose
+            ReLUs are ``nn.ReLU`` modules.
+
+    Example::
+
+        >>> deconv = DeconvNet(model)
+        >>> projection = deconv.attribute(images, target=labels)
+    """
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Inputs,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> Inputs:
+        """Deconvnet projection of the ``target`` output of each example.
+
+        Args:
+            inputs: a batch, or a tuple of batches the model takes together.
+            target: output to project, per Captum's conventions: int, tuple, tensor of
+                1 or N values, list of N ints or tuples; ``None`` for one output per
+                example.
+            additional_forward_args: further arguments of the model, not attributed.
+
+        Returns:
+            One projection per input tensor, with its shape (a tensor for a tensor).
+        """
+
+        def seed(args: tuple) -> tuple[Tensor, Tensor]:
+            selected = select_targets(self.forward_func(*args), target)
+            return selected, torch.ones_like(selected)
+
+        return self._project(inputs, additional_forward_args, seed)
+
+
+class NeuronDeconvNet(_Deconv, NeuronAttribution):
+    """Deconvnet projection of one neuron (or a sum of neurons) of ``layer``.
+
+    Captum's ``NeuronDeconvolution`` semantics, with the rules of :class:`DeconvNet`.
+    The forward pass stops once ``layer`` has run (the first time it runs).
+
+    Args:
+        model: the network.
+        layer: a submodule of ``model`` whose output (or input) holds the neuron.
+        normalization: as for :class:`DeconvNet`.
+    """
+
+    def __init__(self, model: nn.Module, layer: nn.Module, normalization: str = "skip"):
+        check_submodule(model, layer)
+        _Deconv.__init__(self, model, normalization)
+        self.layer = layer
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Inputs,
+        neuron_selector: NeuronSelector,
+        additional_forward_args: Any = None,
+        attribute_to_neuron_input: bool = False,
+    ) -> Inputs:
+        """Projection of the selected neuron for each example.
+
+        Args:
+            inputs: a batch, or a tuple of batches the model takes together.
+            neuron_selector: an int (for a 2-D layer), a tuple of ints and slices
+                indexing one example's activation (slices sum their neurons), or a
+                callable taking the layer's activation and returning one value per
+                example.
+            additional_forward_args: further arguments of the model, not attributed.
+            attribute_to_neuron_input: select from the layer's input, not its output.
+        """
+
+        def seed(args: tuple) -> tuple[Tensor, Tensor]:
+            activation = _layer_activation(
+                self.model, self.layer, args, attribute_to_neuron_input
+            )
+            selected = _select_neurons(activation, neuron_selector)
+            return selected, torch.ones_like(selected)
+
+        return self._project(inputs, additional_forward_args, seed)
+
+
+class FeatureMapDeconvNet(_Deconv):
+    """Pixel-space projections of single feature maps, as in the paper's figures.
+
+    For each example and its channel, every other activation of ``layer`` is zeroed and
+    the rest (the map's strongest activation, or the whole map) is passed down the
+    deconvnet with its own value. A batch of (input, channel) pairs costs one forward
+    and one reverse pass.
+
+    Args:
+        model: the network.
+        layer: a submodule whose output is ``(N, C, ...)``.
+        normalization: as for :class:`DeconvNet`.
+    """
+
+    def __init__(self, model: nn.Module, layer: nn.Module, normalization: str = "skip"):
+        check_submodule(model, layer)
+        super().__init__(model, normalization)
+        self.layer = layer
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Inputs,
+        channels: int | Sequence[int] | Tensor,
+        keep: str = "strongest",
+        additional_forward_args: Any = None,
+    ) -> Inputs:
+        """Projection of feature map ``channels[i]`` of example ``i``.
+
+        Args:
+            inputs: a batch, or a tuple of batches the model takes together.
+            channels: one channel for every example, or one per example.
+            keep: ``"strongest"`` keeps the map's largest activation alone (the
+                paper's figures), ``"map"`` the whole map.
+            additional_forward_args: further arguments of the model, not attributed.
+        """
+        if keep not in ("strongest", "map"):
+            raise ValueError(f"keep must be 'strongest' or 'map', got {keep!r}")
+
+        def seed(args: tuple) -> tuple[Tensor, Tensor]:
+            activation = _layer_activation(self.model, self.layer, args, False)
+            return activation, _feature_map_seed(activation, channels, keep)
+
+        return self._project(inputs, additional_forward_args, seed)
+
+
+def _extra_args(additional_forward_args: Any) -> tuple:
+    if additional_forward_args is None:
+        return ()
+    if isinstance(additional_forward_args, tuple):
+        return additional_forward_args
+    return (additional_forward_args,)
+
+
+class _LayerReached(Exception):
+    """Ends a forward pass once the layer of interest has run."""
+
+
+@contextmanager
+def _capture(layer: nn.Module, use_input: bool) -> Iterator[list[Tensor]]:
+    captured: list[Tensor] = []
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        value = args[0] if use_input else output
+        if not isinstance(value, Tensor):
+            where = "input" if use_input else "output"
+            raise TypeError(
+                f"the layer's {where} must be one tensor, got {type(value)}"
+            )
+        captured.append(value)
+        raise _LayerReached
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield captured
+    except _LayerReached:
+        pass
+    finally:
+        handle.remove()
+
+
+def _layer_activation(
+    model: nn.Module, layer: nn.Module, args: tuple, use_input: bool
+) -> Tensor:
+    with _capture(layer, use_input) as captured:
+        model(*args)
+    if not captured:
+        raise ValueError(f"layer {layer!r} did not run in the model's forward pass")
+    return captured[0]
+
+
+def _select_neurons(activation: Tensor, selector: NeuronSelector) -> Tensor:
+    n = activation.shape[0]
+    if callable(selector):
+        value = selector(activation)
+        if value.numel() not in (1, n):
+            raise ValueError(
+                f"neuron_selector returned shape {tuple(value.shape)}; it must return "
+                f"one value, or one per example ({n})"
+            )
+        return value.reshape(-1)
+    index = (selector,) if isinstance(selector, int) else selector
+    if not isinstance(index, tuple) or len(index) != activation.ndim - 1:
+        raise ValueError(
+            f"neuron_selector {selector!r} does not index one example's activation of "
+            f"shape {tuple(activation.shape[1:])}"
+        )
+    for i, size in zip(index, activation.shape[1:], strict=True):
+        if isinstance(i, int) and not -size <= i < size:
+            raise ValueError(
+                f"neuron_selector {selector!r} is out of range for an activation of "
+                f"shape {tuple(activation.shape[1:])}"
+            )
+    return activation[(slice(None), *index)].reshape(n, -1).sum(1)
+
+
+def _feature_map_seed(
+    activation: Tensor, channels: int | Sequence[int] | Tensor, keep: str
+) -> Tensor:
+    """The layer's activation with everything zeroed but the kept part of each map."""
+    n, c = activation.shape[:2]
+    chosen = torch.as_tensor(channels, device=activation.device).long().reshape(-1)
+    if chosen.numel() == 1:
+        chosen = chosen.expand(n)
+    if chosen.numel() != n:
+        raise ValueError(f"channels needs 1 or {n} entries, got {chosen.numel()}")
+    if chosen.min() < 0 or chosen.max() >= c:
+        raise ValueError(
+            f"channels {channels!r} out of range for a layer of {c} channels"
+        )
+    rows = torch.arange(n, device=activation.device)
+    maps = activation.detach()[rows, chosen].reshape(n, -1)
+    if keep == "strongest":
+        strongest = maps.argmax(dim=1, keepdim=True)
+        maps = torch.zeros_like(maps).scatter_(1, strongest, maps.gather(1, strongest))
+    seed = torch.zeros_like(activation)
+    seed[rows, chosen] = maps.reshape(seed[rows, chosen].shape)
+    return seed

@@ -1,0 +1,135 @@
+"""The deconvnet's reverse rules, applied to whatever the forward pass calls.
+
+The paper's reverse pass unpools with the forward switches, rectifies and filters with
+the transposed weights. Autograd already does the first and last: max-pool backward
+routes each value to its recorded argmax (adding where overlapping windows share one,
+the adjoint of pooling) and conv backward is ``conv_transpose2d`` with the same weights
+and no bias. Only two rules differ from the gradient:
+
+- every ReLU passes ``relu(grad)`` back, whatever the sign of its forward input;
+- with ``normalization="skip"``, local response normalisation passes ``grad`` unchanged
+  (the paper has no inverse of contrast normalisation).
+
+The rules are installed as a ``TorchFunctionMode`` for the duration of a forward pass.
+That sees every call, so ``nn.ReLU`` (in place or reused), ``F.relu``, ``torch.relu``,
+``Tensor.relu`` and their in-place forms are all covered, and the model itself is never
+touched: no hooks, no swapped modules.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["NORMALIZATIONS", "OTHER_ACTIVATIONS", "DeconvRules"]
+
+NORMALIZATIONS = ("skip", "gradient")
+
+_RELU = {F.relu, torch.relu, Tensor.relu}
+_RELU_INPLACE = {F.relu_, torch.relu_, Tensor.relu_}
+
+# Non-linearities with no deconvnet rule: they keep their ordinary gradient, and the
+# caller is warned that the result is not a pure deconvnet projection.
+OTHER_ACTIVATIONS = {
+    F.relu6,
+    F.hardtanh,
+    F.hardtanh_,
+    F.leaky_relu,
+    F.leaky_relu_,
+    F.prelu,
+    F.rrelu,
+    F.elu,
+    F.selu,
+    F.celu,
+    F.gelu,
+    F.silu,
+    F.mish,
+    F.hardswish,
+    F.softplus,
+    F.threshold,
+}
+
+
+class _DeconvReLU(torch.autograd.Function):
+    """ReLU forward; ``relu(grad)`` backward, the deconvnet's rectification."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return grad.clamp(min=0)
+
+
+class _PassGradient(torch.autograd.Function):
+    """Any function forward; identity backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, function: Callable[[Tensor], Tensor]) -> Tensor:
+        return function(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
+
+
+class DeconvRules(TorchFunctionMode):
+    """Within this context, forward passes build the deconvnet's reverse graph.
+
+    Args:
+        normalization: ``"skip"`` passes the reverse signal through local response
+            normalisation unchanged (the paper); ``"gradient"`` backpropagates through
+            it (then the result equals ``captum.attr.Deconvolution``).
+    """
+
+    def __init__(self, normalization: str = "skip") -> None:
+        super().__init__()
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
+            )
+        self.skip_normalization = normalization == "skip"
+        self.unruled: set[str] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        if func in _RELU or func in _RELU_INPLACE:
+            inplace = func in _RELU_INPLACE or _inplace_flag(args, kwargs)
+            return _rectify(args[0], inplace)
+        if func is F.local_response_norm and self.skip_normalization:
+            return _PassGradient.apply(args[0], lambda x: func(x, *args[1:], **kwargs))
+        if func in OTHER_ACTIVATIONS:
+            self.unruled.add(func.__name__.rstrip("_"))
+        return func(*args, **kwargs)
+
+    def warn_unruled(self) -> None:
+        """Warn once if the forward pass met activations without a deconvnet rule."""
+        if self.unruled:
+            warnings.warn(
+                "the model applies " + ", ".join(sorted(self.unruled)) + ", for which "
+                "the deconvnet has no rule; they pass their ordinary gradient, so the "
+                "result mixes deconvnet and gradient. Only ReLU is rectified.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+def _inplace_flag(args: tuple, kwargs: dict) -> bool:
+    # F.relu(input, inplace=False): the flag may come by position or by name.
+    return bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
+
+
+def _rectify(x: Tensor, inplace: bool) -> Tensor:
+    out = _DeconvReLU.apply(x)
+    if not inplace:
+        return out
+    # Honour in-place semantics for code that keeps using ``x``; autograd then routes
+    # the reverse signal through the copy into the rule above.
+    return x.copy_(out)

@@ -1,0 +1,15 @@
+import json
+
+from benchmarks import deconvnet_speed
+
+
+def test_deconvnet_speed_quick_run_writes_its_results(tmp_path):
+    results = deconvnet_speed.main(["--quick", "--out", str(tmp_path)])
+    written = json.loads((tmp_path / "deconvnet_speed_quick_cpu.json").read_text())
+    assert written["attribute"]["ratio"] == results["attribute"]["ratio"] > 0
+    # The batched projections are the NeuronDeconvolution ones, scaled by the value.
+    assert written["feature_maps"]["max_relative_difference"] < 1e-9
+    assert (
+        "| attribute, batch 8 |"
+        in (tmp_path / "deconvnet_speed_quick_cpu.md").read_text()
+    )

@@ -1,0 +1,242 @@
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from captum.attr import Deconvolution, NeuronDeconvolution, Saliency
+from torch import nn
+
+from captum_deconvnet import DeconvNet, FeatureMapDeconvNet, NeuronDeconvNet
+from lightning_zfnet import zfnet
+from lightning_zfnet.model import contrast_norm
+
+from .reference_deconvnet import one_hot_seed, reference_projection, strongest_seed
+
+TIGHT = {"rtol": 1e-10, "atol": 1e-12}
+
+
+def zfnet_like() -> nn.Sequential:
+    """A small ZFNet: strided convs whose strides drop border pixels, overlapping 3x3/2
+    pools (switches shared between windows), contrast normalisation, linear layers."""
+    torch.manual_seed(0)
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 8, 7, stride=2, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2, padding=1),
+            contrast_norm(),
+            nn.Conv2d(8, 12, 5, stride=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, padding=1),
+            contrast_norm(),
+            nn.Conv2d(12, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+            nn.Flatten(),
+            nn.Linear(16 * 2 * 2, 20),
+            nn.ReLU(),
+            nn.Dropout(),
+            nn.Linear(20, 5),
+        )
+        .double()
+        .eval()
+    )
+
+
+def paper_zfnet() -> nn.Module:
+    torch.manual_seed(0)
+    model = zfnet(num_classes=7, width=0.125, init="paper").double().eval()
+    nn.init.normal_(model.classifier[-1].weight, std=0.1)
+    return model
+
+
+@pytest.fixture
+def images():
+    return torch.randn(3, 3, 100, 100, dtype=torch.float64)
+
+
+def test_equals_hand_written_reverse_network(images):
+    model = zfnet_like()
+    expected = reference_projection(model, images, len(model) - 1, one_hot_seed(2))
+    torch.testing.assert_close(
+        DeconvNet(model).attribute(images, target=2), expected, **TIGHT
+    )
+
+
+def test_equals_hand_written_reverse_network_on_zfnet():
+    model = paper_zfnet()
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64)
+    expected = reference_projection(model, x, 22, one_hot_seed(4))
+    torch.testing.assert_close(
+        DeconvNet(model).attribute(x, target=4), expected, **TIGHT
+    )
+
+
+def test_feature_map_projection_equals_reference_on_zfnet():
+    model = paper_zfnet()
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64)
+    conv5 = 12  # features[12] is conv5; its strongest activation of channel 3
+    expected = reference_projection(model, x, conv5, strongest_seed(3))
+    result = FeatureMapDeconvNet(model, model.features[conv5]).attribute(x, 3)
+    torch.testing.assert_close(result, expected, **TIGHT)
+
+
+def test_feature_maps_of_a_batch_equal_one_at_a_time(images):
+    model = zfnet_like()
+    layer = model[8]
+    channels = [0, 5, 9]
+    for keep in ("strongest", "map"):
+        batched = FeatureMapDeconvNet(model, layer).attribute(
+            images, channels, keep=keep
+        )
+        for i, c in enumerate(channels):
+            alone = FeatureMapDeconvNet(model, layer).attribute(
+                images[i : i + 1], c, keep=keep
+            )
+            torch.testing.assert_close(batched[i : i + 1], alone, **TIGHT)
+
+
+def test_whole_map_equals_reference(images):
+    model = zfnet_like()
+
+    def whole_map(output):
+        seed = torch.zeros_like(output)
+        seed[:, 6] = output[:, 6]
+        return seed
+
+    expected = reference_projection(model, images, 8, whole_map)
+    result = FeatureMapDeconvNet(model, model[8]).attribute(images, 6, keep="map")
+    torch.testing.assert_close(result, expected, **TIGHT)
+
+
+def test_gradient_normalization_equals_captum_deconvolution(images):
+    model = zfnet_like()
+    ours = DeconvNet(model, normalization="gradient").attribute(images, target=1)
+    theirs = Deconvolution(model).attribute(images, target=1)
+    torch.testing.assert_close(ours, theirs, **TIGHT)
+    # The paper's "skip" differs from it exactly at the contrast normalisation.
+    assert not torch.allclose(DeconvNet(model).attribute(images, target=1), theirs)
+
+
+@pytest.mark.parametrize("selector", [(3, 1, 1), (slice(0, 4), 1, slice(None))])
+def test_neuron_equals_captum_neuron_deconvolution(images, selector):
+    model = zfnet_like()
+    ours = NeuronDeconvNet(model, model[4], normalization="gradient").attribute(
+        images, selector
+    )
+    theirs = NeuronDeconvolution(model, model[4]).attribute(images, selector)
+    torch.testing.assert_close(ours, theirs, **TIGHT)
+
+
+def test_neuron_selector_callable_and_layer_input(images):
+    model = zfnet_like()
+    ours = NeuronDeconvNet(model, model[12], "gradient").attribute(
+        images, lambda a: a[:, 3] + a[:, 7], attribute_to_neuron_input=True
+    )
+    theirs = NeuronDeconvolution(model, model[12]).attribute(
+        images, lambda a: a[:, 3] + a[:, 7], attribute_to_neuron_input=True
+    )
+    torch.testing.assert_close(ours, theirs, **TIGHT)
+
+
+class ReLUStyles(nn.Module):
+    """The same network with its ReLUs written in each way a forward can call them."""
+
+    def __init__(self, style: str):
+        super().__init__()
+        torch.manual_seed(1)
+        self.style = style
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 4 * 4, 4)
+        self.relu = nn.ReLU(inplace=True)  # one module, used twice
+
+    def rectify(self, x):
+        return {
+            "module": lambda t: self.relu(t),
+            "F.relu": F.relu,
+            "F.relu_inplace": lambda t: F.relu(t, inplace=True),
+            "F.relu_": F.relu_,
+            "torch.relu": torch.relu,
+            "torch.relu_": torch.relu_,
+            "Tensor.relu": lambda t: t.relu(),
+            "Tensor.relu_": lambda t: t.relu_(),
+        }[self.style](x)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.rectify(self.conv1(x)), 2)
+        x = F.max_pool2d(self.rectify(self.conv2(x)), 2)
+        return self.fc(x.flatten(1))
+
+
+STYLES = ["F.relu", "F.relu_inplace", "F.relu_", "torch.relu", "torch.relu_"]
+STYLES += ["Tensor.relu", "Tensor.relu_"]
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_way_of_calling_relu_is_rectified(style):
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    reference = Deconvolution(ReLUStyles("module").double()).attribute(x, target=1)
+    model = ReLUStyles(style).double()
+    torch.testing.assert_close(
+        DeconvNet(model).attribute(x, target=1), reference, **TIGHT
+    )
+    # Captum's Deconvolution sees no nn.ReLU here and silently returns the gradient.
+    plain = Saliency(model).attribute(x, target=1, abs=False)
+    torch.testing.assert_close(Deconvolution(model).attribute(x, target=1), plain)
+    assert not torch.allclose(reference, plain)
+
+
+def test_resnet_with_batchnorm_and_reused_inplace_relus_matches_captum():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).double().eval()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    ours = DeconvNet(model).attribute(x, target=[0, 3])
+    torch.testing.assert_close(ours, Deconvolution(model).attribute(x, target=[0, 3]))
+
+
+def test_googlenet_without_relu_modules_is_rectified():
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(
+        num_classes=5, aux_logits=False, init_weights=True
+    ).eval()
+    assert not any(isinstance(m, nn.ReLU) for m in model.modules())
+    x = torch.randn(1, 3, 64, 64)
+    ours = DeconvNet(model).attribute(x, target=2)
+    gradient = Saliency(model).attribute(x, target=2, abs=False)
+    torch.testing.assert_close(Deconvolution(model).attribute(x, target=2), gradient)
+    assert (ours - gradient).abs().max() > 0.1 * ours.abs().max()
+
+
+@pytest.mark.parametrize(
+    "activation, name",
+    [(nn.GELU(), "gelu"), (nn.LeakyReLU(), "leaky_relu"), (nn.ReLU6(), "hardtanh")],
+)
+def test_activations_without_a_rule_are_named_in_a_warning(activation, name):
+    model = nn.Sequential(nn.Linear(4, 4), activation, nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match=name):
+        DeconvNet(model).attribute(torch.randn(3, 4), target=0)
+
+
+def test_tuple_inputs_and_additional_forward_args():
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(5, 4)
+
+        def forward(self, x, y, scale):
+            return torch.relu(self.a(x) + self.b(y)) * scale
+
+    model = TwoInputs().double()
+    x, y = (
+        torch.randn(2, 3, dtype=torch.float64),
+        torch.randn(2, 5, dtype=torch.float64),
+    )
+    ours = DeconvNet(model).attribute((x, y), target=1, additional_forward_args=2.0)
+    assert (
+        isinstance(ours, tuple)
+        and ours[0].shape == x.shape
+        and ours[1].shape == y.shape
+    )
+    # By hand: the seed 2 at output 1, rectified, times each input's weights.
+    torch.testing.assert_close(ours[0], (2.0 * model.a.weight[1]).expand(2, 3))
+    torch.testing.assert_close(ours[1], (2.0 * model.b.weight[1]).expand(2, 5))

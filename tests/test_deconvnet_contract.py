@@ -1,0 +1,188 @@
+"""DeconvNet as a Captum class: model left alone, bad input named, Captum tools work."""
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from captum.attr import NoiseTunnel, visualization
+from captum.metrics import infidelity, sensitivity_max
+from PIL import Image
+from torch import nn
+
+from captum_deconvnet import (
+    DeconvNet,
+    FeatureMapDeconvNet,
+    NeuronDeconvNet,
+    normalize_projection,
+    save_grid,
+)
+
+matplotlib.use("Agg")
+
+
+def small_cnn() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.LocalResponseNorm(3),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 5),
+    )
+
+
+def snapshot(model: nn.Module) -> list:
+    """Everything about a model that an attribution could leave changed."""
+    state = []
+    for name, m in model.named_modules():
+        hooks = (
+            m._forward_hooks,
+            m._forward_pre_hooks,
+            m._backward_hooks,
+            m._backward_pre_hooks,
+        )
+        state.append((name, id(m), m.training, tuple(len(h) for h in hooks)))
+    state += [(n, p.requires_grad, p.grad) for n, p in model.named_parameters()]
+    return state
+
+
+EXPLAINERS = {
+    "deconvnet": lambda m: (DeconvNet(m), {"target": 1}),
+    "neuron": lambda m: (NeuronDeconvNet(m, m[4]), {"neuron_selector": (1, 2, 2)}),
+    "feature_map": lambda m: (FeatureMapDeconvNet(m, m[4]), {"channels": 2}),
+}
+
+
+@pytest.mark.parametrize("kind", EXPLAINERS)
+@pytest.mark.parametrize("training", [False, True])
+def test_model_is_left_exactly_as_it_was(kind, training):
+    model = small_cnn().train(training)
+    model[0].weight.requires_grad_(False)
+    before = snapshot(model)
+    explainer, kwargs = EXPLAINERS[kind](model)
+    explainer.attribute(torch.randn(2, 3, 8, 8), **kwargs)
+    assert snapshot(model) == before
+
+
+def test_model_is_left_as_it_was_when_the_forward_raises():
+    class Failing(nn.Sequential):
+        def forward(self, x):
+            self[0](x)
+            raise RuntimeError(
+                "boom"
+            )  # before the layer that FeatureMapDeconvNet hooks
+
+    model = Failing(*small_cnn())
+    before = snapshot(model)
+    for explainer, kwargs in (
+        (DeconvNet(model), {"target": 0}),
+        (FeatureMapDeconvNet(model, model[4]), {"channels": 0}),
+    ):
+        with pytest.raises(RuntimeError, match="boom"):
+            explainer.attribute(torch.randn(2, 3, 8, 8), **kwargs)
+        assert snapshot(model) == before
+
+
+@pytest.mark.parametrize("kind", EXPLAINERS)
+def test_model_is_left_as_it_was_after_an_invalid_target(kind):
+    model = small_cnn()
+    before = snapshot(model)
+    explainer, kwargs = EXPLAINERS[kind](model)
+    bad = {"target": 9, "neuron_selector": (9, 0, 0), "channels": 9}
+    key = next(iter(kwargs))
+    with pytest.raises(ValueError, match="9"):
+        explainer.attribute(torch.randn(2, 3, 8, 8), **{key: bad[key]})
+    assert snapshot(model) == before
+
+
+def test_bad_input_is_named():
+    model = small_cnn()
+    with pytest.raises(TypeError, match="uint8"):
+        DeconvNet(model).attribute(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), target=0)
+    with pytest.raises(ValueError, match="batch dimension"):
+        DeconvNet(model).attribute(torch.tensor(1.0), target=0)
+    with pytest.raises(ValueError, match="not a submodule"):
+        NeuronDeconvNet(model, nn.Conv2d(3, 3, 1))
+    with pytest.raises(ValueError, match="not a submodule"):
+        FeatureMapDeconvNet(model, nn.ReLU())
+    with pytest.raises(ValueError, match="normalization"):
+        DeconvNet(model, normalization="invert")
+    with pytest.raises(ValueError, match="keep"):
+        FeatureMapDeconvNet(model, model[4]).attribute(
+            torch.randn(1, 3, 8, 8), 0, keep="all"
+        )
+    with pytest.raises(ValueError, match="2 entries"):
+        FeatureMapDeconvNet(model, model[4]).attribute(
+            torch.randn(2, 3, 8, 8), [0, 1, 2]
+        )
+    with pytest.raises(ValueError, match="neuron_selector 3"):
+        NeuronDeconvNet(model, model[4]).attribute(torch.randn(2, 3, 8, 8), 3)
+    with pytest.raises(ValueError, match="did not run"):
+        unused = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+        NeuronDeconvNet(nn.Sequential(unused[0], nn.Identity()), unused[0])  # runs
+        NeuronDeconvNet(_skips_second(unused), unused[1]).attribute(
+            torch.randn(1, 2), 0
+        )
+
+
+def _skips_second(seq: nn.Sequential) -> nn.Module:
+    class SkipSecond(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = seq
+
+        def forward(self, x):
+            return self.seq[0](x)
+
+    return SkipSecond()
+
+
+def test_captum_tools_accept_it():
+    model = small_cnn().eval()
+    x = torch.randn(2, 3, 8, 8)
+    deconv = DeconvNet(model)
+    smooth = NoiseTunnel(deconv).attribute(
+        x, nt_type="smoothgrad", nt_samples=3, target=1
+    )
+    assert smooth.shape == x.shape and torch.isfinite(smooth).all()
+
+    def perturb(inputs):
+        noise = torch.randn_like(inputs) * 0.01
+        return noise, inputs - noise
+
+    attribution = deconv.attribute(x, target=1)
+    score = infidelity(model, perturb, x, attribution, target=1, normalize=True)
+    assert score.shape == (2,) and torch.isfinite(score).all()
+    # sensitivity_max calls the explanation under no_grad and with tuples.
+    sensitivity = sensitivity_max(deconv.attribute, x, target=1, n_perturb_samples=3)
+    assert sensitivity.shape == (2,) and torch.isfinite(sensitivity).all()
+    figure, _ = visualization.visualize_image_attr(
+        attribution[0].permute(1, 2, 0).numpy(), method="heat_map", use_pyplot=False
+    )
+    assert figure is not None
+
+
+def test_captum_flags_and_name():
+    deconv = DeconvNet(small_cnn())
+    assert deconv.multiplies_by_inputs is False
+    assert deconv.has_convergence_delta() is False
+    assert deconv.get_name() == "DeconvNet"
+
+
+def test_normalize_projection_centres_zero_by_hand():
+    projection = torch.tensor([[[[2.0, -4.0], [0.0, 1.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
+    expected = torch.tensor([[[[0.75, 0.0], [0.5, 0.625]]], [[[0.5, 0.5], [0.5, 0.5]]]])
+    torch.testing.assert_close(normalize_projection(projection), expected)
+
+
+def test_save_grid_writes_a_png(tmp_path):
+    images = torch.randn(5, 3, 10, 10)
+    save_grid(images, tmp_path / "grid.png", nrow=3, padding=2)
+    picture = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert picture.shape == (2 + 2 * 12, 2 + 3 * 12, 3)
+    with pytest.raises(ValueError, match="images"):
+        save_grid(torch.randn(2, 5, 4, 4), tmp_path / "bad.png")
