@@ -22,21 +22,19 @@ def train_default(out: Path, config: Path = CONFIG, extra: list[str] = ()) -> di
 
     Returns the checkpoint path, the test metrics and the seconds each step took.
     """
-    train_dir = out / "train"
-    checkpoint = train_dir / "checkpoints" / "last.ckpt"
-    common = [
-        "--config",
-        str(config),
-        f"--trainer.logger.init_args.save_dir={train_dir}",
-        *extra,
-    ]
+    checkpoint = out / "train" / "checkpoints" / "last.ckpt"
+
+    def args(stage: str, folder: str) -> list[str]:  # each stage logs apart
+        save_dir = f"--trainer.logger.init_args.save_dir={out / folder}"
+        return [stage, "--config", str(config), save_dir, *extra]
+
     timings = {}
     if not checkpoint.exists():
         start = time.perf_counter()
-        run_cli(["fit", *common])
+        run_cli(args("fit", "train"))
         timings["train_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    cli = run_cli(["test", *common, f"--ckpt_path={checkpoint}"])
+    cli = run_cli([*args("test", "test"), f"--ckpt_path={checkpoint}"])
     timings["test_s"] = time.perf_counter() - start
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
     return {"checkpoint": str(checkpoint), "metrics": metrics, "timings": timings}

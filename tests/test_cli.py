@@ -101,3 +101,24 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_identical(fake_data_dir, tmp_path)
     with torch.no_grad():
         accuracy = (module(x).argmax(1) == y).float().mean().item()
     assert ranks[0]["metrics"]["val/top1"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_demo_trains_once_then_reuses_the_checkpoint(fake_data_dir, tmp_path):
+    from lightning_zfnet.demo import train_default
+
+    extra = [
+        f"--data.init_args.data_dir={fake_data_dir}",
+        "--data.init_args.val_size=64",
+        "--data.init_args.num_workers=0",
+        "--model.width=0.25",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.enable_progress_bar=false",
+    ]
+    first = train_default(tmp_path, extra=extra)
+    assert set(first["timings"]) == {"train_s", "test_s"}
+    assert 0.0 <= first["metrics"]["test/top1"] <= 1.0
+    assert (tmp_path / "train" / "metrics.csv").exists()
+    second = train_default(tmp_path, extra=extra)
+    assert set(second["timings"]) == {"test_s"}
+    assert second["metrics"]["test/top1"] == first["metrics"]["test/top1"]
