@@ -2,6 +2,7 @@
 
 from .deconvnet import DeconvNet, FeatureMapDeconvNet, NeuronDeconvNet
 from .display import normalize_projection, save_grid
+from .receptive_field import ReceptiveField, receptive_field
 
 __version__ = "0.1.0"
 
@@ -11,4 +12,6 @@ __all__ = [
     "NeuronDeconvNet",
     "normalize_projection",
     "save_grid",
+    "ReceptiveField",
+    "receptive_field",
 ]
