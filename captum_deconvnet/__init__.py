@@ -3,6 +3,7 @@
 from .deconvnet import DeconvNet, FeatureMapDeconvNet, NeuronDeconvNet
 from .display import normalize_projection, save_grid
 from .receptive_field import ReceptiveField, receptive_field
+from .topk import TopKActivations, scan_top_activations
 
 __version__ = "0.1.0"
 
@@ -14,4 +15,6 @@ __all__ = [
     "save_grid",
     "ReceptiveField",
     "receptive_field",
+    "TopKActivations",
+    "scan_top_activations",
 ]
