@@ -1,5 +1,6 @@
 """Zeiler & Fergus (2014) as Captum attributions: switch-based deconvnet, occlusion."""
 
+from .atlas import LayerAtlas, cut_patches, feature_atlas, save_atlas
 from .deconvnet import DeconvNet, FeatureMapDeconvNet, NeuronDeconvNet
 from .display import normalize_projection, save_grid
 from .receptive_field import ReceptiveField, receptive_field
@@ -17,4 +18,8 @@ __all__ = [
     "receptive_field",
     "TopKActivations",
     "scan_top_activations",
+    "LayerAtlas",
+    "cut_patches",
+    "feature_atlas",
+    "save_atlas",
 ]
