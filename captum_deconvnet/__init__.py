@@ -3,6 +3,7 @@
 from .atlas import LayerAtlas, cut_patches, feature_atlas, save_atlas
 from .deconvnet import DeconvNet, FeatureMapDeconvNet, NeuronDeconvNet
 from .display import normalize_projection, save_grid
+from .filters import filter_images, save_filters
 from .receptive_field import ReceptiveField, receptive_field
 from .topk import TopKActivations, scan_top_activations
 
@@ -22,4 +23,6 @@ __all__ = [
     "cut_patches",
     "feature_atlas",
     "save_atlas",
+    "filter_images",
+    "save_filters",
 ]
