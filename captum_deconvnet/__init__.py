@@ -4,6 +4,7 @@ from .atlas import LayerAtlas, cut_patches, feature_atlas, save_atlas
 from .deconvnet import DeconvNet, FeatureMapDeconvNet, NeuronDeconvNet
 from .display import normalize_projection, save_grid
 from .filters import filter_images, save_filters
+from .invariance import InvarianceCurves, invariance_curves, plot_invariance, transform
 from .receptive_field import ReceptiveField, receptive_field
 from .topk import TopKActivations, scan_top_activations
 
@@ -25,4 +26,8 @@ __all__ = [
     "save_atlas",
     "filter_images",
     "save_filters",
+    "InvarianceCurves",
+    "invariance_curves",
+    "plot_invariance",
+    "transform",
 ]
