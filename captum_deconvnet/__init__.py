@@ -1,6 +1,14 @@
 """Zeiler & Fergus (2014) as Captum attributions: switch-based deconvnet, occlusion."""
 
 from .atlas import LayerAtlas, cut_patches, feature_atlas, save_atlas
+from .correspondence import (
+    box_part_masks,
+    correspondence,
+    mean_hamming_distance,
+    occlude,
+    plot_correspondence,
+    random_masks_like,
+)
 from .deconvnet import DeconvNet, FeatureMapDeconvNet, NeuronDeconvNet
 from .display import normalize_projection, save_grid
 from .filters import filter_images, save_filters
@@ -30,4 +38,10 @@ __all__ = [
     "invariance_curves",
     "plot_invariance",
     "transform",
+    "box_part_masks",
+    "correspondence",
+    "mean_hamming_distance",
+    "occlude",
+    "plot_correspondence",
+    "random_masks_like",
 ]
