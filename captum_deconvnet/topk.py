@@ -23,7 +23,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._layers import layer_name, layer_outputs
 
-__all__ = ["ActivationScan", "TopEntries", "TopKActivations", "scan_top_activations"]
+__all__ = [
+    "ActivationScan",
+    "TopEntries",
+    "TopKActivations",
+    "scan_top_activations",
+    "top_activations",
+]
 
 _EMPTY = -1  # the key of a slot no activation has filled yet
 
@@ -191,6 +197,33 @@ def _sorted(
 ) -> tuple[Tensor, Tensor]:
     order = by.argsort(dim=1, descending=descending, stable=True)
     return values.gather(1, order), keys.gather(1, order)
+
+
+def top_activations(
+    model: nn.Module,
+    layers: Sequence[nn.Module],
+    images: Tensor,
+    k: int = 9,
+    batch_size: int = 64,
+) -> TopKActivations:
+    """The top-``k`` activations of ``layers`` over a batch of ``images``, in this
+    process, without a trainer; image ``i`` has index ``i``. The model runs as it
+    is (put it in eval mode first) and without gradients.
+
+    Example::
+
+        >>> top = top_activations(model, [model.features[0]], images, k=1)
+    """
+    names = [layer_name(model, layer) for layer in layers]
+    top = TopKActivations(k)
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            outputs, _ = layer_outputs(model, layers, batch)
+            indices = torch.arange(start, start + len(batch))
+            for name, output in zip(names, outputs, strict=True):
+                top.update(name, output, indices)
+    return top
 
 
 class IndexedDataset(Dataset):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from captum_deconvnet import TopKActivations, scan_top_activations
+from captum_deconvnet import TopKActivations, scan_top_activations, top_activations
 
 from .scan_ddp import scan, tiny_images, tiny_model
 from .test_deconvnet_contract import snapshot
@@ -117,6 +117,14 @@ def test_scan_with_a_trainer_equals_the_naive_top():
     assert top.layers == ["0", "4"]
     assert as_lists(top, "0") == naive_top([(conv, indices)], 5)
     assert as_lists(top, "4") == naive_top([(last, indices)], 5)
+
+
+def test_top_activations_without_a_trainer_equal_the_scan():
+    model = tiny_model()
+    without = top_activations(model, [model[0], model[4]], tiny_images(), 5, 8)
+    top, _ = scan(devices=1)
+    for name in ("0", "4"):
+        assert as_lists(without, name) == as_lists(top, name)
 
 
 def test_scan_reads_images_out_of_tuples_and_restores_the_mode():
