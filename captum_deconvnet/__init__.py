@@ -1,6 +1,12 @@
 """Zeiler & Fergus (2014) as Captum attributions: switch-based deconvnet, occlusion."""
 
-from .atlas import LayerAtlas, cut_patches, feature_atlas, save_atlas
+from .atlas import (
+    LayerAtlas,
+    cut_patches,
+    feature_atlas,
+    project_top_activations,
+    save_atlas,
+)
 from .correspondence import (
     box_part_masks,
     correspondence,
@@ -11,10 +17,11 @@ from .correspondence import (
 )
 from .deconvnet import DeconvNet, FeatureMapDeconvNet, NeuronDeconvNet
 from .display import normalize_projection, save_grid
+from .evolution import FeatureEvolution
 from .filters import filter_images, save_filters
 from .invariance import InvarianceCurves, invariance_curves, plot_invariance, transform
 from .receptive_field import ReceptiveField, receptive_field
-from .topk import TopKActivations, scan_top_activations
+from .topk import TopKActivations, scan_top_activations, top_activations
 
 __version__ = "0.1.0"
 
@@ -44,4 +51,7 @@ __all__ = [
     "occlude",
     "plot_correspondence",
     "random_masks_like",
+    "FeatureEvolution",
+    "top_activations",
+    "project_top_activations",
 ]
