@@ -149,19 +149,20 @@ def _project_layer(
 ) -> LayerAtlas:
     values, images, rows, cols = top.entries(name)
     channels, k = values.shape
+    device = next(explainer.model.parameters(), torch.zeros(())).device
     positions = torch.stack([rows, cols], dim=-1)
     filled = (images >= 0).flatten().nonzero().flatten().tolist()
     projections, patches = [], []
     for start in range(0, len(filled), batch_size):
         entries = filled[start : start + batch_size]
         sources = images.flatten()[entries].tolist()
-        x = torch.stack([first_item(dataset[i]) for i in sources])
+        x = torch.stack([first_item(dataset[i]) for i in sources]).to(device)
         where = positions.flatten(0, 1)[entries]
         channel = torch.tensor(entries) // k
         projection = explainer.attribute(x, channel, positions=where).detach()
-        projections.append(cut_patches(projection, field, where))
+        projections.append(cut_patches(projection, field, where).cpu())
         minima = x.flatten(1).amin(dim=1)  # outside the image: its darkest value
-        patches.append(cut_patches(x, field, where, fill=minima))
+        patches.append(cut_patches(x, field, where, fill=minima).cpu())
     return LayerAtlas(
         layer=name,
         field=field,

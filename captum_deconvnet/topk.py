@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ._layers import layer_name, layer_outputs
+from ._layers import eval_mode, layer_name, layer_outputs
 
 __all__ = [
     "ActivationScan",
@@ -325,10 +325,12 @@ def scan_top_activations(
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    # Lightning moves the model to its device and leaves it on the CPU: put it back.
+    # Lightning leaves the model on the CPU, and in eval mode if predict raises:
+    # put back its device and each module's mode.
     device = next(model.parameters(), torch.zeros(())).device
     try:
-        trainer.predict(scan, loader, return_predictions=False)
+        with eval_mode(model):
+            trainer.predict(scan, loader, return_predictions=False)
     finally:
         model.to(device)
     return scan.top
