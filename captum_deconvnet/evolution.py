@@ -133,10 +133,15 @@ def _first_images(loaders: object, count: int) -> Tensor:
     return torch.cat(images)[:count].detach().cpu()
 
 
-def _grid(projections: Tensor, per_row: int | None = None) -> Tensor:
-    """A ``(3, H, W)`` picture of projections, each scaled around zero."""
+def _grid(
+    projections: Tensor, per_row: int | None = None, min_side: int = 24
+) -> Tensor:
+    """A ``(3, H, W)`` picture of projections, each scaled around zero; small ones
+    enlarged by a whole factor."""
     per_row = per_row or math.ceil(math.sqrt(len(projections)))
+    zoom = max(1, math.ceil(min_side / projections.shape[-2]))
     pictures = normalize_projection(projections).float().cpu()
+    pictures = pictures.repeat_interleave(zoom, -2).repeat_interleave(zoom, -1)
     return make_grid(pictures, nrow=per_row, padding=2, pad_value=1.0)
 
 
