@@ -208,7 +208,9 @@ def feature_atlas(
         normalization: as for :class:`FeatureMapDeconvNet`.
 
     Returns:
-        One :class:`LayerAtlas` per layer, by its name in ``model``.
+        One :class:`LayerAtlas` per layer, by its name in ``model``. Under DDP every
+        process computes the whole atlas from the merged scan: save it from one
+        (``trainer.is_global_zero``).
 
     Example::
 

@@ -56,7 +56,8 @@ def correspondence(
     """Table 1: for every set of masks and layer, the mean Hamming distance
     between ``sign(features(x_i) - features(occluded x_i))`` over image pairs.
 
-    Lower means the occlusion changes the features of the images alike. Compare
+    Lower means the occlusion changes the features of the images alike (a feature
+    the occlusion leaves unchanged has sign 0, and agrees with another 0). Compare
     each part with masks of the same size at random places
     (:func:`random_masks_like`). The model runs in eval mode without gradients and
     is returned to its mode.
