@@ -1,7 +1,27 @@
 """Zeiler & Fergus (2014) as Captum attributions: switch-based deconvnet, occlusion."""
 
+from .atlas import (
+    LayerAtlas,
+    cut_patches,
+    feature_atlas,
+    project_top_activations,
+    save_atlas,
+)
+from .correspondence import (
+    box_part_masks,
+    correspondence,
+    mean_hamming_distance,
+    occlude,
+    plot_correspondence,
+    random_masks_like,
+)
 from .deconvnet import DeconvNet, FeatureMapDeconvNet, NeuronDeconvNet
 from .display import normalize_projection, save_grid
+from .evolution import FeatureEvolution
+from .filters import filter_images, save_filters
+from .invariance import InvarianceCurves, invariance_curves, plot_invariance, transform
+from .receptive_field import ReceptiveField, receptive_field
+from .topk import TopKActivations, scan_top_activations, top_activations
 
 __version__ = "0.1.0"
 
@@ -11,4 +31,27 @@ __all__ = [
     "NeuronDeconvNet",
     "normalize_projection",
     "save_grid",
+    "ReceptiveField",
+    "receptive_field",
+    "TopKActivations",
+    "scan_top_activations",
+    "LayerAtlas",
+    "cut_patches",
+    "feature_atlas",
+    "save_atlas",
+    "filter_images",
+    "save_filters",
+    "InvarianceCurves",
+    "invariance_curves",
+    "plot_invariance",
+    "transform",
+    "box_part_masks",
+    "correspondence",
+    "mean_hamming_distance",
+    "occlude",
+    "plot_correspondence",
+    "random_masks_like",
+    "FeatureEvolution",
+    "top_activations",
+    "project_top_activations",
 ]

@@ -184,6 +184,7 @@ class FeatureMapDeconvNet(_Deconv):
         channels: int | Sequence[int] | Tensor,
         keep: str = "strongest",
         additional_forward_args: Any = None,
+        positions: Tensor | Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
         """Projection of feature map ``channels[i]`` of example ``i``.
 
@@ -193,13 +194,18 @@ class FeatureMapDeconvNet(_Deconv):
             keep: ``"strongest"`` keeps the map's largest activation alone (the
                 paper's figures), ``"map"`` the whole map.
             additional_forward_args: further arguments of the model, not attributed.
+            positions: ``(N, 2)``: the ``(row, col)`` of the one activation to keep in
+                each example's map instead of its strongest (a top-k entry found
+                across a dataset); only with ``keep="strongest"`` and 2-D maps.
         """
         if keep not in ("strongest", "map"):
             raise ValueError(f"keep must be 'strongest' or 'map', got {keep!r}")
+        if positions is not None and keep != "strongest":
+            raise ValueError("positions picks single activations: use keep='strongest'")
 
         def seed(args: tuple) -> tuple[Tensor, Tensor]:
             activation = _layer_activation(self.model, self.layer, args, False)
-            return activation, _feature_map_seed(activation, channels, keep)
+            return activation, _feature_map_seed(activation, channels, keep, positions)
 
         return self._project(inputs, additional_forward_args, seed)
 
@@ -275,7 +281,10 @@ def _select_neurons(activation: Tensor, selector: NeuronSelector) -> Tensor:
 
 
 def _feature_map_seed(
-    activation: Tensor, channels: int | Sequence[int] | Tensor, keep: str
+    activation: Tensor,
+    channels: int | Sequence[int] | Tensor,
+    keep: str,
+    positions: Tensor | Sequence[Sequence[int]] | None = None,
 ) -> Tensor:
     """The layer's activation with everything zeroed but the kept part of each map."""
     n, c = activation.shape[:2]
@@ -291,8 +300,31 @@ def _feature_map_seed(
     rows = torch.arange(n, device=activation.device)
     maps = activation.detach()[rows, chosen].reshape(n, -1)
     if keep == "strongest":
-        strongest = maps.argmax(dim=1, keepdim=True)
-        maps = torch.zeros_like(maps).scatter_(1, strongest, maps.gather(1, strongest))
+        if positions is None:
+            kept = maps.argmax(dim=1, keepdim=True)
+        else:
+            kept = _flat_positions(activation, positions)
+        maps = torch.zeros_like(maps).scatter_(1, kept, maps.gather(1, kept))
     seed = torch.zeros_like(activation)
     seed[rows, chosen] = maps.reshape(seed[rows, chosen].shape)
     return seed
+
+
+def _flat_positions(
+    activation: Tensor, positions: Tensor | Sequence[Sequence[int]]
+) -> Tensor:
+    """``(N, 1)`` indices into each flattened map of the ``(row, col)`` positions."""
+    n = activation.shape[0]
+    rows_cols = torch.as_tensor(positions, device=activation.device).long()
+    if activation.ndim != 4 or rows_cols.shape != (n, 2):
+        raise ValueError(
+            f"positions must be ({n}, 2) rows and columns into maps of shape "
+            f"{tuple(activation.shape[2:])}, got shape {tuple(rows_cols.shape)}"
+        )
+    height, width = activation.shape[2:]
+    rows, cols = rows_cols.unbind(1)
+    if rows.min() < 0 or cols.min() < 0 or rows.max() >= height or cols.max() >= width:
+        raise ValueError(
+            f"positions out of range for maps of {height}x{width}: {positions!r}"
+        )
+    return (rows * width + cols)[:, None]

@@ -108,3 +108,16 @@ def strongest_seed(channel: int):
         return out
 
     return seed
+
+
+def position_seed(channels: list[int], positions: list[tuple[int, int]]):
+    """Keep only activation ``positions[i]`` of map ``channels[i]`` of example i."""
+
+    def seed(output: Tensor) -> Tensor:
+        out = torch.zeros_like(output)
+        for i, channel in enumerate(channels):
+            row, col = positions[i]
+            out[i, channel, row, col] = output[i, channel, row, col]
+        return out
+
+    return seed

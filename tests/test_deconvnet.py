@@ -9,7 +9,12 @@ from captum_deconvnet import DeconvNet, FeatureMapDeconvNet, NeuronDeconvNet
 from lightning_zfnet import zfnet
 from lightning_zfnet.model import contrast_norm
 
-from .reference_deconvnet import one_hot_seed, reference_projection, strongest_seed
+from .reference_deconvnet import (
+    one_hot_seed,
+    position_seed,
+    reference_projection,
+    strongest_seed,
+)
 
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
 
@@ -78,6 +83,26 @@ def test_feature_map_projection_equals_reference_on_zfnet():
     expected = reference_projection(model, x, conv5, strongest_seed(3))
     result = FeatureMapDeconvNet(model, model.features[conv5]).attribute(x, 3)
     torch.testing.assert_close(result, expected, **TIGHT)
+
+
+def test_positions_keep_exactly_the_chosen_activation(images):
+    model = zfnet_like()
+    channels, positions = [2, 0, 7], [(0, 0), (5, 2), (3, 5)]
+    expected = reference_projection(
+        model, images, 4, position_seed(channels, positions)
+    )
+    result = FeatureMapDeconvNet(model, model[4]).attribute(
+        images, channels, positions=torch.tensor(positions)
+    )
+    torch.testing.assert_close(result, expected, **TIGHT)
+    with pytest.raises(ValueError, match="out of range"):
+        FeatureMapDeconvNet(model, model[4]).attribute(
+            images, channels, positions=[(0, 0), (0, 0), (0, 11)]
+        )
+    with pytest.raises(ValueError, match="keep='strongest'"):
+        FeatureMapDeconvNet(model, model[4]).attribute(
+            images, channels, keep="map", positions=positions
+        )
 
 
 def test_feature_maps_of_a_batch_equal_one_at_a_time(images):

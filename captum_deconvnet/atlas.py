@@ -1,0 +1,264 @@
+"""The feature atlas of the paper's Fig. 2: each channel's top-k activations over a
+dataset, each projected to pixel space on its own, beside the image patch it saw."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from torchvision.utils import make_grid, save_image
+
+from ._layers import eval_mode
+from .deconvnet import FeatureMapDeconvNet
+from .display import normalize_projection
+from .receptive_field import ReceptiveField, receptive_field
+from .topk import TopKActivations, first_item, scan_top_activations
+
+__all__ = [
+    "LayerAtlas",
+    "cut_patches",
+    "feature_atlas",
+    "project_top_activations",
+    "save_atlas",
+]
+
+
+@dataclass
+class LayerAtlas:
+    """One layer's atlas: per channel ``c`` and rank ``j`` (strongest first).
+
+    Slots that no activation filled (fewer than k in the data) have image ``-1``
+    and zero projection and patch.
+
+    Attributes:
+        layer: the layer's name in the model.
+        field: the layer's receptive field.
+        values: ``(C, k)`` the activations.
+        images: ``(C, k)`` their dataset indices.
+        positions: ``(C, k, 2)`` their ``(row, col)`` in the layer's map.
+        projections: ``(C, k, channels, h, w)`` each activation's deconvnet
+            projection, cut to its receptive field.
+        patches: ``(C, k, channels, h, w)`` the image under the receptive field.
+    """
+
+    layer: str
+    field: ReceptiveField
+    values: Tensor
+    images: Tensor
+    positions: Tensor
+    projections: Tensor
+    patches: Tensor
+
+
+def cut_patches(
+    images: Tensor,
+    field: ReceptiveField,
+    positions: Tensor,
+    fill: float | Tensor = 0.0,
+) -> Tensor:
+    """Cut from ``images[i]`` the receptive field of map position ``positions[i]``.
+
+    Each patch is the field clipped to the image, on a canvas of the field's size
+    (at most the image's): where the field reaches past the border, the canvas
+    keeps ``fill`` on that side, so a patch's pixels sit where they do in the field.
+
+    Args:
+        images: ``(K, C, H, W)``.
+        field: the receptive field of the map the positions index.
+        positions: ``(K, 2)`` rows and columns in the map.
+        fill: value outside the image; one for all, or ``(K,)``.
+
+    Returns:
+        ``(K, C, h, w)`` with ``h = min(field.size[0], H)``, likewise ``w``.
+
+    Example::
+
+        >>> patches = cut_patches(images, receptive_field(model, layer, (1, 64, 64)),
+        ...                       torch.tensor([[3, 4], [0, 0]]))
+    """
+    k, channels, height, width = images.shape
+    side = (min(field.size[0], height), min(field.size[1], width))
+    fills = torch.as_tensor(fill, dtype=images.dtype).expand(k)
+    patches = fills.to(images.device)[:, None, None, None].repeat(1, channels, *side)
+    for i, (row, col) in enumerate(positions.tolist()):
+        x0, y0, x1, y1 = field.box(row, col, (height, width))
+        top = _offset(field.start[0] + row * field.jump[0], y1 - y0, side[0])
+        left = _offset(field.start[1] + col * field.jump[1], x1 - x0, side[1])
+        patches[i, :, top : top + y1 - y0, left : left + x1 - x0] = images[
+            i, :, y0:y1, x0:x1
+        ]
+    return patches
+
+
+def _offset(field_start: int, length: int, side: int) -> int:
+    """Where a clipped stretch of ``length`` goes on a canvas of ``side``: at the end
+    if the field was cut off at the start (it began before pixel 0), else at 0."""
+    return side - length if field_start < 0 else 0
+
+
+def project_top_activations(
+    model: nn.Module,
+    top: TopKActivations,
+    dataset: Dataset | Tensor,
+    batch_size: int = 64,
+    normalization: str = "skip",
+) -> dict[str, LayerAtlas]:
+    """Project every entry of ``top`` with :class:`FeatureMapDeconvNet` and cut the
+    patches under them; the model runs in eval mode (and returns to its mode).
+
+    Args:
+        model: the network ``top`` was scanned with.
+        top: the state of :func:`~captum_deconvnet.topk.scan_top_activations`.
+        dataset: the dataset it was scanned over.
+        batch_size: projections per forward and reverse pass.
+        normalization: as for :class:`FeatureMapDeconvNet`.
+
+    Returns:
+        One :class:`LayerAtlas` per layer of ``top``, by name.
+    """
+    image_shape = tuple(first_item(dataset[0]).shape)
+    atlases = {}
+    with eval_mode(model):
+        for name in top.layers:
+            layer = model.get_submodule(name)
+            field = receptive_field(model, layer, image_shape)
+            atlases[name] = _project_layer(
+                FeatureMapDeconvNet(model, layer, normalization),
+                top,
+                name,
+                field,
+                dataset,
+                batch_size,
+            )
+    return atlases
+
+
+def _project_layer(
+    explainer: FeatureMapDeconvNet,
+    top: TopKActivations,
+    name: str,
+    field: ReceptiveField,
+    dataset: Dataset | Tensor,
+    batch_size: int,
+) -> LayerAtlas:
+    values, images, rows, cols = top.entries(name)
+    channels, k = values.shape
+    device = next(explainer.model.parameters(), torch.zeros(())).device
+    positions = torch.stack([rows, cols], dim=-1)
+    filled = (images >= 0).flatten().nonzero().flatten().tolist()
+    projections, patches = [], []
+    for start in range(0, len(filled), batch_size):
+        entries = filled[start : start + batch_size]
+        sources = images.flatten()[entries].tolist()
+        x = torch.stack([first_item(dataset[i]) for i in sources]).to(device)
+        where = positions.flatten(0, 1)[entries]
+        channel = torch.tensor(entries) // k
+        projection = explainer.attribute(x, channel, positions=where).detach()
+        projections.append(cut_patches(projection, field, where).cpu())
+        minima = x.flatten(1).amin(dim=1)  # outside the image: its darkest value
+        patches.append(cut_patches(x, field, where, fill=minima).cpu())
+    return LayerAtlas(
+        layer=name,
+        field=field,
+        values=values,
+        images=images,
+        positions=positions,
+        projections=_scatter(projections, filled, channels, k),
+        patches=_scatter(patches, filled, channels, k),
+    )
+
+
+def _scatter(parts: list[Tensor], filled: list[int], channels: int, k: int) -> Tensor:
+    """``(C, k, ...)`` holding the filled entries' results, zeros elsewhere."""
+    if not parts:
+        raise ValueError("the top-k state holds no activations")
+    done = torch.cat(parts)
+    out = done.new_zeros(channels * k, *done.shape[1:])
+    out[filled] = done
+    return out.view(channels, k, *done.shape[1:])
+
+
+def feature_atlas(
+    model: nn.Module,
+    layers: Sequence[nn.Module],
+    dataset: Dataset | Tensor,
+    k: int = 9,
+    batch_size: int = 64,
+    trainer: pl.Trainer | None = None,
+    normalization: str = "skip",
+) -> dict[str, LayerAtlas]:
+    """Fig. 2: scan ``dataset`` for each channel's top-``k`` activations of
+    ``layers``, then project each and cut its patch.
+
+    Args:
+        model: the network.
+        layers: submodules of ``model`` whose output maps are shown.
+        dataset: images ``(N, C, H, W)``, or a dataset of images or of tuples
+            starting with one.
+        k: activations per channel (the paper shows 9).
+        batch_size: images per scanning pass and projections per reverse pass.
+        trainer: runs the scan, e.g. with ``strategy="ddp"``; see
+            :func:`~captum_deconvnet.topk.scan_top_activations`.
+        normalization: as for :class:`FeatureMapDeconvNet`.
+
+    Returns:
+        One :class:`LayerAtlas` per layer, by its name in ``model``. Under DDP every
+        process computes the whole atlas from the merged scan: save it from one
+        (``trainer.is_global_zero``).
+
+    Example::
+
+        >>> atlas = feature_atlas(model, [model.features[4]], val_set)
+        >>> save_atlas(atlas["features.4"], "conv2.png", channels=range(16))
+    """
+    top = scan_top_activations(model, layers, dataset, k, batch_size, trainer)
+    return project_top_activations(model, top, dataset, batch_size, normalization)
+
+
+def save_atlas(
+    atlas: LayerAtlas,
+    path: str | os.PathLike,
+    channels: Sequence[int] | None = None,
+    per_row: int | None = None,
+    min_side: int = 24,
+) -> None:
+    """Save a layer's atlas as a PNG: per channel, its projections (each scaled
+    around zero, zero mid-grey) beside the image patches under them.
+
+    Args:
+        atlas: from :func:`feature_atlas` or :func:`project_top_activations`.
+        path: the PNG file.
+        channels: the channels to show (default all).
+        per_row: channels per row of the picture (default about a square).
+        min_side: patches smaller than this are enlarged by a whole factor.
+    """
+    chosen = list(range(atlas.values.shape[0]) if channels is None else channels)
+    if not chosen:
+        raise ValueError("channels is empty")
+    projections = atlas.projections[chosen]
+    patches = atlas.patches[chosen]
+    low, high = patches.amin(), patches.amax()
+    patches = (patches - low) / (high - low).clamp(min=1e-12)
+    zoom = max(1, math.ceil(min_side / projections.shape[-2]))
+    blocks = [_block(p, q, zoom) for p, q in zip(projections, patches, strict=True)]
+    per_row = per_row or math.ceil(math.sqrt(len(blocks)))
+    grid = make_grid(blocks, nrow=per_row, padding=6, pad_value=1.0)
+    save_image(grid, path)
+
+
+def _block(projections: Tensor, patches: Tensor, zoom: int) -> Tensor:
+    """A channel's ``k`` projections in a square, beside its ``k`` patches."""
+    side = math.ceil(math.sqrt(projections.shape[0]))
+    pictures = []
+    for images in (normalize_projection(projections), patches):
+        images = images.repeat_interleave(zoom, -2).repeat_interleave(zoom, -1)
+        grid = make_grid(images.float().cpu(), nrow=side, padding=1, pad_value=1.0)
+        pictures.append(grid)
+    gap = torch.ones(3, pictures[0].shape[1], 2)
+    return torch.cat([pictures[0], gap, pictures[1]], dim=2)

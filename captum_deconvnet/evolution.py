@@ -1,0 +1,152 @@
+"""Feature evolution during training (the paper's Fig. 4), as a Lightning callback."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torchvision.utils import make_grid, save_image
+
+from ._inputs import check_submodule
+from ._layers import eval_mode
+from .atlas import LayerAtlas, project_top_activations
+from .display import normalize_projection
+from .topk import first_item, top_activations
+
+__all__ = ["FeatureEvolution"]
+
+
+class FeatureEvolution(pl.Callback):
+    """At chosen epochs, project each feature map's strongest activation over a
+    fixed set of images, and show the projections (to the logger and as PNGs).
+
+    After epoch ``e`` (counted from 1) in ``epochs``, for every layer, it writes
+    ``{layer}_epoch{e:03d}.png`` into ``directory`` (a grid with one projection per
+    channel, cut to the receptive field) and hands the same grid to every logger
+    that takes images (``logger.experiment.add_image``, as TensorBoard's does). At
+    the end of fitting ``{layer}_evolution.png`` shows a row per channel and a
+    column per epoch. Only the global-zero process does this work; the model is
+    put in eval mode for it and returned to its mode.
+
+    Args:
+        layers: submodules of the LightningModule, or their names in it
+            (``"model.features.4"``).
+        epochs: epochs after which to project (the paper: 1, 2, 5, 10, 20, 30,
+            40, 64).
+        directory: where the PNG files go.
+        images: the fixed images ``(N, C, H, W)``; by default the first
+            ``num_images`` of the validation loader.
+        num_images: how many validation images to take without ``images``.
+        normalization: as for :class:`~captum_deconvnet.FeatureMapDeconvNet`.
+
+    Attributes:
+        history: per layer name, ``(epoch, LayerAtlas)`` for each epoch shown.
+
+    Example::
+
+        >>> evolution = FeatureEvolution(["model.features.4"], epochs=[1, 2, 5])
+        >>> pl.Trainer(max_epochs=5, callbacks=[evolution]).fit(module, data)
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str | nn.Module],
+        epochs: Sequence[int],
+        directory: str | os.PathLike = "feature_evolution",
+        images: Tensor | None = None,
+        num_images: int = 64,
+        normalization: str = "skip",
+    ) -> None:
+        if not layers:
+            raise ValueError("layers is empty")
+        if not epochs or any(not isinstance(e, int) or e < 1 for e in epochs):
+            raise ValueError(f"epochs must be whole numbers >= 1, got {epochs!r}")
+        self.layers = list(layers)
+        self.epochs = sorted(set(epochs))
+        self.directory = Path(directory)
+        self.images = images
+        self.num_images = num_images
+        self.normalization = normalization
+        self.history: dict[str, list[tuple[int, LayerAtlas]]] = {}
+
+    def on_train_epoch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch not in self.epochs or not trainer.is_global_zero:
+            return
+        modules = [_resolve(pl_module, layer) for layer in self.layers]
+        images = self._fixed_images(trainer).to(pl_module.device)
+        with eval_mode(pl_module):
+            top = top_activations(pl_module, modules, images, k=1)
+            atlases = project_top_activations(
+                pl_module, top, images, normalization=self.normalization
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name, atlas in atlases.items():
+            self.history.setdefault(name, []).append((epoch, atlas))
+            grid = _grid(atlas.projections[:, 0])
+            save_image(grid, self.directory / f"{name}_epoch{epoch:03d}.png")
+            _log_image(trainer, f"feature_evolution/{name}", grid, epoch)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        for name, shown in self.history.items():
+            # Row c: channel c's projection at each epoch shown, left to right.
+            per_epoch = torch.stack([atlas.projections[:, 0] for _, atlas in shown], 1)
+            grid = _grid(per_epoch.flatten(0, 1), per_row=len(shown))
+            save_image(grid, self.directory / f"{name}_evolution.png")
+
+    def _fixed_images(self, trainer: pl.Trainer) -> Tensor:
+        if self.images is None:
+            self.images = _first_images(trainer.val_dataloaders, self.num_images)
+        return self.images
+
+
+def _resolve(pl_module: nn.Module, layer: str | nn.Module) -> nn.Module:
+    if isinstance(layer, str):
+        try:
+            return pl_module.get_submodule(layer)
+        except AttributeError as error:
+            raise ValueError(f"the module has no layer {layer!r}") from error
+    check_submodule(pl_module, layer)
+    return layer
+
+
+def _first_images(loaders: object, count: int) -> Tensor:
+    """The first ``count`` images of a loader (the first, if a list)."""
+    if isinstance(loaders, (list, tuple)):
+        loaders = loaders[0] if loaders else None
+    if loaders is None:
+        raise ValueError("FeatureEvolution needs images or a validation loader")
+    images = []
+    for batch in loaders:
+        images.append(first_item(batch))
+        if sum(len(x) for x in images) >= count:
+            break
+    return torch.cat(images)[:count].detach().cpu()
+
+
+def _grid(
+    projections: Tensor, per_row: int | None = None, min_side: int = 24
+) -> Tensor:
+    """A ``(3, H, W)`` picture of projections, each scaled around zero; small ones
+    enlarged by a whole factor."""
+    per_row = per_row or math.ceil(math.sqrt(len(projections)))
+    zoom = max(1, math.ceil(min_side / projections.shape[-2]))
+    pictures = normalize_projection(projections).float().cpu()
+    pictures = pictures.repeat_interleave(zoom, -2).repeat_interleave(zoom, -1)
+    return make_grid(pictures, nrow=per_row, padding=2, pad_value=1.0)
+
+
+def _log_image(trainer: pl.Trainer, tag: str, grid: Tensor, epoch: int) -> None:
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(experiment, "add_image"):
+            experiment.add_image(tag, grid, global_step=epoch)

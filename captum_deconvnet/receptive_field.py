@@ -1,0 +1,250 @@
+"""Receptive fields: which input pixels each position of a layer's output sees.
+
+The model is traced with ``torch.fx`` and a dry run records every tensor's shape. The
+field then flows through the graph from the input: convolutions and pools widen it
+(kernel, stride, padding, dilation), operations that keep the map size pass it on,
+and where branches meet (a residual sum, a concatenation) the fields are united. So
+ResNet-style models get their real fields, not those of a chain of their modules.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from ._layers import eval_mode, layer_name
+
+__all__ = ["ReceptiveField", "receptive_field"]
+
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Where the positions of an activation map look in the input, per axis.
+
+    Position ``(row, col)`` sees input rows ``start[0] + row * jump[0]`` up to
+    ``size[0]`` rows further (exclusive), and likewise columns; near the border part
+    of that lies in the padding, outside the image.
+
+    Attributes:
+        size: side of the field in input pixels, ``(rows, cols)``.
+        jump: input pixels between neighbouring positions (the total stride).
+        start: input row and column where position ``(0, 0)``'s field begins.
+    """
+
+    size: Pair
+    jump: Pair
+    start: Pair
+
+    def box(self, row: int, col: int, image_size: Pair) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)`` of position ``(row, col)``'s field, clipped to an image
+        of ``image_size`` ``(height, width)``; ends are exclusive, as in the data
+        modules' boxes (``image[..., y0:y1, x0:x1]``)."""
+        y0 = self.start[0] + row * self.jump[0]
+        x0 = self.start[1] + col * self.jump[1]
+        y1, x1 = y0 + self.size[0], x0 + self.size[1]
+        height, width = image_size
+        return (max(x0, 0), max(y0, 0), min(x1, width), min(y1, height))
+
+
+_IDENTITY = ReceptiveField(size=(1, 1), jump=(1, 1), start=(0, 0))
+
+
+@dataclass(frozen=True)
+class _Unbounded:
+    """A value whose positions do not have a field of the kind above, and why."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+Field = ReceptiveField | _Unbounded | None  # None: does not depend on the input
+
+
+def receptive_field(
+    model: nn.Module, layer: nn.Module, input_shape: Sequence[int]
+) -> ReceptiveField:
+    """The receptive field of the output of ``layer`` (its first run) in ``model``.
+
+    Args:
+        model: a network that ``torch.fx`` can trace, taking one image batch.
+        layer: a submodule whose output is an ``(N, C, H, W)`` map.
+        input_shape: ``(C, H, W)`` of one input image, for the dry run.
+
+    Raises:
+        ValueError: if the layer's output is not a map with a bounded field (it
+            follows a flatten, a linear layer, an unsupported resampling), or if the
+            model cannot be traced.
+
+    Example::
+
+        >>> field = receptive_field(model, model.features[4], (3, 224, 224))
+        >>> field.size, field.jump  # conv2 of ZFNet
+        ((27, 27), (8, 8))
+    """
+    name = layer_name(model, layer)
+    if name == "":
+        raise ValueError("layer must be a submodule of the model, not the model")
+    graph = _shaped_graph(model, input_shape)
+    fields: dict[fx.Node, Field] = {}
+    inside = []
+    for node in graph.graph.nodes:
+        fields[node] = _node_field(graph, node, fields)
+        if name in node.meta.get("nn_module_stack", {}):
+            inside.append(node)
+    if not inside:
+        raise ValueError(f"layer {name!r} does not run in the model's forward pass")
+    found = fields[inside[-1]]  # the last node inside the layer is its output
+    if isinstance(found, _Unbounded):
+        raise ValueError(f"layer {name!r} has no bounded receptive field: {found}")
+    if found is None:
+        raise ValueError(f"layer {name!r} does not see the input in the forward pass")
+    return found
+
+
+def _shaped_graph(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
+    try:
+        graph = fx.symbolic_trace(model)
+    except Exception as error:  # fx raises many kinds on untraceable code
+        raise ValueError(
+            f"receptive_field needs a model torch.fx can trace: {error}"
+        ) from error
+    parameter = next(model.parameters(), torch.zeros(()))
+    example = torch.zeros(1, *input_shape, dtype=parameter.dtype)
+    # The traced graph shares the model's modules: eval mode keeps batch-norm
+    # statistics and dropout untouched by the dry run.
+    with eval_mode(model), torch.no_grad():
+        ShapeProp(graph).propagate(example.to(parameter.device))
+    return graph
+
+
+def _node_field(graph: fx.GraphModule, node: fx.Node, fields: dict) -> Field:
+    if node.op == "placeholder":
+        first = next(iter(graph.graph.nodes))
+        return _IDENTITY if node is first else None
+    inputs = [fields[n] for n in node.all_input_nodes]
+    merged = _union(inputs, node)
+    if node.op == "output" or not isinstance(merged, ReceptiveField):
+        return merged
+    window = _window(graph, node)
+    if window is not None:
+        return _widen(merged, *window)
+    return _same_size(graph, node, merged)
+
+
+def _union(fields: list[Field], node: fx.Node) -> Field:
+    """The field of a value computed from several: the hull of theirs."""
+    known = [f for f in fields if f is not None]
+    unbounded = [f for f in known if isinstance(f, _Unbounded)]
+    if unbounded or not known:
+        return unbounded[0] if unbounded else None
+    if len({f.jump for f in known}) > 1:
+        return _Unbounded(f"branches of different strides meet at {node.name}")
+    start = tuple(min(f.start[a] for f in known) for a in (0, 1))
+    end = tuple(max(f.start[a] + f.size[a] for f in known) for a in (0, 1))
+    size = tuple(e - s for s, e in zip(start, end, strict=True))
+    return ReceptiveField(size=size, jump=known[0].jump, start=start)
+
+
+def _widen(
+    field: ReceptiveField, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair
+) -> ReceptiveField:
+    """The field after a sliding window with these settings."""
+    size, jump, start = [], [], []
+    for a in (0, 1):
+        extent = dilation[a] * (kernel[a] - 1)
+        size.append(field.size[a] + extent * field.jump[a])
+        start.append(field.start[a] - padding[a] * field.jump[a])
+        jump.append(field.jump[a] * stride[a])
+    return ReceptiveField(size=tuple(size), jump=tuple(jump), start=tuple(start))
+
+
+def _same_size(graph: fx.GraphModule, node: fx.Node, field: ReceptiveField) -> Field:
+    """Pass the field on through an operation that keeps the map's size (ReLU,
+    normalisation, dropout, a sum); anything else has no bounded field."""
+    if node.target is operator.getitem and _shape(node.args[0]) is None:
+        return field  # a map taken out of a tuple, as max_pool2d's with indices
+    out = _shape(node)
+    source = next((_shape(n) for n in node.all_input_nodes if _shape(n)), None)
+    if out is not None and len(out) == 4 and source is not None and len(source) == 4:
+        if out[-2:] == source[-2:]:
+            return field
+        return _Unbounded(f"{_describe(graph, node)} resamples the map")
+    return _Unbounded(f"{_describe(graph, node)} does not keep a spatial map")
+
+
+def _shape(node: fx.Node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if hasattr(meta, "shape") else None
+
+
+def _describe(graph: fx.GraphModule, node: fx.Node) -> str:
+    if node.op == "call_module":
+        return f"{node.target} ({type(graph.get_submodule(node.target)).__name__})"
+    return f"{node.name}"
+
+
+_POOL_FUNCTIONS = {F.max_pool2d, F.max_pool2d_with_indices, F.avg_pool2d}
+_CONV_FUNCTIONS = {F.conv2d}
+
+
+def _window(graph: fx.GraphModule, node: fx.Node):
+    """``(kernel, stride, padding, dilation)`` of a 2-D conv or pool, else None."""
+    if node.op == "call_module":
+        module = graph.get_submodule(node.target)
+        if isinstance(module, nn.Conv2d):
+            if module.padding_mode == "circular":
+                raise ValueError(f"circular padding wraps the field around: {module}")
+            return _conv_window(
+                module.kernel_size, module.stride, module.padding, module.dilation
+            )
+        if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+            dilation = getattr(module, "dilation", 1)
+            kernel, stride = module.kernel_size, module.stride or module.kernel_size
+            return tuple(_pair(v) for v in (kernel, stride, module.padding, dilation))
+        return None
+    if node.op != "call_function":
+        return None
+    if node.target in _CONV_FUNCTIONS:
+        args = _bind(node, ("input", "weight", "bias", "stride", "padding", "dilation"))
+        kernel = _shape(args["weight"])[-2:]
+        stride, dilation = args.get("stride", 1), args.get("dilation", 1)
+        return _conv_window(kernel, stride, args.get("padding", 0), dilation)
+    if node.target in _POOL_FUNCTIONS:
+        args = _bind(node, ("input", "kernel_size", "stride", "padding", "dilation"))
+        kernel = args["kernel_size"]
+        stride = args.get("stride") or kernel
+        dilation = args.get("dilation", 1) if node.target is not F.avg_pool2d else 1
+        padding = args.get("padding", 0)
+        return tuple(_pair(v) for v in (kernel, stride, padding, dilation))
+    return None
+
+
+def _conv_window(kernel, stride, padding, dilation) -> tuple[Pair, Pair, Pair, Pair]:
+    kernel, stride, dilation = _pair(kernel), _pair(stride), _pair(dilation)
+    if padding == "valid":
+        padding = 0
+    elif padding == "same":  # PyTorch puts the odd pixel of padding at the end
+        padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation, strict=True))
+    return kernel, stride, _pair(padding), dilation
+
+
+def _bind(node: fx.Node, names: Sequence[str]) -> dict:
+    bound = dict(zip(names, node.args, strict=False))  # args may stop early
+    bound.update(node.kwargs)
+    return bound
+
+
+def _pair(value: int | Sequence[int]) -> Pair:
+    if isinstance(value, int):
+        return (value, value)
+    return tuple(value) if len(value) == 2 else (value[0], value[0])

@@ -1,0 +1,336 @@
+"""The k strongest activations of every channel of some layers, over a whole dataset.
+
+:class:`TopKActivations` is a small mergeable state: per layer and channel, the k
+largest values with the image and position each came from. Its order is total (value
+first, then image, row and column, smallest first), so updating in any order, or
+scanning parts separately and merging, gives exactly the same state.
+:func:`scan_top_activations` streams a dataset through a model with
+``Trainer.predict``; under DDP every process scans its share and the states are
+gathered and merged at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from ._layers import eval_mode, layer_name, layer_outputs
+
+__all__ = [
+    "ActivationScan",
+    "TopEntries",
+    "TopKActivations",
+    "scan_top_activations",
+    "top_activations",
+]
+
+_EMPTY = -1  # the key of a slot no activation has filled yet
+
+
+class TopEntries(NamedTuple):
+    """The top-k of one layer, each ``(C, k)``, strongest first. Slots not filled
+    (fewer than k activations seen) have value ``-inf`` and image ``-1``."""
+
+    values: Tensor
+    images: Tensor
+    rows: Tensor
+    cols: Tensor
+
+
+@dataclass
+class _LayerTop:
+    values: Tensor  # (C, k) float64
+    keys: Tensor  # (C, k) int64: (image * height + row) * width + col
+    map_size: tuple[int, int]
+
+
+class TopKActivations:
+    """Per layer and channel, the ``k`` largest activations and where they were.
+
+    Ties are broken by image index, then row, then column (smallest first), and an
+    activation seen twice (same image and position) counts once, so the state
+    depends only on the set of activations seen.
+
+    Args:
+        k: activations kept per channel.
+
+    Example::
+
+        >>> top = TopKActivations(k=9)
+        >>> top.update("features.4", activations, image_indices)
+        >>> top.merge(top_of_another_process)
+        >>> values, images, rows, cols = top.entries("features.4")
+    """
+
+    def __init__(self, k: int = 9) -> None:
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        self.k = k
+        self._layers: dict[str, _LayerTop] = {}
+
+    @property
+    def layers(self) -> list[str]:
+        """Names of the layers seen so far."""
+        return list(self._layers)
+
+    def update(self, name: str, activations: Tensor, image_indices: Tensor) -> None:
+        """Add a batch of activations of layer ``name``.
+
+        Args:
+            name: the layer's name.
+            activations: ``(N, C, H, W)`` or ``(N, C)`` (treated as ``H = W = 1``).
+            image_indices: ``(N,)`` dataset indices of the batch's images.
+        """
+        if activations.ndim == 2:
+            activations = activations[:, :, None, None]
+        if activations.ndim != 4:
+            raise ValueError(
+                f"activations must be (N, C, H, W) or (N, C), got "
+                f"{tuple(activations.shape)}"
+            )
+        n, c, h, w = activations.shape
+        indices = torch.as_tensor(image_indices, device=activations.device).long()
+        if indices.shape != (n,) or (n and indices.min() < 0):
+            raise ValueError(
+                f"image_indices must be {n} non-negative indices, got {image_indices!r}"
+            )
+        if indices.unique().numel() != n:
+            raise ValueError(f"image_indices repeat within the batch: {indices}")
+        # In image order, the batch's keys ascend along each channel's row.
+        indices, order = indices.sort()
+        values = activations.detach()[order].double().transpose(0, 1).reshape(c, -1)
+        positions = torch.arange(h * w, device=activations.device)
+        keys = (indices[:, None] * (h * w) + positions).reshape(-1)
+        values, keys = _shortlist(values, keys, self.k)
+        self._add(name, _LayerTop(values, keys, (h, w)))
+
+    def merge(self, other: TopKActivations) -> TopKActivations:
+        """Fold in the state of ``other`` (another process, another part of the
+        data); returns ``self``. The result does not depend on the order of merges."""
+        if not isinstance(other, TopKActivations):
+            raise TypeError(f"can only merge a TopKActivations, got {type(other)}")
+        if other.k != self.k:
+            raise ValueError(f"cannot merge a top-{other.k} into a top-{self.k}")
+        for name, top in other._layers.items():
+            self._add(name, top)
+        return self
+
+    def entries(self, name: str) -> TopEntries:
+        """The top-k of layer ``name``, each ``(C, k)``, strongest first."""
+        if name not in self._layers:
+            raise KeyError(f"no activations of layer {name!r}; have {self.layers}")
+        top = self._layers[name]
+        h, w = top.map_size
+        empty = top.keys == _EMPTY
+        images = torch.where(empty, _EMPTY, top.keys // (h * w))
+        rows = torch.where(empty, 0, top.keys % (h * w) // w)
+        cols = torch.where(empty, 0, top.keys % w)
+        return TopEntries(top.values.clone(), images, rows, cols)
+
+    def _add(self, name: str, new: _LayerTop) -> None:
+        old = self._layers.get(name)
+        if old is None:
+            c = new.values.shape[0]
+            old = _LayerTop(
+                torch.full((c, self.k), -torch.inf, dtype=torch.float64),
+                torch.full((c, self.k), _EMPTY, dtype=torch.long),
+                new.map_size,
+            )
+        if old.map_size != new.map_size or old.values.shape[0] != new.values.shape[0]:
+            raise ValueError(
+                f"layer {name!r}: maps of {new.values.shape[0]} channels of "
+                f"{new.map_size} do not match the {old.values.shape[0]} of "
+                f"{old.map_size} seen before"
+            )
+        device = new.values.device
+        values = torch.cat([old.values.to(device), new.values], dim=1)
+        keys = torch.cat([old.keys.to(device), new.keys], dim=1)
+        values, keys = _best(values, keys, self.k)
+        self._layers[name] = _LayerTop(values.cpu(), keys.cpu(), new.map_size)
+
+
+def _best(values: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Per row, the ``k`` best (value largest, then key smallest) of distinct keys."""
+    values, keys = _sorted(values, keys, values, descending=True)
+    values, keys = _sorted(values, keys, keys, descending=False)
+    # Now equal keys are adjacent, the largest value first: drop the others.
+    repeated = torch.zeros_like(keys, dtype=torch.bool)
+    repeated[:, 1:] = (keys[:, 1:] == keys[:, :-1]) & (keys[:, 1:] != _EMPTY)
+    values = values.masked_fill(repeated, -torch.inf)
+    keys = keys.masked_fill(repeated, _EMPTY)
+    # A stable sort by value keeps equal values in key order.
+    values, keys = _sorted(values, keys, values, descending=True)
+    return values[:, :k], keys[:, :k]
+
+
+def _shortlist(values: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Per row of ``values`` (``(C, M)``, with ``keys`` ``(M,)`` ascending), at most
+    ``2k`` entries that include its top ``k``; the rest are marked empty.
+
+    Sorting whole rows is slow for large maps; this is linear. Everything above the
+    k-th largest value is kept, and of the values equal to it the first ``k``, which
+    have the smallest keys.
+    """
+    keys = keys.expand_as(values)
+    if values.shape[1] <= 2 * k:
+        return values, keys
+    kth = values.topk(k, dim=1).values[:, -1:]
+    ties = values == kth
+    kept = (values > kth) | (ties & (ties.cumsum(dim=1) <= k))
+    index = kept.to(torch.uint8).topk(2 * k, dim=1).indices  # all kept, some not
+    dropped = ~kept.gather(1, index)
+    return (
+        values.gather(1, index).masked_fill(dropped, -torch.inf),
+        keys.gather(1, index).masked_fill(dropped, _EMPTY),
+    )
+
+
+def _sorted(
+    values: Tensor, keys: Tensor, by: Tensor, descending: bool
+) -> tuple[Tensor, Tensor]:
+    order = by.argsort(dim=1, descending=descending, stable=True)
+    return values.gather(1, order), keys.gather(1, order)
+
+
+def top_activations(
+    model: nn.Module,
+    layers: Sequence[nn.Module],
+    images: Tensor,
+    k: int = 9,
+    batch_size: int = 64,
+) -> TopKActivations:
+    """The top-``k`` activations of ``layers`` over a batch of ``images``, in this
+    process, without a trainer; image ``i`` has index ``i``. The model runs as it
+    is (put it in eval mode first) and without gradients.
+
+    Example::
+
+        >>> top = top_activations(model, [model.features[0]], images, k=1)
+    """
+    names = [layer_name(model, layer) for layer in layers]
+    top = TopKActivations(k)
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            outputs, _ = layer_outputs(model, layers, batch)
+            indices = torch.arange(start, start + len(batch))
+            for name, output in zip(names, outputs, strict=True):
+                top.update(name, output, indices)
+    return top
+
+
+class IndexedDataset(Dataset):
+    """Items of ``dataset`` as ``(index, item)``, so a batch knows its images."""
+
+    def __init__(self, dataset: Dataset | Tensor) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, Any]:
+        return index, self.dataset[index]
+
+
+def first_item(item: Any) -> Tensor:
+    """The image of a dataset item or batch: itself, or its first element."""
+    return item[0] if isinstance(item, (tuple, list)) else item
+
+
+class ActivationScan(pl.LightningModule):
+    """Runs ``Trainer.predict`` over a dataset to collect :class:`TopKActivations`.
+
+    Batches are ``(image_indices, items)`` as :class:`IndexedDataset` makes them;
+    images are the items, or their first element. At the end the states of all
+    processes are gathered and merged, so every process holds the whole result in
+    :attr:`top`. Use ``strategy="ddp"`` (``ddp_spawn`` does not return the state).
+
+    Args:
+        model: the network; it is used as it is (``Trainer.predict`` puts it in
+            eval mode and back).
+        layers: submodules of ``model`` whose outputs are scanned.
+        k: activations kept per channel.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[nn.Module], k: int = 9):
+        super().__init__()
+        self.model = model
+        self.layer_names = [layer_name(model, layer) for layer in layers]
+        self.top = TopKActivations(k)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        indices, items = batch
+        layers = [self.model.get_submodule(name) for name in self.layer_names]
+        outputs, _ = layer_outputs(self.model, layers, first_item(items))
+        for name, output in zip(self.layer_names, outputs, strict=True):
+            self.top.update(name, output, indices)
+        return indices  # returning nothing would make Lightning warn
+
+    def on_predict_end(self) -> None:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            states: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(states, self.top)
+            merged = TopKActivations(self.top.k)
+            for state in states:
+                merged.merge(state)
+            self.top = merged
+
+
+def scan_top_activations(
+    model: nn.Module,
+    layers: Sequence[nn.Module],
+    dataset: Dataset | Tensor,
+    k: int = 9,
+    batch_size: int = 64,
+    trainer: pl.Trainer | None = None,
+    num_workers: int = 0,
+) -> TopKActivations:
+    """The top-``k`` activations of every channel of ``layers`` over ``dataset``.
+
+    Args:
+        model: the network.
+        layers: submodules of ``model`` (their outputs are scanned).
+        dataset: images ``(N, C, H, W)``, or a dataset whose items are images or
+            tuples starting with one (``(image, label, ...)``).
+        k: activations kept per channel.
+        batch_size: images per forward pass (per process).
+        trainer: runs the scan; e.g. ``pl.Trainer(strategy="ddp", devices=2)`` to
+            spread it over processes. Default: one device, no logging.
+        num_workers: data loader workers.
+
+    Returns:
+        The state, the same in every process, keyed by the layers' names in
+        ``model`` (``model.get_submodule(name)`` gives a layer back).
+
+    Example::
+
+        >>> top = scan_top_activations(model, [model.features[4]], val_set)
+        >>> top.entries("features.4").images[5]  # images of channel 5's top 9
+    """
+    scan = ActivationScan(model, layers, k)
+    loader = DataLoader(
+        IndexedDataset(dataset), batch_size=batch_size, num_workers=num_workers
+    )
+    trainer = trainer or pl.Trainer(
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    # Lightning leaves the model on the CPU, and in eval mode if predict raises:
+    # put back its device and each module's mode.
+    device = next(model.parameters(), torch.zeros(())).device
+    try:
+        with eval_mode(model):
+            trainer.predict(scan, loader, return_predictions=False)
+    finally:
+        model.to(device)
+    return scan.top

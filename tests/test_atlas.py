@@ -1,0 +1,110 @@
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from captum_deconvnet import (
+    ReceptiveField,
+    cut_patches,
+    feature_atlas,
+    receptive_field,
+    save_atlas,
+    scan_top_activations,
+)
+
+from .reference_deconvnet import position_seed, reference_projection
+from .scan_ddp import tiny_images, tiny_model
+from .test_deconvnet_contract import snapshot
+
+IMAGE = torch.arange(36.0).view(1, 1, 6, 6)
+
+
+def test_patches_are_cut_as_by_hand():
+    field = ReceptiveField(size=(3, 3), jump=(2, 2), start=(-1, -1))
+    positions = torch.tensor([[0, 0], [1, 2], [3, 3]])
+    patches = cut_patches(IMAGE.expand(3, -1, -1, -1), field, positions, fill=-1.0)
+    # (0, 0) sees rows and columns -1..1: the padding row and column stay -1.
+    assert patches[0, 0].tolist() == [[-1, -1, -1], [-1, 0, 1], [-1, 6, 7]]
+    # (1, 2) sees rows 1..3 and columns 3..5, all in the image.
+    assert patches[1, 0].tolist() == [[9, 10, 11], [15, 16, 17], [21, 22, 23]]
+    # (3, 3) sees rows and columns 5..7: only pixel (5, 5) is in the image.
+    assert patches[2, 0].tolist() == [[35, -1, -1], [-1, -1, -1], [-1, -1, -1]]
+
+
+def test_fields_larger_than_the_image_give_image_sized_patches():
+    field = ReceptiveField(size=(9, 9), jump=(1, 1), start=(-2, -2))
+    positions = torch.tensor([[0, 0], [0, 3]])
+    fill = torch.tensor([-1.0, -2.0])
+    patches = cut_patches(IMAGE.expand(2, -1, -1, -1), field, positions, fill)
+    assert torch.equal(patches[0], IMAGE[0])  # rows and columns -2..6: everything
+    # columns 1..9: columns 1..5 of the image first, then the fill
+    assert torch.equal(patches[1, 0, :, :5], IMAGE[0, 0, :, 1:])
+    assert torch.all(patches[1, 0, :, 5] == -2.0)
+
+
+@pytest.fixture(scope="module")
+def atlas_and_scan():
+    model, images = tiny_model(), tiny_images()
+    layers = [model[0], model[4]]
+    atlas = feature_atlas(model, layers, images, k=3, batch_size=5)
+    return model, images, atlas, scan_top_activations(model, layers, images, k=3)
+
+
+def test_atlas_holds_the_top_activations(atlas_and_scan):
+    model, images, atlas, top = atlas_and_scan
+    assert list(atlas) == ["0", "4"]
+    for name, layer_atlas in atlas.items():
+        values, indices, rows, cols = top.entries(name)
+        assert torch.equal(layer_atlas.values, values)
+        assert torch.equal(layer_atlas.images, indices)
+        assert torch.equal(layer_atlas.positions, torch.stack([rows, cols], -1))
+        field = receptive_field(model, model.get_submodule(name), (1, 10, 10))
+        assert layer_atlas.field == field
+        side = tuple(min(s, 10) for s in field.size)
+        assert layer_atlas.projections.shape == (*values.shape, 1, *side)
+        assert layer_atlas.patches.shape == (*values.shape, 1, *side)
+
+
+@pytest.mark.parametrize("name, index", [("0", 0), ("4", 4)])
+def test_projections_and_patches_equal_the_reference(atlas_and_scan, name, index):
+    model, images, atlas, _ = atlas_and_scan
+    layer_atlas = atlas[name]
+    field = layer_atlas.field
+    for channel, rank in [(0, 0), (1, 2), (3, 1)]:
+        image = images[layer_atlas.images[channel, rank]][None]
+        row, col = layer_atlas.positions[channel, rank].tolist()
+        seed = position_seed([channel], [(row, col)])
+        full = reference_projection(model, image, index, seed)
+        x0, y0, x1, y1 = field.box(row, col, (10, 10))
+        # The projection lies inside the receptive field ...
+        inside = torch.zeros_like(full, dtype=torch.bool)
+        inside[..., y0:y1, x0:x1] = True
+        assert torch.all(full[~inside] == 0)
+        # ... and the atlas shows it cut as the image is.
+        where = torch.tensor([[row, col]])
+        expected = cut_patches(full, field, where)[0]
+        torch.testing.assert_close(layer_atlas.projections[channel, rank], expected)
+        patch = cut_patches(image, field, where, fill=image.min())[0]
+        assert torch.equal(layer_atlas.patches[channel, rank], patch)
+
+
+def test_empty_slots_stay_empty_and_the_model_is_left_alone():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU()).train()
+    before = snapshot(model)
+    images = torch.randn(1, 1, 4, 4)  # 2x2 maps: four activations per channel
+    atlas = feature_atlas(model, [model[2]], images, k=6)["2"]
+    assert snapshot(model) == before
+    assert torch.all(atlas.images[:, 4:] == -1) and torch.all(atlas.images[:, :4] == 0)
+    assert torch.all(atlas.projections[:, 4:] == 0)
+    assert torch.all(atlas.patches[:, 4:] == 0)
+
+
+def test_save_atlas_writes_one_block_per_channel(atlas_and_scan, tmp_path):
+    _, _, atlas, _ = atlas_and_scan
+    save_atlas(atlas["4"], tmp_path / "all.png")
+    save_atlas(atlas["4"], tmp_path / "two.png", channels=[1, 3], per_row=2)
+    width, height = Image.open(tmp_path / "two.png").size
+    assert width > 2 * height  # two blocks side by side, each wider than high
+    assert Image.open(tmp_path / "all.png").size[1] > height
+    with pytest.raises(ValueError, match="empty"):
+        save_atlas(atlas["4"], tmp_path / "none.png", channels=[])

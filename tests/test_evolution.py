@@ -1,0 +1,136 @@
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers.logger import Logger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from captum_deconvnet import FeatureEvolution
+
+
+class Classifier(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.model = nn.Sequential(
+            nn.Conv2d(1, 3, 3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Dropout(),
+            nn.Linear(4 * 3 * 3, 2),
+        )
+
+    def forward(self, x):
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+class ImageLogger(Logger):
+    """Records what add_image receives, as TensorBoard's experiment would."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = []
+
+    @property
+    def experiment(self):
+        return self
+
+    def add_image(self, tag, image, global_step):
+        self.images.append((tag, tuple(image.shape), global_step))
+
+    name, version = "images", 0
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+def fit(callback, logger=False, epochs=3, module=None):
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(16, 1, 8, 8), torch.randint(0, 2, (16,)))
+    module = module or Classifier()
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=[callback],
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = DataLoader(data, batch_size=4)
+    trainer.fit(module, loader, DataLoader(data, batch_size=4))
+    return module, data
+
+
+def test_projections_are_written_and_logged_at_the_chosen_epochs_only(tmp_path):
+    logger = ImageLogger()
+    callback = FeatureEvolution(
+        ["model.0", "model.4"], epochs=[1, 3], directory=tmp_path, num_images=6
+    )
+    module, data = fit(callback, logger)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "model.0_epoch001.png",
+        "model.0_epoch003.png",
+        "model.0_evolution.png",
+        "model.4_epoch001.png",
+        "model.4_epoch003.png",
+        "model.4_evolution.png",
+    ]
+    tags = [(tag, step) for tag, _, step in logger.images]
+    assert tags == [
+        ("feature_evolution/model.0", 1),
+        ("feature_evolution/model.4", 1),
+        ("feature_evolution/model.0", 3),
+        ("feature_evolution/model.4", 3),
+    ]
+    # The last projections are of the final weights' strongest activations over
+    # the first 6 validation images.
+    assert module.training
+    epoch, atlas = callback.history["model.4"][-1]
+    module.eval()
+    with torch.no_grad():
+        activations = module.model[:5](data.tensors[0][:6])
+    strongest = activations.transpose(0, 1).flatten(1).amax(dim=1)
+    assert epoch == 3
+    torch.testing.assert_close(atlas.values[:, 0].float(), strongest)
+    assert atlas.projections.shape == (4, 1, 1, 8, 8)  # field 8 of an 8x8 image
+
+
+def test_given_images_and_modules_are_used(tmp_path):
+    module, images = Classifier(), torch.randn(3, 1, 8, 8)
+    callback = FeatureEvolution(
+        [module.model[0]], epochs=[2], directory=tmp_path, images=images
+    )
+    fit(callback, epochs=2, module=module)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["model.0_epoch002.png", "model.0_evolution.png"]
+    assert callback.history["model.0"][0][1].images.max() < 3
+
+
+def test_bad_arguments_are_named(tmp_path):
+    with pytest.raises(ValueError, match="epochs"):
+        FeatureEvolution(["model.0"], epochs=[0])
+    with pytest.raises(ValueError, match="layers"):
+        FeatureEvolution([], epochs=[1])
+    callback = FeatureEvolution(["model.9"], epochs=[1], directory=tmp_path)
+    with pytest.raises(ValueError, match="model.9"):
+        fit(callback, epochs=1)
+    callback = FeatureEvolution([nn.ReLU()], epochs=[1], directory=tmp_path)
+    with pytest.raises(ValueError, match="not a submodule"):
+        fit(callback, epochs=1)

@@ -1,0 +1,82 @@
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from captum_deconvnet import invariance_curves, plot_invariance, transform
+
+from .test_deconvnet_contract import snapshot
+
+
+def small_classifier() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.ReLU(inplace=True),  # rewrites the conv's output in place
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3 * 6 * 6, 8),
+        nn.ReLU(),
+        nn.Dropout(),
+        nn.Linear(8, 4),
+    )
+
+
+def shifted_down(x: torch.Tensor, pixels: int, fill: float) -> torch.Tensor:
+    out = torch.full_like(x, fill)
+    if pixels >= 0:
+        out[..., pixels:, :] = x[..., : x.shape[-2] - pixels, :]
+    else:
+        out[..., :pixels, :] = x[..., -pixels:, :]
+    return out
+
+
+def test_transforms_move_scale_and_turn_as_by_hand():
+    x = torch.randn(2, 1, 6, 6)
+    close = torch.testing.assert_close
+    close(transform(x, "translation", 2, -1.0), shifted_down(x, 2, -1.0))
+    close(transform(x, "translation", -3, 0.0), shifted_down(x, -3, 0.0))
+    close(transform(x, "rotation", 90), torch.rot90(x, 1, (-2, -1)))
+    close(transform(x, "scale", 1.0), x)
+    with pytest.raises(ValueError, match="shear"):
+        transform(x, "shear", 1.0)
+
+
+def test_curves_equal_a_direct_computation():
+    model = small_classifier().train()
+    before = snapshot(model)
+    x, labels = torch.randn(3, 1, 12, 12), torch.tensor([0, 2, 3])
+    shifts, fill = [-2, 0, 3], -0.5
+    curves = invariance_curves(
+        model, x, labels, [model[0], model[5]], shifts, [1.0, 1.4], [0, 90], fill
+    )
+    assert snapshot(model) == before  # train mode back, no hooks left
+    model.eval()
+    with torch.no_grad():
+        for j, pixels in enumerate(shifts):
+            moved = shifted_down(x, pixels, fill)
+            for name, part in (("0", model[:1]), ("5", model[:6])):
+                expected = (part(moved) - part(x)).flatten(1).norm(dim=1)
+                distances = curves["translation"].distances[name][:, j]
+                torch.testing.assert_close(distances, expected)
+            expected = model(moved).softmax(1)[range(3), labels]
+            torch.testing.assert_close(
+                curves["translation"].probabilities[:, j], expected
+            )
+        turned = torch.rot90(x, 1, (-2, -1))
+        expected = (model[:6](turned) - model[:6](x)).norm(dim=1)
+        distances = curves["rotation"].distances["5"][:, 1]
+        torch.testing.assert_close(distances, expected)
+    assert torch.all(curves["scale"].distances["0"][:, 0] < 1e-4)  # scale 1
+    assert curves["scale"].amounts.tolist() == pytest.approx([1.0, 1.4])
+    assert curves["rotation"].probabilities.shape == (3, 2)
+
+
+def test_default_sweeps_and_the_plot(tmp_path):
+    model = small_classifier()
+    x, labels = torch.randn(2, 1, 12, 12), torch.tensor([1, 2])
+    curves = invariance_curves(model, x, labels, [model[0], model[5]])
+    assert curves["translation"].amounts.tolist() == [-3, -2, -1, 0, 1, 2, 3]
+    assert len(curves["scale"].amounts) == 9 and len(curves["rotation"].amounts) == 36
+    plot_invariance(curves, tmp_path / "invariance.png")
+    assert Image.open(tmp_path / "invariance.png").size == (960, 780)

@@ -1,0 +1,76 @@
+"""The analyses leave the model as it was, also when its forward pass raises."""
+
+import pytest
+import torch
+from torch import nn
+
+from captum_deconvnet import (
+    correspondence,
+    feature_atlas,
+    invariance_curves,
+    scan_top_activations,
+    top_activations,
+)
+from captum_deconvnet._layers import eval_mode, layer_outputs
+
+from .test_deconvnet_contract import snapshot
+
+
+def test_outputs_are_copies_taken_before_in_place_changes():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), nn.Flatten())
+    x = torch.randn(2, 1, 5, 5)
+    (conv,), output = layer_outputs(model, [model[0]], x, stop_early=False)
+    torch.testing.assert_close(conv, model[0](x))  # negative values kept
+    assert conv.min() < 0 and output.shape == (2, 18)
+    _, output = layer_outputs(model, [model[0]], x)
+    assert output is None  # stopped once the conv had run
+
+
+def test_a_layer_that_does_not_run_is_named():
+    model = nn.Sequential(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="did not run"):
+        layer_outputs(nn.Sequential(nn.Linear(2, 2)), [model[0]], torch.randn(1, 2))
+
+
+def test_eval_mode_restores_each_modules_own_mode():
+    model = nn.Sequential(nn.Dropout(), nn.BatchNorm1d(2)).train()
+    model[1].eval()
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(model):
+        assert not model.training and not model[0].training
+        raise RuntimeError("boom")
+    assert model.training and model[0].training and not model[1].training
+
+
+class Failing(nn.Module):
+    """Raises after its first layer has run, before the second."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.bn = nn.BatchNorm2d(2)
+
+    def forward(self, x):
+        self.conv(x)
+        raise RuntimeError("boom")
+        return self.bn(x)
+
+
+ANALYSES = {
+    "layer_outputs": lambda m, x: layer_outputs(m, [m.conv], x, stop_early=False),
+    "top_activations": lambda m, x: top_activations(m, [m.conv, m.bn], x),
+    "scan": lambda m, x: scan_top_activations(m, [m.conv, m.bn], x),
+    "atlas": lambda m, x: feature_atlas(m, [m.bn], x),
+    "invariance": lambda m, x: invariance_curves(m, x, torch.zeros(2).long(), [m.conv]),
+    "correspondence": lambda m, x: correspondence(
+        m, x, {"a": torch.ones(2, 6, 6, dtype=torch.bool)}, [m.conv, m.bn]
+    ),
+}
+
+
+@pytest.mark.parametrize("analysis", ANALYSES)
+def test_no_hook_is_left_when_the_forward_raises(analysis):
+    model = Failing().train()
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        ANALYSES[analysis](model, torch.randn(2, 1, 6, 6))
+    assert snapshot(model) == before

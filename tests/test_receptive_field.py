@@ -1,0 +1,145 @@
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from captum_deconvnet import ReceptiveField, receptive_field
+from lightning_zfnet import zfnet
+
+from .test_deconvnet_contract import snapshot
+
+# PAPER.md: receptive field / jump of ZFNet's layers, by index in model.features.
+PAPER = {0: (7, 2), 2: (11, 4), 4: (27, 8), 6: (43, 16), 8: (75, 16)}
+PAPER |= {10: (107, 16), 12: (139, 16), 14: (171, 32)}
+
+
+@pytest.mark.parametrize("index", PAPER)
+def test_zfnet_fields_are_the_papers(index):
+    model = zfnet(num_classes=10, width=0.125)
+    field = receptive_field(model, model.features[index], (3, 224, 224))
+    size, jump = PAPER[index]
+    assert field.size == (size, size) and field.jump == (jump, jump)
+
+
+def test_layers_that_keep_the_map_keep_the_field():
+    model = zfnet(num_classes=10, width=0.125)
+    conv1 = receptive_field(model, model.features[0], (3, 224, 224))
+    assert receptive_field(model, model.features[1], (3, 224, 224)) == conv1  # ReLU
+
+
+def test_box_is_the_field_clipped_to_the_image():
+    conv2 = ReceptiveField(size=(27, 27), jump=(8, 8), start=(-3, -3))
+    assert conv2.box(0, 0, (64, 64)) == (0, 0, 24, 24)
+    # row 2 starts at -3 + 2 * 8 = 13, column 1 at -3 + 8 = 5
+    assert conv2.box(2, 1, (64, 64)) == (5, 13, 32, 40)
+    assert conv2.box(7, 7, (64, 64)) == (53, 53, 64, 64)
+
+
+class Branchy(nn.Module):
+    """Strided and dilated convolutions, max and average pools, module and
+    functional forms, and a residual sum of two branches of different fields."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 2, 3, stride=2, padding=1)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(2, 2, 3, padding=2, dilation=2), nn.ReLU())
+        self.wide = nn.Conv2d(2, 2, (5, 3), padding=(0, 1))
+        self.avg = nn.AvgPool2d(2)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = x + self.block(x)  # the block's field is wider than the shortcut's
+        x = F.max_pool2d(x, 2, stride=1)
+        x = F.conv2d(x, self.conv1.weight[:, :1].repeat(1, 2, 1, 1), padding=1)
+        return self.avg(self.wide(x))
+
+
+def positive(model: nn.Module) -> nn.Module:
+    """Weights positive and biases zero: raising any input pixel raises every
+    activation whose field holds it, so the fields can be found by trying."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.rand_like(p) + 0.1 if p.ndim > 1 else torch.zeros_like(p))
+    return model
+
+
+def brute_force_boxes(model, layer, side):
+    """Per map position, the bounding box ``(x0, y0, x1, y1)`` of the input pixels
+    that change it when raised one at a time; ``(h, w, 4)``."""
+    x = torch.rand(1, 1, side, side) + 0.1
+    raised = x.repeat(side * side, 1, 1, 1)
+    raised.view(side * side, -1)[range(side * side), range(side * side)] += 100.0
+    outputs = []
+    handle = layer.register_forward_hook(lambda m, a, out: outputs.append(out))
+    with torch.no_grad():
+        model(torch.cat([x, raised]))
+    handle.remove()
+    changed = (outputs[0][1:] != outputs[0][:1]).any(dim=1)  # (pixel, h, w)
+    changed = changed.view(side, side, *changed.shape[1:])
+    rows, cols = changed.any(dim=1), changed.any(dim=0)  # (side, h, w) each
+    return torch.stack([_first(cols), _first(rows), _last(cols), _last(rows)], -1)
+
+
+def _first(hit):
+    return hit.int().argmax(dim=0)
+
+
+def _last(hit):
+    return len(hit) - hit.flip(0).int().argmax(dim=0)
+
+
+@pytest.mark.parametrize("name", ["conv1", "pool", "block", "block.0", "wide", "avg"])
+def test_boxes_match_brute_force(name):
+    torch.manual_seed(0)
+    model = positive(Branchy())
+    layer = model.get_submodule(name)
+    side = 61
+    field = receptive_field(model, layer, (1, side, side))
+    boxes = brute_force_boxes(model, layer, side)
+    inside = 0
+    for (row, col), found in zip(
+        torch.cartesian_prod(*map(torch.arange, boxes.shape[:2])).tolist(),
+        boxes.flatten(0, 1).tolist(),
+        strict=True,
+    ):
+        x0, y0, x1, y1 = field.box(row, col, (side, side))
+        # A dilated field has holes: clipped at the border, its outermost pixels
+        # may be holes, so there the pixels found lie within the box ...
+        assert x0 <= found[0] and y0 <= found[1]
+        assert found[2] <= x1 and found[3] <= y1
+        # ... and where the whole field is in the image they span it.
+        unclipped = (x1 - x0, y1 - y0) == (field.size[1], field.size[0])
+        if unclipped:
+            assert [x0, y0, x1, y1] == found
+            inside += 1
+    assert inside > 0
+
+
+def test_resnet_fields_follow_the_main_branch():
+    model = torchvision.models.resnet18()
+    assert receptive_field(model, model.layer4, (3, 64, 64)).size == (435, 435)
+    block = receptive_field(model, model.layer2[0], (3, 64, 64))
+    assert (block.size, block.jump) == ((67, 67), (8, 8))
+
+
+def test_unbounded_fields_and_bad_layers_are_named():
+    model = zfnet(num_classes=10, width=0.125)
+    with pytest.raises(ValueError, match="flatten"):
+        receptive_field(model, model.classifier[0], (3, 224, 224))
+    with pytest.raises(ValueError, match="not a submodule"):
+        receptive_field(model, nn.Conv2d(1, 1, 1), (3, 224, 224))
+    upsampled = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Upsample(scale_factor=2))
+    with pytest.raises(ValueError, match="1 \\(Upsample\\) resamples"):
+        receptive_field(upsampled, upsampled[1], (1, 8, 8))
+    with pytest.raises(ValueError, match="circular"):
+        circular = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular"))
+        receptive_field(circular, circular[0], (1, 8, 8))
+
+
+def test_model_is_left_as_it_was():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Dropout()).train()
+    before = snapshot(model) + [model[1].running_mean.clone().tolist()]
+    receptive_field(model, model[1], (1, 8, 8))
+    assert snapshot(model) + [model[1].running_mean.tolist()] == before

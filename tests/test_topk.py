@@ -1,0 +1,151 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from captum_deconvnet import TopKActivations, scan_top_activations, top_activations
+
+from .scan_ddp import scan, tiny_images, tiny_model
+from .test_deconvnet_contract import snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def naive_top(batches, k):
+    """Sort every activation of every channel: (value desc, image, row, col)."""
+    channels = batches[0][0].shape[1]
+    best = []
+    for c in range(channels):
+        seen = []
+        for activations, indices in batches:
+            for i, image in enumerate(indices.tolist()):
+                fmap = activations[i, c]
+                for row in range(fmap.shape[0]):
+                    for col in range(fmap.shape[1]):
+                        seen.append((-float(fmap[row, col]), image, row, col))
+        best.append(sorted(set(seen))[:k])
+    return best
+
+
+def as_lists(top, name):
+    """The state in naive_top's form."""
+    values, images, rows, cols = (t.tolist() for t in top.entries(name))
+    return [
+        [(-v, i, r, c) for v, i, r, c in zip(*channel, strict=True)]
+        for channel in zip(values, images, rows, cols, strict=True)
+    ]
+
+
+def random_batches(sizes, seed=0, shape=(3, 4, 5)):
+    """Batches of small integers (many ties) with shuffled, distinct image indices."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(sum(sizes), generator=generator)
+    batches, start = [], 0
+    for n in sizes:
+        values = torch.randint(-3, 4, (n, *shape), generator=generator).float()
+        batches.append((values, order[start : start + n]))
+        start += n
+    return batches
+
+
+@pytest.mark.parametrize("k", [1, 4, 30])
+def test_update_equals_a_full_sort(k):
+    batches = random_batches([3, 1, 5, 2])
+    top = TopKActivations(k)
+    for activations, indices in batches:
+        top.update("layer", activations, indices)
+    assert as_lists(top, "layer") == naive_top(batches, k)
+
+
+def test_merging_parts_in_any_order_equals_the_whole():
+    batches = random_batches([2, 3, 4, 1, 3], seed=3)
+    whole = TopKActivations(6)
+    for activations, indices in batches:
+        whole.update("layer", activations, indices)
+    parts = []
+    for part in (batches[:2], batches[2:3], batches[3:]):
+        state = TopKActivations(6)
+        for activations, indices in reversed(part):
+            state.update("layer", activations, indices)
+        parts.append(state)
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        merged = TopKActivations(6)
+        for i in order:
+            merged.merge(parts[i])
+        assert as_lists(merged, "layer") == as_lists(whole, "layer")
+    # An activation seen twice (a state merged with itself) counts once.
+    assert as_lists(merged.merge(parts[0]), "layer") == as_lists(whole, "layer")
+
+
+def test_slots_not_filled_are_marked_empty():
+    top = TopKActivations(4)
+    top.update("fc", torch.tensor([[1.0, 2.0]]), torch.tensor([7]))
+    values, images, rows, cols = top.entries("fc")  # (N, C) is a 1x1 map
+    assert values[:, 0].tolist() == [1.0, 2.0] and images[:, 0].tolist() == [7, 7]
+    assert torch.all(values[:, 1:] == -torch.inf) and torch.all(images[:, 1:] == -1)
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="k must"):
+        TopKActivations(0)
+    top = TopKActivations(2)
+    with pytest.raises(ValueError, match="repeat"):
+        top.update("a", torch.zeros(2, 1, 2, 2), torch.tensor([3, 3]))
+    with pytest.raises(ValueError, match="image_indices"):
+        top.update("a", torch.zeros(2, 1, 2, 2), torch.tensor([0]))
+    top.update("a", torch.zeros(1, 1, 2, 2), torch.tensor([0]))
+    with pytest.raises(ValueError, match="do not match"):
+        top.update("a", torch.zeros(1, 1, 3, 3), torch.tensor([1]))
+    with pytest.raises(ValueError, match="top-3"):
+        top.merge(TopKActivations(3))
+    with pytest.raises(KeyError, match="'b'"):
+        top.entries("b")
+
+
+def test_scan_with_a_trainer_equals_the_naive_top():
+    model, images = tiny_model(), tiny_images()
+    before = snapshot(model)
+    top, _ = scan(devices=1)
+    assert snapshot(model) == before  # also: no hook left behind
+    with torch.no_grad():
+        conv = model[0](images)  # before the in-place ReLU
+        last = model(images)
+    indices = torch.arange(len(images))
+    assert top.layers == ["0", "4"]
+    assert as_lists(top, "0") == naive_top([(conv, indices)], 5)
+    assert as_lists(top, "4") == naive_top([(last, indices)], 5)
+
+
+def test_top_activations_without_a_trainer_equal_the_scan():
+    model = tiny_model()
+    without = top_activations(model, [model[0], model[4]], tiny_images(), 5, 8)
+    top, _ = scan(devices=1)
+    for name in ("0", "4"):
+        assert as_lists(without, name) == as_lists(top, name)
+
+
+def test_scan_reads_images_out_of_tuples_and_restores_the_mode():
+    model, images = tiny_model().train(), tiny_images()
+    items = [(image, 0, "box") for image in images]
+    top = scan_top_activations(model, [model[0]], items, k=2, batch_size=8)
+    assert model.training and top.layers == ["0"]
+    with pytest.raises(ValueError, match="not a submodule"):
+        scan_top_activations(model, [nn.ReLU()], items)
+
+
+@pytest.mark.slow
+def test_ddp_scan_on_two_processes_equals_one_process(tmp_path):
+    command = [sys.executable, "-m", "tests.scan_ddp", str(tmp_path), "2"]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=300)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    single, _ = scan(devices=1)
+    for rank in ranks:
+        assert rank["state"].keys() == {"0", "4"}
+        for name, entries in rank["state"].items():
+            for field, value in single.entries(name)._asdict().items():
+                assert torch.equal(entries[field], value), (name, field)
