@@ -20,6 +20,8 @@ from .display import normalize_projection, save_grid
 from .evolution import FeatureEvolution
 from .filters import filter_images, save_filters
 from .invariance import InvarianceCurves, invariance_curves, plot_invariance, transform
+from .occlusion import OcclusionSensitivity, SensitivityMaps
+from .occlusion_maps import occlusion_figure, save_overlay, upsample_grid
 from .receptive_field import ReceptiveField, receptive_field
 from .topk import TopKActivations, scan_top_activations, top_activations
 
@@ -29,6 +31,11 @@ __all__ = [
     "DeconvNet",
     "FeatureMapDeconvNet",
     "NeuronDeconvNet",
+    "OcclusionSensitivity",
+    "SensitivityMaps",
+    "occlusion_figure",
+    "save_overlay",
+    "upsample_grid",
     "normalize_projection",
     "save_grid",
     "ReceptiveField",

@@ -1,4 +1,5 @@
-"""Test utilities: tiny idx data sets and a callback that dumps each rank's state."""
+"""Test utilities: tiny idx data sets, a callback that dumps each rank's state, and a
+snapshot of what an attribution could leave changed in a model."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -69,3 +71,18 @@ class DumpRankState(pl.Callback):
             {"state": state, "metrics": metrics, "world_size": trainer.world_size},
             self.directory / f"rank{trainer.global_rank}.pt",
         )
+
+
+def snapshot(model: nn.Module) -> list:
+    """Everything about a model that an attribution could leave changed."""
+    state = []
+    for name, m in model.named_modules():
+        hooks = (
+            m._forward_hooks,
+            m._forward_pre_hooks,
+            m._backward_hooks,
+            m._backward_pre_hooks,
+        )
+        state.append((name, id(m), m.training, tuple(len(h) for h in hooks)))
+    state += [(n, p.requires_grad, p.grad) for n, p in model.named_parameters()]
+    return state

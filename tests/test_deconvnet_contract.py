@@ -16,6 +16,7 @@ from captum_deconvnet import (
     normalize_projection,
     save_grid,
 )
+from tests.helpers import snapshot
 
 matplotlib.use("Agg")
 
@@ -33,21 +34,6 @@ def small_cnn() -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(6 * 4 * 4, 5),
     )
-
-
-def snapshot(model: nn.Module) -> list:
-    """Everything about a model that an attribution could leave changed."""
-    state = []
-    for name, m in model.named_modules():
-        hooks = (
-            m._forward_hooks,
-            m._forward_pre_hooks,
-            m._backward_hooks,
-            m._backward_pre_hooks,
-        )
-        state.append((name, id(m), m.training, tuple(len(h) for h in hooks)))
-    state += [(n, p.requires_grad, p.grad) for n, p in model.named_parameters()]
-    return state
 
 
 EXPLAINERS = {

@@ -1,0 +1,430 @@
+"""Exact incremental inference for occlusion (Nakandala et al., SIGMOD 2019).
+
+An occluder changes a small box of the input. Through a chain of convolutions,
+pools and pointwise layers the change stays inside a box that grows layer by layer,
+so each occluded copy needs only that box recomputed; everywhere else it equals the
+unoccluded image's activations, computed once. Where the chain ends (a layer this
+module does not know, a branch, a flatten) the boxes are pasted into the unoccluded
+activations and the rest of the network runs in full on the batch.
+
+The model is traced with ``torch.fx``; a model that cannot be traced, or whose first
+layer is not local, gets no plan and callers fall back to full forward passes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["IncrementalForward"]
+
+# Layers whose output at a position depends on the input at that position only.
+_POINTWISE_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Identity,
+    nn.LocalResponseNorm,  # normalises across channels, not space
+)
+_EVAL_ONLY_POINTWISE = (nn.BatchNorm2d, nn.Dropout, nn.Dropout2d)
+_POINTWISE_FUNCTIONS = {
+    torch.relu,
+    torch.relu_,
+    F.relu,
+    F.relu_,
+    F.leaky_relu,
+    F.gelu,
+    F.silu,
+    torch.sigmoid,
+    torch.tanh,
+}
+_POINTWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh"}
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A sliding-window layer: what it computes on an unpadded slice."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    pad_value: float
+    apply: object  # Tensor -> Tensor, the layer with padding 0
+
+    def extent(self, dim: int) -> int:
+        return self.dilation[dim] * (self.kernel[dim] - 1) + 1
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _window(module: nn.Module) -> _Window | None:
+    """The window description of ``module``, or ``None`` if it is not one we know."""
+    if isinstance(module, nn.Conv2d):
+        if module.padding_mode != "zeros" or module.padding == "same":
+            return None
+        padding = (0, 0) if module.padding == "valid" else _pair(module.padding)
+
+        def conv(x: Tensor) -> Tensor:
+            return F.conv2d(
+                x, module.weight, module.bias, module.stride, 0, module.dilation,
+                module.groups,
+            )  # fmt: skip
+
+        return _Window(
+            _pair(module.kernel_size), _pair(module.stride), padding,
+            _pair(module.dilation), 0.0, conv,
+        )  # fmt: skip
+    if isinstance(module, nn.MaxPool2d) and not module.return_indices:
+        # ceil_mode needs no care: the padding is sized from the output's shape.
+        def max_pool(x: Tensor) -> Tensor:
+            return F.max_pool2d(
+                x, module.kernel_size, module.stride, 0, module.dilation
+            )
+
+        return _Window(
+            _pair(module.kernel_size), _pair(module.stride or module.kernel_size),
+            _pair(module.padding), _pair(module.dilation), -math.inf, max_pool,
+        )  # fmt: skip
+    if isinstance(module, nn.AvgPool2d) and not module.ceil_mode:
+        padding = _pair(module.padding)
+        if not module.count_include_pad and padding != (0, 0):
+            return None  # the divisor would depend on the position
+
+        def avg_pool(x: Tensor) -> Tensor:
+            return F.avg_pool2d(
+                x, module.kernel_size, module.stride, 0,
+                divisor_override=module.divisor_override,
+            )  # fmt: skip
+
+        return _Window(
+            _pair(module.kernel_size), _pair(module.stride or module.kernel_size),
+            padding, (1, 1), 0.0, avg_pool,
+        )  # fmt: skip
+    return None
+
+
+def _is_identity(gm: fx.GraphModule, node: fx.Node, shape: torch.Size) -> bool:
+    """An adaptive pool to the size it is given (as torchvision's AlexNet and VGG
+    have at 224)."""
+    if node.op != "call_module":
+        return False
+    module = gm.get_submodule(node.target)
+    if not isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        return False
+    size = _pair(module.output_size)
+    size = tuple(s or d for s, d in zip(size, shape[2:], strict=True))
+    return size == tuple(shape[2:])
+
+
+def _is_pointwise(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        if isinstance(module, _POINTWISE_MODULES):
+            return True
+        if isinstance(module, _EVAL_ONLY_POINTWISE):
+            return not module.training
+        return False
+    if node.op == "call_function":
+        return node.target in _POINTWISE_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in _POINTWISE_METHODS
+    return False
+
+
+@dataclass
+class _Step:
+    node: fx.Node
+    window: _Window | None  # None: pointwise
+    identity: bool = False  # a layer that leaves this size unchanged: skip it
+
+
+class _Recorder(fx.Interpreter):
+    """Runs the traced model, keeping clones of the outputs of chosen nodes."""
+
+    def __init__(self, gm: fx.GraphModule, keep: set[fx.Node]) -> None:
+        super().__init__(gm)
+        self.keep = keep
+        self.kept: dict[fx.Node, Tensor] = {}
+        self.shapes: dict[fx.Node, torch.Size] = {}
+
+    def run_node(self, node: fx.Node):
+        out = super().run_node(node)
+        if isinstance(out, Tensor):
+            self.shapes[node] = out.shape
+            if node in self.keep:
+                self.kept[node] = out.clone()  # a later in-place layer would change it
+        return out
+
+
+def _local_chain(gm: fx.GraphModule, shapes: dict[fx.Node, torch.Size]) -> list[_Step]:
+    """The longest chain of local layers from the input, each the only user of the
+    one before."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        return []
+    steps: list[_Step] = []
+    previous = placeholders[0]
+    while len(previous.users) == 1:
+        node = next(iter(previous.users))
+        inputs = node.all_input_nodes
+        shape = shapes.get(previous)
+        if inputs != [previous] or shape is None or len(shape) != 4:
+            break
+        if node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            if module._forward_hooks or module._forward_pre_hooks:
+                break  # a hook could change outputs we would not see
+            window = _window(module)
+            if window is not None:
+                steps.append(_Step(node, window))
+                previous = node
+                continue
+        if _is_identity(gm, node, shape):
+            steps.append(_Step(node, None, identity=True))
+        elif _is_pointwise(gm, node):
+            steps.append(_Step(node, None))
+        else:
+            break
+        previous = node
+    return steps
+
+
+def _trace(model: nn.Module) -> fx.GraphModule | None:
+    try:
+        return fx.symbolic_trace(model)
+    except Exception:  # noqa: BLE001 - any model fx cannot trace runs in full
+        return None
+
+
+class IncrementalForward:
+    """Forward passes of copies of a batch that differ from it in one box each.
+
+    Build it with :meth:`plan`; then :meth:`__call__` takes, per copy, the index of
+    the image it comes from, the box's top-left corner and the box's new values, and
+    returns the model's outputs as a full forward pass of the copies would.
+
+    Args (of :meth:`plan`):
+        model: the network; traced with ``torch.fx``.
+        images: the unoccluded batch ``(N, C, H, W)``.
+        watch: a submodule whose per-channel output sums are returned too.
+    """
+
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        steps: list[_Step],
+        base: dict[fx.Node, Tensor],
+        shapes: dict[fx.Node, torch.Size],
+        watch: fx.Node | None,
+        output: Tensor,
+    ) -> None:
+        self.gm = gm
+        self.steps = steps
+        self.shapes = shapes
+        self.watch = watch
+        self.output = output
+        self.placeholder = _placeholder(gm)
+        inputs = [self.placeholder] + [s.node for s in steps[:-1]]
+        # Unoccluded inputs of the window layers, padded as the layer pads them.
+        self.padded = {
+            s.node: _pad(base[prev], s.window, shapes[s.node])
+            for s, prev in zip(steps, inputs, strict=True)
+            if s.window is not None
+        }
+        self.last = base[steps[-1].node]
+        self.watched_base = base.get(watch)
+        self.watched_sums = None
+        if self.watched_base is not None:
+            self.watched_sums = self.watched_base.double().sum((2, 3))
+        self.box_sizes: dict[str, tuple[int, int]] = {}
+
+    @classmethod
+    def plan(
+        cls, model: nn.Module, images: Tensor, watch: nn.Module | None = None
+    ) -> IncrementalForward | None:
+        """The plan for ``model`` on ``images``, or ``None`` when no layer at the
+        input is local (or the model cannot be traced)."""
+        gm = _trace(model)
+        if gm is None:
+            return None
+        watch_node = None
+        if watch is not None:
+            names = [n for n, m in gm.named_modules() if m is watch]
+            nodes = [
+                n for n in gm.graph.nodes if n.op == "call_module" and n.target in names
+            ]
+            if len(nodes) != 1:
+                return None  # a container, or a layer run twice: watch it in full
+            watch_node = nodes[0]
+        with torch.no_grad():
+            probe = _Recorder(gm, set())
+            probe.run(images[:1])
+            steps = _local_chain(gm, probe.shapes)
+            if not steps:
+                return None
+            keep = {s.node for s in steps}
+            if watch_node is not None:
+                keep.add(watch_node)
+            recorder = _Recorder(gm, keep)
+            output = recorder.run(images)
+        base = dict(recorder.kept)
+        base[_placeholder(gm)] = images
+        chain = {s.node for s in steps}
+        if watch_node is not None and watch_node not in chain:
+            base.pop(watch_node)  # watched in the full part of the network
+        return cls(gm, steps, base, recorder.shapes, watch_node, output)
+
+    @property
+    def watch_in_chain(self) -> bool:
+        return self.watched_base is not None
+
+    def __call__(
+        self, image_index: Tensor, corners: Tensor, patches: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """Outputs of the copies, and the watched layer's per-channel sums.
+
+        Args:
+            image_index: ``(B,)`` the image each copy comes from.
+            corners: ``(B, 2)`` top-left corner of each copy's box in the input.
+            patches: ``(B, C, h, w)`` the box's values in each copy.
+        """
+        images = image_index.tolist()
+        starts = corners.tolist()
+        values = patches
+        watched = None
+        for step in self.steps:
+            if step.window is not None:
+                starts, values = self._window_step(step, images, starts, values)
+            elif not step.identity:
+                values = self._pointwise(step.node, values)
+            self.box_sizes[step.node.name] = tuple(values.shape[2:])
+            if step.node is self.watch:
+                watched = self._watched_sums(images, starts, values)
+        full = self.last[image_index].clone()
+        h, w = values.shape[2:]
+        for b, (y, x) in enumerate(starts):
+            full[b, :, y : y + h, x : x + w] = values[b]
+        return self._finish(full, watched)
+
+    def _pointwise(self, node: fx.Node, values: Tensor) -> Tensor:
+        if node.op == "call_module":
+            return self.gm.get_submodule(node.target)(values)
+        args = [values if a is node.all_input_nodes[0] else a for a in node.args]
+        if node.op == "call_function":
+            return node.target(*args, **node.kwargs)
+        return getattr(args[0], node.target)(*args[1:], **node.kwargs)
+
+    def _window_step(
+        self, step: _Step, images: list[int], starts: list, values: Tensor
+    ) -> tuple[list, Tensor]:
+        window = step.window
+        out_shape = self.shapes[step.node][2:]
+        box = values.shape[2:]
+        # Output positions whose window meets each copy's box, at one size for all.
+        ranges = [
+            [_reach(s[d], box[d], window, d, out_shape[d]) for s in starts]
+            for d in range(2)
+        ]
+        sizes = [
+            min(max(1, max(hi - lo for lo, hi in ranges[d])), out_shape[d])
+            for d in range(2)
+        ]
+        new_starts = [
+            [min(max(0, ranges[d][b][0]), out_shape[d] - sizes[d]) for d in range(2)]
+            for b in range(len(starts))
+        ]
+        spans = [(sizes[d] - 1) * window.stride[d] + window.extent(d) for d in range(2)]
+        padded = self.padded[step.node]
+        pieces = []
+        for b, image in enumerate(images):
+            y0, x0 = (new_starts[b][d] * window.stride[d] for d in range(2))
+            piece = padded[image, :, y0 : y0 + spans[0], x0 : x0 + spans[1]].clone()
+            # The copy's box, in the coordinates of this piece.
+            by, bx = (starts[b][d] + window.padding[d] for d in range(2))
+            ty, tx = max(by, y0), max(bx, x0)
+            ey = min(by + box[0], y0 + spans[0])
+            ex = min(bx + box[1], x0 + spans[1])
+            if ty < ey and tx < ex:
+                piece[:, ty - y0 : ey - y0, tx - x0 : ex - x0] = values[
+                    b, :, ty - by : ey - by, tx - bx : ex - bx
+                ]
+            pieces.append(piece)
+        return new_starts, window.apply(torch.stack(pieces))
+
+    def _watched_sums(self, images: list[int], starts: list, values: Tensor) -> Tensor:
+        """Per-channel sums of the watched layer: the unoccluded sums, with the box's
+        unoccluded values swapped for its new ones."""
+        h, w = values.shape[2:]
+        old = torch.stack(
+            [
+                self.watched_base[i, :, y : y + h, x : x + w]
+                for i, (y, x) in zip(images, starts, strict=True)
+            ]
+        )
+        sums = self.watched_sums[images] - old.double().sum((2, 3))
+        return (sums + values.double().sum((2, 3))).to(values.dtype)
+
+    def _finish(self, full: Tensor, watched: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Run the rest of the network on the chain's output."""
+        env = {self.placeholder: None}
+        env.update({s.node: None for s in self.steps})
+        env[self.steps[-1].node] = full
+        handle = None
+        sums: list[Tensor] = []
+        if self.watch is not None and watched is None:
+            module = self.gm.get_submodule(self.watch.target)
+            handle = module.register_forward_hook(
+                lambda m, a, out: sums.append(_channel_sums(out))
+            )
+        try:
+            output = fx.Interpreter(self.gm).run(initial_env=env)
+        finally:
+            if handle is not None:
+                handle.remove()
+        if sums:
+            watched = sums[0]
+        return output, watched
+
+
+def _placeholder(gm: fx.GraphModule) -> fx.Node:
+    return next(n for n in gm.graph.nodes if n.op == "placeholder")
+
+
+def _channel_sums(output: Tensor) -> Tensor:
+    """``(N, C)``: each channel's total over the remaining dimensions."""
+    return output.flatten(2).sum(2) if output.ndim > 2 else output
+
+
+def _reach(start: int, size: int, window: _Window, dim: int, out_size: int):
+    """``[lo, hi)``: the outputs of ``window`` whose input window meets
+    ``[start, start + size)`` along ``dim``."""
+    stride, pad = window.stride[dim], window.padding[dim]
+    lo = -(-(start + pad - window.extent(dim) + 1) // stride)  # ceiling division
+    hi = (start + size - 1 + pad) // stride + 1
+    return max(lo, 0), min(hi, out_size)
+
+
+def _pad(x: Tensor, window: _Window, out_shape: torch.Size) -> Tensor:
+    """``x`` padded as the layer pads it, on the right as far as its last window
+    reaches (negative padding crops rows no window uses)."""
+    (ph, pw), sizes = window.padding, x.shape[2:]
+    right = [
+        (out_shape[2 + d] - 1) * window.stride[d] + window.extent(d)
+        - sizes[d] - window.padding[d]
+        for d in range(2)
+    ]  # fmt: skip
+    return F.pad(x, (pw, right[1], ph, right[0]), value=window.pad_value)

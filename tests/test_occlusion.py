@@ -1,0 +1,296 @@
+"""OcclusionSensitivity: Captum's numbers, the paper's maps, a well-behaved class."""
+
+import pytest
+import torch
+from captum.attr import Occlusion
+from torch import nn
+
+from captum_deconvnet import OcclusionSensitivity
+from tests.helpers import snapshot
+
+
+def small_cnn(classes: int = 5) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6 * 6 * 6, classes),
+    ).eval()
+
+
+class TwoInputs(nn.Module):
+    """Images and a vector, added to the class scores, with a scale argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cnn = small_cnn()
+        self.vector = nn.Linear(4, 5)
+
+    def forward(self, images, vector, scale=1.0):
+        return self.cnn(images) * scale + self.vector(vector)
+
+
+def images(n: int = 2) -> torch.Tensor:
+    return torch.randn(n, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+
+
+def assert_captum_equal(model, inputs, **kwargs) -> None:
+    ours = OcclusionSensitivity(model).attribute(inputs, **kwargs)
+    theirs = Occlusion(model).attribute(inputs, **kwargs)
+    if not isinstance(ours, tuple):
+        ours, theirs, inputs = (ours,), (theirs,), (inputs,)
+    for a, b, x in zip(ours, theirs, inputs, strict=True):
+        assert a.shape == b.shape and a.dtype == x.dtype  # Captum's is always float32
+        torch.testing.assert_close(a, b.to(a.dtype), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("window", "strides"),
+    [
+        ((3, 4, 4), None),
+        ((3, 4, 4), 2),
+        ((3, 5, 5), 3),  # the last positions are clipped, as Captum clips them
+        ((1, 4, 3), (1, 2, 3)),
+        ((3, 12, 12), 5),  # a window over the whole image
+    ],
+)
+def test_attribute_equals_captum_for_window_and_stride_forms(window, strides):
+    assert_captum_equal(
+        small_cnn(), images(), sliding_window_shapes=window, strides=strides, target=1
+    )
+
+
+@pytest.mark.parametrize(
+    "target",
+    [0, (3,), [1, 4], torch.tensor([2, 0]), torch.tensor(3), torch.tensor([[1], [2]])],
+)
+def test_attribute_equals_captum_for_every_target_form(target):
+    if isinstance(target, torch.Tensor) and target.ndim == 2:
+        target = target.flatten()
+    assert_captum_equal(
+        small_cnn(), images(), sliding_window_shapes=(3, 4, 4), strides=4, target=target
+    )
+
+
+def test_attribute_with_a_one_output_model_and_no_target():
+    model = nn.Sequential(small_cnn(), nn.Linear(5, 1))
+    assert_captum_equal(model, images(), sliding_window_shapes=(3, 6, 6), strides=3)
+
+
+@pytest.mark.parametrize(
+    "baselines",
+    [0.5, torch.tensor(0.3), torch.rand(3, 12, 12), torch.rand(2, 3, 12, 12)],
+)
+def test_attribute_equals_captum_for_scalar_and_tensor_baselines(baselines):
+    assert_captum_equal(
+        small_cnn(), images(), sliding_window_shapes=(3, 4, 4), strides=2,
+        baselines=baselines, target=[0, 3],
+    )  # fmt: skip
+
+
+def test_attribute_equals_captum_on_tuple_inputs_with_extra_args():
+    model = TwoInputs().eval()
+    vector = torch.randn(2, 4)
+    assert_captum_equal(
+        model,
+        (images(), vector),
+        sliding_window_shapes=((3, 4, 4), (2,)),
+        strides=((2, 4, 4), 1),
+        baselines=(0.1, torch.zeros(4)),
+        target=2,
+        additional_forward_args=(2.0,),
+    )
+
+
+def test_float64_inputs_are_accepted_and_keep_captum_numbers():
+    model = small_cnn().double()
+    assert_captum_equal(
+        model, images().double(), sliding_window_shapes=(3, 4, 4), strides=4, target=1
+    )
+
+
+@pytest.mark.parametrize("incremental", [True, False])
+def test_result_does_not_depend_on_the_batch(incremental):
+    model, x = small_cnn(), images(3)
+    kwargs = {"sliding_window_shapes": (3, 5, 5), "strides": 2, "target": [0, 1, 2]}
+    reference = OcclusionSensitivity(model, incremental=False).attribute(
+        x, perturbations_per_eval=1, **kwargs
+    )
+    for per_eval in (1, 2, 7, None):
+        for max_batch in (1, 4, 1000):
+            occlusion = OcclusionSensitivity(
+                model, incremental=incremental, max_batch=max_batch
+            )
+            result = occlusion.attribute(x, perturbations_per_eval=per_eval, **kwargs)
+            torch.testing.assert_close(result, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_max_batch_bounds_the_copies_per_forward_pass():
+    model, sizes = small_cnn(), []
+    model[0].register_forward_pre_hook(lambda m, args: sizes.append(len(args[0])))
+    occlusion = OcclusionSensitivity(model, max_batch=6, incremental=False)
+    occlusion.attribute(images(3), (3, 4, 4), 2, target=0, perturbations_per_eval=50)
+    assert max(sizes) <= 6
+    assert sizes[1:-1] == [6] * (len(sizes) - 2)  # then full chunks, 2 positions each
+
+
+def totals(output: torch.Tensor) -> torch.Tensor:
+    """Each channel's total activation (a linear layer's outputs are its channels)."""
+    return output.sum((2, 3)) if output.ndim == 4 else output
+
+
+def naive_maps(model, layer, x, window, stride, fill, target, channel):
+    """The paper's Fig. 7, one occluded image at a time."""
+    sums = []
+    handle = layer.register_forward_hook(lambda m, a, out: sums.append(totals(out)))
+    rows = (x.shape[2] - window) // stride + 1
+    cols = (x.shape[3] - window) // stride + 1
+    probability = torch.zeros(len(x), rows, cols)
+    top = torch.zeros(len(x), rows, cols, dtype=torch.long)
+    activation = torch.zeros(len(x), rows, cols)
+    with torch.no_grad():
+        for n in range(len(x)):
+            for r in range(rows):
+                for c in range(cols):
+                    occluded = x[n : n + 1].clone()
+                    y0, x0 = r * stride, c * stride
+                    occluded[:, :, y0 : y0 + window, x0 : x0 + window] = fill[n]
+                    sums.clear()
+                    probs = model(occluded).softmax(1)[0]
+                    probability[n, r, c] = probs[target[n]]
+                    top[n, r, c] = probs.argmax()
+                    activation[n, r, c] = sums[0][0, channel[n]]
+    handle.remove()
+    return probability, top, activation
+
+
+@pytest.mark.parametrize("incremental", [True, False])
+@pytest.mark.parametrize("layer_index", [3, 6])  # in the conv chain, after it
+def test_sensitivity_maps_equal_a_naive_double_loop(incremental, layer_index):
+    model, x = small_cnn(), images(2)
+    layer = model[layer_index]
+    occlusion = OcclusionSensitivity(model, incremental=incremental, max_batch=7)
+    maps = occlusion.sensitivity_maps(x, window=4, stride=3, layer=layer)
+    with torch.no_grad():
+        output = model(x)
+    fill = x.mean((2, 3), keepdim=True)  # the paper's grey
+    sums = []
+    with torch.no_grad():
+        handle = layer.register_forward_hook(lambda m, a, o: sums.append(totals(o)))
+        model(x)
+        handle.remove()
+    assert torch.equal(maps.target, output.argmax(1))
+    assert torch.equal(maps.channel, sums[0].argmax(1))
+    probability, top, activation = naive_maps(
+        model, layer, x, 4, 3, fill, maps.target, maps.channel
+    )
+    torch.testing.assert_close(maps.probability, probability, rtol=1e-4, atol=1e-6)
+    assert torch.equal(maps.top_class, top)
+    torch.testing.assert_close(maps.activation, activation, rtol=1e-4, atol=1e-4)
+
+
+def test_sensitivity_maps_with_chosen_target_channel_and_fill():
+    model, x = small_cnn(), images(2)
+    maps = OcclusionSensitivity(model).sensitivity_maps(
+        x, (4, 5), (2, 3), target=[3, 1], layer=model[3], channel=[5, 0], fill=0.25
+    )
+    assert maps.probability.shape == (2, 5, 3) and maps.window == (4, 5)
+    fill = torch.full((2,), 0.25)
+    sums, rows = [], []
+    handle = model[3].register_forward_hook(lambda m, a, o: sums.append(o.sum((2, 3))))
+    with torch.no_grad():
+        for y0 in range(0, 9, 2):
+            for x0 in range(0, 8, 3):
+                occluded = x.clone()
+                occluded[:, :, y0 : y0 + 4, x0 : x0 + 5] = fill[0]
+                sums.clear()
+                probs = model(occluded).softmax(1)
+                rows.append((probs[[0, 1], [3, 1]], sums[0][[0, 1], [5, 0]]))
+    handle.remove()
+    probability = torch.stack([p for p, _ in rows], 1).reshape(2, 5, 3)
+    activation = torch.stack([a for _, a in rows], 1).reshape(2, 5, 3)
+    torch.testing.assert_close(maps.probability, probability, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(maps.activation, activation, rtol=1e-4, atol=1e-4)
+
+
+def test_progress_bar_is_shown_on_request(capsys):
+    occlusion = OcclusionSensitivity(small_cnn())
+    occlusion.attribute(images(), (3, 4, 4), 4, target=0, show_progress=True)
+    assert "Occlusion" in capsys.readouterr().err
+    occlusion.attribute(images(), (3, 4, 4), 4, target=0)
+    assert capsys.readouterr().err == ""
+
+
+BAD_ATTRIBUTE_ARGS = [
+    ({"sliding_window_shapes": (3, 13, 4)}, ValueError, "larger than the input"),
+    ({"sliding_window_shapes": (4, 4)}, ValueError, "one size for each"),
+    ({"sliding_window_shapes": (3, 4, 4), "strides": 0}, ValueError, "strides"),
+    ({"sliding_window_shapes": (3, 4, 4), "strides": -2}, ValueError, "strides"),
+    ({"sliding_window_shapes": (3, 4, 4), "strides": 5}, ValueError, "exceed"),
+    (
+        {"sliding_window_shapes": (3, 4, 4), "baselines": torch.zeros(3, 5, 5)},
+        ValueError,
+        "baselines of shape",
+    ),
+    ({"sliding_window_shapes": (3, 4, 4), "baselines": "grey"}, TypeError, "grey"),
+    (
+        {"sliding_window_shapes": (3, 4, 4), "perturbations_per_eval": 0},
+        ValueError,
+        "perturbations_per_eval",
+    ),
+    ({"sliding_window_shapes": (3, 4, 4), "target": 9}, ValueError, "target 9"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), BAD_ATTRIBUTE_ARGS)
+def test_bad_attribute_arguments_are_named(kwargs, error, message):
+    model = small_cnn().train()
+    before = snapshot(model)
+    with pytest.raises(error, match=message):
+        OcclusionSensitivity(model).attribute(images(), **{"target": 0, **kwargs})
+    assert snapshot(model) == before
+
+
+def test_bad_sensitivity_map_arguments_are_named():
+    model = small_cnn()
+    before = snapshot(model)
+    occlusion = OcclusionSensitivity(model)
+    x = images()
+    with pytest.raises(ValueError, match="larger than the images"):
+        occlusion.sensitivity_maps(x, 13, 2)
+    with pytest.raises(ValueError, match="stride"):
+        occlusion.sensitivity_maps(x, 4, 0)
+    with pytest.raises(ValueError, match="not a submodule"):
+        occlusion.sensitivity_maps(x, 4, 2, layer=nn.Conv2d(3, 3, 1))
+    with pytest.raises(ValueError, match="channel 6 is out of range"):
+        occlusion.sensitivity_maps(x, 4, 2, layer=model[3], channel=6)
+    with pytest.raises(ValueError, match="fill"):
+        occlusion.sensitivity_maps(x, 4, 2, fill=torch.zeros(2))
+    with pytest.raises(ValueError, match="one batch of images"):
+        occlusion.sensitivity_maps(x[0], 4, 2)
+    with pytest.raises(ValueError, match="max_batch"):
+        OcclusionSensitivity(model, max_batch=0)
+    with pytest.raises(TypeError, match="callable"):
+        OcclusionSensitivity("model")
+    assert snapshot(model) == before
+
+
+def test_model_is_left_unchanged_when_its_forward_raises():
+    model = small_cnn().train()
+    before = snapshot(model)
+    calls = []
+
+    def failing(module, args):
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError("boom")
+
+    handle = model[5].register_forward_pre_hook(failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        OcclusionSensitivity(model).sensitivity_maps(images(), 4, 2, layer=model[3])
+    handle.remove()
+    assert snapshot(model) == before
