@@ -153,54 +153,52 @@ class _Step:
 
 
 class _Recorder(fx.Interpreter):
-    """Runs the traced model, keeping clones of the outputs of chosen nodes."""
+    """Runs the traced model once, following the chain of local layers from the
+    input as it goes and keeping clones of their outputs (and the watched node's)."""
 
-    def __init__(self, gm: fx.GraphModule, keep: set[fx.Node]) -> None:
+    def __init__(self, gm: fx.GraphModule, watch: fx.Node | None) -> None:
         super().__init__(gm)
-        self.keep = keep
+        self.watch = watch
+        self.steps: list[_Step] = []
         self.kept: dict[fx.Node, Tensor] = {}
         self.shapes: dict[fx.Node, torch.Size] = {}
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        self.tail = placeholders[0] if len(placeholders) == 1 else None
 
     def run_node(self, node: fx.Node):
         out = super().run_node(node)
         if isinstance(out, Tensor):
             self.shapes[node] = out.shape
-            if node in self.keep:
+        if self.tail is not None and list(self.tail.users) == [node]:
+            step = _step(self.module, node, self.tail, self.shapes.get(self.tail))
+            self.tail = node if step is not None else None
+            if step is not None:
+                self.steps.append(step)
                 self.kept[node] = out.clone()  # a later in-place layer would change it
+        if node is self.watch and isinstance(out, Tensor):
+            self.kept[node] = out.clone()
         return out
 
 
-def _local_chain(gm: fx.GraphModule, shapes: dict[fx.Node, torch.Size]) -> list[_Step]:
-    """The longest chain of local layers from the input, each the only user of the
-    one before."""
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(placeholders) != 1:
-        return []
-    steps: list[_Step] = []
-    previous = placeholders[0]
-    while len(previous.users) == 1:
-        node = next(iter(previous.users))
-        inputs = node.all_input_nodes
-        shape = shapes.get(previous)
-        if inputs != [previous] or shape is None or len(shape) != 4:
-            break
-        if node.op == "call_module":
-            module = gm.get_submodule(node.target)
-            if module._forward_hooks or module._forward_pre_hooks:
-                break  # a hook could change outputs we would not see
-            window = _window(module)
-            if window is not None:
-                steps.append(_Step(node, window))
-                previous = node
-                continue
-        if _is_identity(gm, node, shape):
-            steps.append(_Step(node, None, identity=True))
-        elif _is_pointwise(gm, node):
-            steps.append(_Step(node, None))
-        else:
-            break
-        previous = node
-    return steps
+def _step(
+    gm: fx.GraphModule, node: fx.Node, previous: fx.Node, shape: torch.Size | None
+) -> _Step | None:
+    """``node`` as a step of the chain after ``previous``, or ``None`` if it is not
+    a local layer of ``previous`` alone."""
+    if node.all_input_nodes != [previous] or shape is None or len(shape) != 4:
+        return None
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        if module._forward_hooks or module._forward_pre_hooks:
+            return None  # a hook could change outputs we would not see
+        window = _window(module)
+        if window is not None:
+            return _Step(node, window)
+    if _is_identity(gm, node, shape):
+        return _Step(node, None, identity=True)
+    if _is_pointwise(gm, node):
+        return _Step(node, None)
+    return None
 
 
 def _trace(model: nn.Module) -> fx.GraphModule | None:
@@ -271,26 +269,16 @@ class IncrementalForward:
                 return None  # a container, or a layer run twice: watch it in full
             watch_node = nodes[0]
         with torch.no_grad():
-            probe = _Recorder(gm, set())
-            probe.run(images[:1])
-            steps = _local_chain(gm, probe.shapes)
-            if not steps:
-                return None
-            keep = {s.node for s in steps}
-            if watch_node is not None:
-                keep.add(watch_node)
-            recorder = _Recorder(gm, keep)
+            recorder = _Recorder(gm, watch_node)
             output = recorder.run(images)
+        steps = recorder.steps
+        if not steps:
+            return None
         base = dict(recorder.kept)
         base[_placeholder(gm)] = images
-        chain = {s.node for s in steps}
-        if watch_node is not None and watch_node not in chain:
+        if watch_node is not None and watch_node not in {s.node for s in steps}:
             base.pop(watch_node)  # watched in the full part of the network
         return cls(gm, steps, base, recorder.shapes, watch_node, output)
-
-    @property
-    def watch_in_chain(self) -> bool:
-        return self.watched_base is not None
 
     def __call__(
         self, image_index: Tensor, corners: Tensor, patches: Tensor

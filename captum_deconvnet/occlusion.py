@@ -325,6 +325,8 @@ class _Scan:
         self.plan = plan
 
     def unoccluded_output(self, with_watched: bool = False):
+        if self.plan is not None and not with_watched:
+            return self.plan.output  # the plan ran it already
         with self._watching() as sums:
             output = self.forward_func(*self.tensors, *self.extra)
         return (output, sums[0] if sums else None) if with_watched else output
