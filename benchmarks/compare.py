@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=16,
         help="images for the robustness and sanity measurements",
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latest"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/compare"))
     parser.add_argument("--quick", action="store_true", help="a small run, < 1 minute")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
