@@ -92,10 +92,6 @@ class OcclusionSensitivity(PerturbationAttribution):
         self.incremental = incremental
         self.max_batch = max_batch
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return False
-
     @classmethod
     def get_name(cls) -> str:
         return cls.__name__
@@ -136,9 +132,9 @@ class OcclusionSensitivity(PerturbationAttribution):
             float32).
         """
         tensors, is_tuple = as_tuple(inputs)
-        windows = _per_input(sliding_window_shapes, tensors, is_tuple)
-        steps = _strides(strides, windows, tensors, is_tuple)
-        fills = _baselines(baselines, tensors, is_tuple)
+        windows = _per_input(sliding_window_shapes, tensors)
+        steps = _strides(strides, windows, tensors)
+        fills = _baselines(baselines, tensors)
         positions = self._positions_per_pass(perturbations_per_eval, len(tensors[0]))
         extra = _extra_args(additional_forward_args)
         n = tensors[0].shape[0]
@@ -154,8 +150,7 @@ class OcclusionSensitivity(PerturbationAttribution):
                 if unoccluded is None:
                     output = scan.unoccluded_output()
                     unoccluded = select_targets(output, target)
-                total = torch.zeros(tensor.shape, dtype=unoccluded.dtype)
-                total = total.to(tensor.device)
+                total = tensor.new_zeros(tensor.shape, dtype=unoccluded.dtype)
                 counts = torch.zeros(tensor.shape[1:], device=tensor.device)
                 for chunk, outputs, _ in scan:
                     for p, region in enumerate(chunk):
@@ -418,9 +413,11 @@ def _pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
     return pair
 
 
-def _per_input(windows: Any, tensors: tuple[Tensor, ...], is_tuple: bool) -> list:
-    """One window shape per input, each checked against its input."""
-    per_input = windows if is_tuple else (windows,)
+def _per_input(windows: Any, tensors: tuple[Tensor, ...]) -> list:
+    """One window shape per input, each checked against its input. A shape of ints
+    serves a single input (also inside a tuple), as in Captum."""
+    single = isinstance(windows, tuple) and windows and isinstance(windows[0], int)
+    per_input = (windows,) if single else windows
     if not isinstance(per_input, tuple) or len(per_input) != len(tensors):
         raise ValueError(
             f"sliding_window_shapes needs one shape per input ({len(tensors)}), "
@@ -442,14 +439,14 @@ def _per_input(windows: Any, tensors: tuple[Tensor, ...], is_tuple: bool) -> lis
     return list(per_input)
 
 
-def _one_per_input(value: Any, count: int, is_tuple: bool) -> tuple:
-    """A tuple given with tuple inputs holds one entry per input; anything else
-    serves every input."""
-    return value if is_tuple and isinstance(value, tuple) else (value,) * count
-
-
-def _strides(strides: Any, windows: list, tensors: tuple, is_tuple: bool) -> list:
-    per_input = _one_per_input(strides, len(tensors), is_tuple)
+def _strides(strides: Any, windows: list, tensors: tuple) -> list:
+    """One stride tuple per input. As in Captum, a tuple holds one entry per input
+    when there are several inputs (or it wraps a single input's tuple); otherwise
+    it is one input's strides per dimension."""
+    nested = isinstance(strides, tuple) and len(strides) == 1
+    nested = nested and isinstance(strides[0], tuple)
+    per_input_tuple = isinstance(strides, tuple) and (len(tensors) > 1 or nested)
+    per_input = strides if per_input_tuple else (strides,) * len(tensors)
     if len(per_input) != len(tensors):
         raise ValueError(f"strides needs one entry per input, got {strides!r}")
     result = []
@@ -469,8 +466,11 @@ def _strides(strides: Any, windows: list, tensors: tuple, is_tuple: bool) -> lis
     return result
 
 
-def _baselines(baselines: Any, tensors: tuple, is_tuple: bool) -> list[Tensor]:
-    per_input = _one_per_input(baselines, len(tensors), is_tuple)
+def _baselines(baselines: Any, tensors: tuple) -> list[Tensor]:
+    """One baseline tensor per input: a tuple holds one per input, anything else
+    serves every input."""
+    per_input = baselines if isinstance(baselines, tuple) else (baselines,)
+    per_input = per_input * len(tensors) if len(per_input) == 1 else per_input
     if len(per_input) != len(tensors):
         raise ValueError(f"baselines needs one entry per input, got {baselines!r}")
     result = []

@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from captum.attr import Occlusion
+from captum.attr import Occlusion, PerturbationAttribution
+from captum.metrics import sensitivity_max
 from torch import nn
 
 from captum_deconvnet import OcclusionSensitivity
@@ -104,6 +105,22 @@ def test_attribute_equals_captum_on_tuple_inputs_with_extra_args():
         target=2,
         additional_forward_args=(2.0,),
     )
+
+
+@pytest.mark.parametrize(
+    ("window", "strides", "baselines"),
+    [
+        ((3, 4, 4), (1, 2, 2), torch.zeros(3, 12, 12)),  # flat forms, one input
+        (((3, 4, 4),), ((1, 2, 2),), (0.5,)),  # nested forms
+    ],
+)
+def test_a_tuple_of_one_input_takes_captums_flat_and_nested_forms(
+    window, strides, baselines
+):
+    assert_captum_equal(
+        small_cnn(), (images(),), sliding_window_shapes=window, strides=strides,
+        baselines=baselines, target=1,
+    )  # fmt: skip
 
 
 def test_float64_inputs_are_accepted_and_keep_captum_numbers():
@@ -294,3 +311,18 @@ def test_model_is_left_unchanged_when_its_forward_raises():
         OcclusionSensitivity(model).sensitivity_maps(images(), 4, 2, layer=model[3])
     handle.remove()
     assert snapshot(model) == before
+
+
+def test_it_is_a_perturbation_attribution_that_captum_metrics_accept():
+    model, x = small_cnn(), images(2)
+    occlusion = OcclusionSensitivity(model)
+    assert isinstance(occlusion, PerturbationAttribution)
+    assert occlusion.multiplies_by_inputs == Occlusion(model).multiplies_by_inputs
+    kwargs = {"sliding_window_shapes": (3, 6, 6), "strides": 6, "target": 1}
+    torch.manual_seed(0)  # the same random perturbations for both
+    ours = sensitivity_max(occlusion.attribute, x, n_perturb_samples=2, **kwargs)
+    torch.manual_seed(0)
+    theirs = sensitivity_max(
+        Occlusion(model).attribute, x, n_perturb_samples=2, **kwargs
+    )
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
