@@ -290,8 +290,8 @@ class IncrementalForward:
             corners: ``(B, 2)`` top-left corner of each copy's box in the input.
             patches: ``(B, C, h, w)`` the box's values in each copy.
         """
-        images = image_index.tolist()
-        starts = corners.tolist()
+        images = image_index.to(self.last.device)
+        starts = corners.to(self.last.device)
         values = patches
         watched = None
         for step in self.steps:
@@ -302,10 +302,8 @@ class IncrementalForward:
             self.box_sizes[step.node.name] = tuple(values.shape[2:])
             if step.node is self.watch:
                 watched = self._watched_sums(images, starts, values)
-        full = self.last[image_index].clone()
-        h, w = values.shape[2:]
-        for b, (y, x) in enumerate(starts):
-            full[b, :, y : y + h, x : x + w] = values[b]
+        full = self.last[images]
+        _paste(full, starts, values)
         return self._finish(full, watched)
 
     def _pointwise(self, node: fx.Node, values: Tensor) -> Tensor:
@@ -317,52 +315,37 @@ class IncrementalForward:
         return getattr(args[0], node.target)(*args[1:], **node.kwargs)
 
     def _window_step(
-        self, step: _Step, images: list[int], starts: list, values: Tensor
-    ) -> tuple[list, Tensor]:
+        self, step: _Step, images: Tensor, starts: Tensor, values: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Each copy's box after a window layer: the layer run on the unoccluded
+        input around the outputs the old box reaches, with the old box pasted in."""
         window = step.window
-        out_shape = self.shapes[step.node][2:]
-        box = values.shape[2:]
-        # Output positions whose window meets each copy's box, at one size for all.
-        ranges = [
-            [_reach(s[d], box[d], window, d, out_shape[d]) for s in starts]
-            for d in range(2)
-        ]
-        sizes = [
-            min(max(1, max(hi - lo for lo, hi in ranges[d])), out_shape[d])
-            for d in range(2)
-        ]
-        new_starts = [
-            [min(max(0, ranges[d][b][0]), out_shape[d] - sizes[d]) for d in range(2)]
-            for b in range(len(starts))
-        ]
-        spans = [(sizes[d] - 1) * window.stride[d] + window.extent(d) for d in range(2)]
-        padded = self.padded[step.node]
-        pieces = []
-        for b, image in enumerate(images):
-            y0, x0 = (new_starts[b][d] * window.stride[d] for d in range(2))
-            piece = padded[image, :, y0 : y0 + spans[0], x0 : x0 + spans[1]].clone()
-            # The copy's box, in the coordinates of this piece.
-            by, bx = (starts[b][d] + window.padding[d] for d in range(2))
-            ty, tx = max(by, y0), max(bx, x0)
-            ey = min(by + box[0], y0 + spans[0])
-            ex = min(bx + box[1], x0 + spans[1])
-            if ty < ey and tx < ex:
-                piece[:, ty - y0 : ey - y0, tx - x0 : ex - x0] = values[
-                    b, :, ty - by : ey - by, tx - bx : ex - bx
-                ]
-            pieces.append(piece)
-        return new_starts, window.apply(torch.stack(pieces))
+        out_size = torch.tensor(self.shapes[step.node][2:], device=starts.device)
+        box = torch.tensor(values.shape[2:], device=starts.device)
+        stride = torch.tensor(window.stride, device=starts.device)
+        padding = torch.tensor(window.padding, device=starts.device)
+        extent = torch.tensor(
+            [window.extent(0), window.extent(1)], device=stride.device
+        )
+        # The outputs whose window meets each copy's box, at one size for all copies.
+        low = (starts + padding - extent + 1 + stride - 1).div(
+            stride, rounding_mode="floor"
+        )
+        high = (starts + box - 1 + padding).div(stride, rounding_mode="floor") + 1
+        low, high = low.clamp(min=0), torch.minimum(high, out_size)
+        size = (high - low).amax(0).clamp(min=1)
+        size = torch.minimum(size, out_size)
+        new_starts = torch.minimum(low, out_size - size)
+        span = (size - 1) * stride + extent
+        corners = new_starts * stride  # of each piece, in the padded input
+        pieces = _gather(self.padded[step.node], images, corners, span.tolist())
+        _paste(pieces, starts + padding - corners, values)
+        return new_starts, window.apply(pieces)
 
-    def _watched_sums(self, images: list[int], starts: list, values: Tensor) -> Tensor:
+    def _watched_sums(self, images: Tensor, starts: Tensor, values: Tensor) -> Tensor:
         """Per-channel sums of the watched layer: the unoccluded sums, with the box's
         unoccluded values swapped for its new ones."""
-        h, w = values.shape[2:]
-        old = torch.stack(
-            [
-                self.watched_base[i, :, y : y + h, x : x + w]
-                for i, (y, x) in zip(images, starts, strict=True)
-            ]
-        )
+        old = _gather(self.watched_base, images, starts, list(values.shape[2:]))
         sums = self.watched_sums[images] - old.double().sum((2, 3))
         return (sums + values.double().sum((2, 3))).to(values.dtype)
 
@@ -397,13 +380,25 @@ def _channel_sums(output: Tensor) -> Tensor:
     return output.flatten(2).sum(2) if output.ndim > 2 else output
 
 
-def _reach(start: int, size: int, window: _Window, dim: int, out_size: int):
-    """``[lo, hi)``: the outputs of ``window`` whose input window meets
-    ``[start, start + size)`` along ``dim``."""
-    stride, pad = window.stride[dim], window.padding[dim]
-    lo = -(-(start + pad - window.extent(dim) + 1) // stride)  # ceiling division
-    hi = (start + size - 1 + pad) // stride + 1
-    return max(lo, 0), min(hi, out_size)
+def _gather(source: Tensor, images: Tensor, corners: Tensor, size: list) -> Tensor:
+    """``(B, C, h, w)``: the ``size`` window at ``corners[b]`` of image ``images[b]``
+    of ``source``, for every copy ``b`` at once."""
+    rows = corners[:, 0, None] + torch.arange(size[0], device=corners.device)
+    cols = corners[:, 1, None] + torch.arange(size[1], device=corners.device)
+    index = (images[:, None, None], slice(None), rows[:, :, None], cols[:, None, :])
+    return source[index].permute(0, 3, 1, 2)  # indexing puts channels last
+
+
+def _paste(target: Tensor, corners: Tensor, values: Tensor) -> None:
+    """Write ``values[b]`` into ``target[b]`` at ``corners[b]``, in place, leaving out
+    what falls outside ``target``."""
+    height, width = target.shape[2:]
+    rows = corners[:, 0, None] + torch.arange(values.shape[2], device=corners.device)
+    cols = corners[:, 1, None] + torch.arange(values.shape[3], device=corners.device)
+    inside = ((rows >= 0) & (rows < height))[:, :, None]
+    inside = inside & ((cols >= 0) & (cols < width))[:, None, :]
+    b, i, j = inside.nonzero(as_tuple=True)
+    target[b, :, rows[b, i], cols[b, j]] = values[b, :, i, j]
 
 
 def _pad(x: Tensor, window: _Window, out_shape: torch.Size) -> Tensor:

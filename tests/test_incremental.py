@@ -97,7 +97,8 @@ def test_incremental_equals_full_recomputation(name):
     kwargs["target"] = [1, 7]
     full = OcclusionSensitivity(model, incremental=False).attribute(x, **kwargs)
     fast = OcclusionSensitivity(model, max_batch=16).attribute(x, **kwargs)
-    torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-5 * full.abs().max())
+    # within 1e-4 of the map's largest value: float32 sums in another order
+    torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-4 * full.abs().max())
     assert full.abs().max() > 0
 
 
