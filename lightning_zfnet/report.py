@@ -154,7 +154,7 @@ def _data_module(
 def filters_section(ctx: ReportContext) -> str:
     conv1 = ctx.model.features[0]
     path, link = ctx.figure("filters.png")
-    save_filters(conv1, path)
+    save_filters(conv1, path, min_side=56)  # 7x7 filters: large enough to read
     count, _, height, width = conv1.weight.shape
     return f"""![the first layer's filters]({link})
 
