@@ -39,7 +39,8 @@ class FeatureEvolution(pl.Callback):
         epochs: epochs after which to project (the paper: 1, 2, 5, 10, 20, 30,
             40, 64).
         directory: where the PNG files go; by default ``feature_evolution`` in
-            the trainer's log directory (beside the checkpoints and metrics).
+            the trainer's log directory, so that a run's pictures stay beside its
+            checkpoints and metrics.
         images: the fixed images ``(N, C, H, W)``; by default the first
             ``num_images`` of the validation loader.
         num_images: how many validation images to take without ``images``.
@@ -70,10 +71,20 @@ class FeatureEvolution(pl.Callback):
         self.layers = list(layers)
         self.epochs = sorted(set(epochs))
         self.directory = None if directory is None else Path(directory)
+        self._output = self.directory  # resolved in setup
         self.images = images
         self.num_images = num_images
         self.normalization = normalization
         self.history: dict[str, list[tuple[int, LayerAtlas]]] = {}
+
+    def setup(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
+    ) -> None:
+        # Asked here, by every process: the log directory is broadcast from rank zero,
+        # so rank zero asking alone (when it draws) would wait for the others forever.
+        if self.directory is None:
+            log_dir = trainer.log_dir or trainer.default_root_dir
+            self._output = Path(log_dir) / "feature_evolution"
 
     def on_train_epoch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
@@ -88,12 +99,11 @@ class FeatureEvolution(pl.Callback):
             atlases = project_top_activations(
                 pl_module, top, images, normalization=self.normalization
             )
-        directory = self._directory(trainer)
-        directory.mkdir(parents=True, exist_ok=True)
+        self._output.mkdir(parents=True, exist_ok=True)
         for name, atlas in atlases.items():
             self.history.setdefault(name, []).append((epoch, atlas))
             grid = _grid(atlas.projections[:, 0])
-            save_image(grid, directory / f"{name}_epoch{epoch:03d}.png")
+            save_image(grid, self._output / f"{name}_epoch{epoch:03d}.png")
             _log_image(trainer, f"feature_evolution/{name}", grid, epoch)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -103,14 +113,7 @@ class FeatureEvolution(pl.Callback):
             # Row c: channel c's projection at each epoch shown, left to right.
             per_epoch = torch.stack([atlas.projections[:, 0] for _, atlas in shown], 1)
             grid = _grid(per_epoch.flatten(0, 1), per_row=len(shown))
-            save_image(grid, self._directory(trainer) / f"{name}_evolution.png")
-
-    def _directory(self, trainer: pl.Trainer) -> Path:
-        # Under the log directory by default, so that a run's pictures stay with
-        # its checkpoints instead of landing wherever the process was started.
-        if self.directory is not None:
-            return self.directory
-        return Path(trainer.log_dir or trainer.default_root_dir) / "feature_evolution"
+            save_image(grid, self._output / f"{name}_evolution.png")
 
     def _fixed_images(self, trainer: pl.Trainer) -> Tensor:
         if self.images is None:
