@@ -2,6 +2,7 @@ import re
 import shutil
 
 import pytest
+import torch
 from PIL import Image
 
 from lightning_zfnet import demo
@@ -14,6 +15,16 @@ from lightning_zfnet.report import (
 )
 
 METRICS = {"test/top1": 0.4321, "test/top5": 0.8765, "test/loss": 1.5}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # The batches here are tiny: a second thread gains little, and when the other
+    # core is busy every operation waits for it (ten times slower and more).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
