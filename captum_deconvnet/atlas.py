@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
@@ -108,6 +108,7 @@ def project_top_activations(
     dataset: Dataset | Tensor,
     batch_size: int = 64,
     normalization: str = "skip",
+    channels: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, LayerAtlas]:
     """Project every entry of ``top`` with :class:`FeatureMapDeconvNet` and cut the
     patches under them; the model runs in eval mode (and returns to its mode).
@@ -118,12 +119,16 @@ def project_top_activations(
         dataset: the dataset it was scanned over.
         batch_size: projections per forward and reverse pass.
         normalization: as for :class:`FeatureMapDeconvNet`.
+        channels: per layer name, the only channels to project (a layer not named:
+            all). The others keep their values, images and positions, with zero
+            projections and patches: a picture of a few channels needs only theirs.
 
     Returns:
         One :class:`LayerAtlas` per layer of ``top``, by name.
     """
     image_shape = tuple(first_item(dataset[0]).shape)
     atlases = {}
+    channels = channels or {}
     with eval_mode(model):
         for name in top.layers:
             layer = model.get_submodule(name)
@@ -135,6 +140,7 @@ def project_top_activations(
                 field,
                 dataset,
                 batch_size,
+                channels.get(name),
             )
     return atlases
 
@@ -146,12 +152,22 @@ def _project_layer(
     field: ReceptiveField,
     dataset: Dataset | Tensor,
     batch_size: int,
+    chosen: Sequence[int] | None = None,
 ) -> LayerAtlas:
     values, images, rows, cols = top.entries(name)
     channels, k = values.shape
     device = next(explainer.model.parameters(), torch.zeros(())).device
     positions = torch.stack([rows, cols], dim=-1)
-    filled = (images >= 0).flatten().nonzero().flatten().tolist()
+    wanted = images >= 0
+    if chosen is not None:
+        if not chosen or any(not 0 <= c < channels for c in chosen):
+            raise ValueError(
+                f"channels of {name} must be some of 0..{channels - 1}, got {chosen}"
+            )
+        picked = torch.zeros(channels, dtype=torch.bool)
+        picked[list(chosen)] = True
+        wanted &= picked[:, None]
+    filled = wanted.flatten().nonzero().flatten().tolist()
     projections, patches = [], []
     for start in range(0, len(filled), batch_size):
         entries = filled[start : start + batch_size]

@@ -26,7 +26,7 @@ class FeatureEvolution(pl.Callback):
     fixed set of images, and show the projections (to the logger and as PNGs).
 
     After epoch ``e`` (counted from 1) in ``epochs``, for every layer, it writes
-    ``{layer}_epoch{e:03d}.png`` into ``directory`` (a grid with one projection per
+    ``{layer}_epoch{e:03d}.png`` into the directory (a grid with one projection per
     channel, cut to the receptive field) and hands the same grid to every logger
     that takes images (``logger.experiment.add_image``, as TensorBoard's does). At
     the end of fitting ``{layer}_evolution.png`` shows a row per channel and a
@@ -38,7 +38,9 @@ class FeatureEvolution(pl.Callback):
             (``"model.features.4"``).
         epochs: epochs after which to project (the paper: 1, 2, 5, 10, 20, 30,
             40, 64).
-        directory: where the PNG files go.
+        directory: where the PNG files go; by default ``feature_evolution`` in
+            the trainer's log directory, so that a run's pictures stay beside its
+            checkpoints and metrics.
         images: the fixed images ``(N, C, H, W)``; by default the first
             ``num_images`` of the validation loader.
         num_images: how many validation images to take without ``images``.
@@ -57,7 +59,7 @@ class FeatureEvolution(pl.Callback):
         self,
         layers: Sequence[str | nn.Module],
         epochs: Sequence[int],
-        directory: str | os.PathLike = "feature_evolution",
+        directory: str | os.PathLike | None = None,
         images: Tensor | None = None,
         num_images: int = 64,
         normalization: str = "skip",
@@ -68,11 +70,21 @@ class FeatureEvolution(pl.Callback):
             raise ValueError(f"epochs must be whole numbers >= 1, got {epochs!r}")
         self.layers = list(layers)
         self.epochs = sorted(set(epochs))
-        self.directory = Path(directory)
+        self.directory = None if directory is None else Path(directory)
+        self._output = self.directory  # resolved in setup
         self.images = images
         self.num_images = num_images
         self.normalization = normalization
         self.history: dict[str, list[tuple[int, LayerAtlas]]] = {}
+
+    def setup(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
+    ) -> None:
+        # Asked here, by every process: the log directory is broadcast from rank zero,
+        # so rank zero asking alone (when it draws) would wait for the others forever.
+        if self.directory is None:
+            log_dir = trainer.log_dir or trainer.default_root_dir
+            self._output = Path(log_dir) / "feature_evolution"
 
     def on_train_epoch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
@@ -87,11 +99,11 @@ class FeatureEvolution(pl.Callback):
             atlases = project_top_activations(
                 pl_module, top, images, normalization=self.normalization
             )
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._output.mkdir(parents=True, exist_ok=True)
         for name, atlas in atlases.items():
             self.history.setdefault(name, []).append((epoch, atlas))
             grid = _grid(atlas.projections[:, 0])
-            save_image(grid, self.directory / f"{name}_epoch{epoch:03d}.png")
+            save_image(grid, self._output / f"{name}_epoch{epoch:03d}.png")
             _log_image(trainer, f"feature_evolution/{name}", grid, epoch)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -101,7 +113,7 @@ class FeatureEvolution(pl.Callback):
             # Row c: channel c's projection at each epoch shown, left to right.
             per_epoch = torch.stack([atlas.projections[:, 0] for _, atlas in shown], 1)
             grid = _grid(per_epoch.flatten(0, 1), per_row=len(shown))
-            save_image(grid, self.directory / f"{name}_evolution.png")
+            save_image(grid, self._output / f"{name}_evolution.png")
 
     def _fixed_images(self, trainer: pl.Trainer) -> Tensor:
         if self.images is None:

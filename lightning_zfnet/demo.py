@@ -1,4 +1,5 @@
-"""``make demo``: train the embedded default (or reuse its checkpoint) and test it.
+"""``make demo``: train the embedded default (or reuse its checkpoint), test it and
+write a report of what it learned (OUT/report.md, figures in OUT/figures).
 
 python -m lightning_zfnet.demo --out runs/demo
 """
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 from .cli import run_cli
+from .report import write_report
 
 CONFIG = (
     Path(__file__).resolve().parents[1] / "configs" / "cluttered_fashion_mnist.yaml"
@@ -20,7 +22,8 @@ CONFIG = (
 def train_default(out: Path, config: Path = CONFIG, extra: list[str] = ()) -> dict:
     """Fit ``config`` into ``out/train`` unless its checkpoint exists, then test it.
 
-    Returns the checkpoint path, the test metrics and the seconds each step took.
+    Returns the checkpoint path, the test metrics, the seconds each step took and
+    the data folder the test read.
     """
     checkpoint = out / "train" / "checkpoints" / "last.ckpt"
 
@@ -37,7 +40,12 @@ def train_default(out: Path, config: Path = CONFIG, extra: list[str] = ()) -> di
     cli = run_cli([*args("test", "test"), f"--ckpt_path={checkpoint}"])
     timings["test_s"] = time.perf_counter() - start
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
-    return {"checkpoint": str(checkpoint), "metrics": metrics, "timings": timings}
+    return {
+        "checkpoint": str(checkpoint),
+        "metrics": metrics,
+        "timings": timings,
+        "data_dir": str(cli.datamodule.data_dir),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,6 +61,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:12s}{value:.4f}")
     for name, seconds in result["timings"].items():
         print(f"{name:12s}{seconds:.0f} s")
+    report = write_report(
+        result["checkpoint"],
+        args.out,
+        result["data_dir"],
+        result["timings"],
+        result["metrics"],
+    )
+    print(f"\nreport:     {report}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from captum_deconvnet import (
     ReceptiveField,
     cut_patches,
     feature_atlas,
+    project_top_activations,
     receptive_field,
     save_atlas,
     scan_top_activations,
@@ -108,3 +109,19 @@ def test_save_atlas_writes_one_block_per_channel(atlas_and_scan, tmp_path):
     assert Image.open(tmp_path / "all.png").size[1] > height
     with pytest.raises(ValueError, match="empty"):
         save_atlas(atlas["4"], tmp_path / "none.png", channels=[])
+
+
+def test_only_the_chosen_channels_are_projected(atlas_and_scan):
+    model, images, atlas, top = atlas_and_scan
+    some = project_top_activations(
+        model, top, images, batch_size=5, channels={"4": [1, 3]}
+    )
+    assert torch.equal(some["0"].projections, atlas["0"].projections)  # not named
+    for field in ("values", "images", "positions"):
+        assert torch.equal(getattr(some["4"], field), getattr(atlas["4"], field))
+    for field in ("projections", "patches"):
+        chosen, full = getattr(some["4"], field), getattr(atlas["4"], field)
+        torch.testing.assert_close(chosen[[1, 3]], full[[1, 3]])
+        assert torch.all(chosen[[0, 2]] == 0)
+    with pytest.raises(ValueError, match="channels of 4"):
+        project_top_activations(model, top, images, channels={"4": [9]})

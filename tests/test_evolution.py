@@ -1,6 +1,7 @@
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.logger import Logger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -134,3 +135,10 @@ def test_bad_arguments_are_named(tmp_path):
     callback = FeatureEvolution([nn.ReLU()], epochs=[1], directory=tmp_path)
     with pytest.raises(ValueError, match="not a submodule"):
         fit(callback, epochs=1)
+
+
+def test_pictures_go_to_the_log_directory_by_default(tmp_path):
+    callback = FeatureEvolution(["model.0"], epochs=[1], num_images=4)
+    fit(callback, logger=CSVLogger(tmp_path, name="", version=""), epochs=1)
+    written = sorted(p.name for p in (tmp_path / "feature_evolution").iterdir())
+    assert written == ["model.0_epoch001.png", "model.0_evolution.png"]

@@ -1,0 +1,120 @@
+import re
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from lightning_zfnet import demo
+from lightning_zfnet.demo import train_default
+from lightning_zfnet.report import (
+    SECTIONS,
+    evolution_section,
+    load_context,
+    write_report,
+)
+
+METRICS = {"test/top1": 0.4321, "test/top5": 0.8765, "test/loss": 1.5}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # The batches here are tiny: a second thread gains little, and when the other
+    # core is busy every operation waits for it (ten times slower and more).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(fake_data_dir, tmp_path_factory):
+    """The demo's training and test, shortened, on the fake data."""
+    out = tmp_path_factory.mktemp("demo")
+    extra = [
+        f"--data.init_args.data_dir={fake_data_dir}",
+        "--data.init_args.val_size=64",
+        "--data.init_args.num_workers=0",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+    ]
+    return out, train_default(out, extra=extra)
+
+
+@pytest.fixture(scope="module")
+def report(trained):
+    out, result = trained
+    timings = {"train_s": 12.5, "test_s": 3.25}
+    path = write_report(result["checkpoint"], out, result["data_dir"], timings, METRICS)
+    return path, path.read_text()
+
+
+def test_every_linked_figure_is_a_png_in_the_report_folder(report):
+    path, text = report
+    assert path == path.parent / "report.md"
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) >= 9  # filters, 5 atlases, evolution, invariance, table 1
+    for link in links:
+        assert link.startswith("figures/") and link.endswith(".png")
+        with Image.open(path.parent / link) as image:
+            image.verify()
+    assert len(set(links)) == len(links)
+
+
+def test_the_report_states_the_metrics_and_times_it_was_given(report):
+    _, text = report
+    assert "top-1 **43.21 %**" in text
+    assert "top-5 **87.65 %**" in text
+    assert "| training | 12.5 |" in text and "| testing | 3.2 |" in text
+    for title, _ in SECTIONS:
+        assert f"## {title}\n" in text
+        assert re.search(rf"\| {re.escape(title)} \| \d+\.\d \|", text)
+
+
+def test_the_figures_of_training_and_the_table_are_in_the_report(report):
+    _, text = report
+    # The default config records feature evolution; the report shows its layers
+    # in the network's order.
+    places = [text.index(f"(figures/evolution_{n}.png)") for n in ("conv1", "conv2")]
+    assert places[0] < places[1] < text.index("(figures/evolution_conv5.png)")
+    rows = re.findall(r"^\| (.+?) \| (\d\.\d{3}) \| (\d\.\d{3}) \|$", text, re.M)
+    assert [row[0] for row in rows] == [
+        "top third",
+        "middle third",
+        "bottom third",
+        "random place on the item",
+    ]
+
+
+def test_the_demo_writes_the_report_and_says_where(trained, monkeypatch, capsys):
+    out, result = trained
+    calls = []
+
+    def record(*args):
+        calls.append(args)
+        return out / "report.md"
+
+    monkeypatch.setattr(demo, "train_default", lambda out: result)
+    monkeypatch.setattr(demo, "write_report", record)
+    demo.main(["--out", str(out)])
+    assert calls == [
+        (
+            result["checkpoint"],
+            out,
+            result["data_dir"],
+            result["timings"],
+            result["metrics"],
+        )
+    ]
+    assert f"report:     {out / 'report.md'}" in capsys.readouterr().out
+
+
+def test_a_checkpoint_trained_without_evolution_says_so(trained, tmp_path):
+    _, result = trained
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir()
+    shutil.copyfile(result["checkpoint"], checkpoint)
+    context = load_context(checkpoint, tmp_path, result["data_dir"])
+    assert evolution_section(context).startswith("No pictures")
