@@ -20,9 +20,12 @@ from torch import Tensor, nn
 from torchvision.datasets import FashionMNIST
 
 from captum_deconvnet import (
+    FeatureMapDeconvNet,
+    OcclusionSensitivity,
     box_part_masks,
     correspondence,
     invariance_curves,
+    occlusion_figure,
     plot_correspondence,
     plot_invariance,
     project_top_activations,
@@ -348,6 +351,78 @@ and nose in layer 5, and less difference in layer 7, whose features stand more f
 class than for its parts."""
 
 
+OCCLUSION_IMAGES = 3
+OCCLUDER = (12, 2)  # side and step in pixels: under half an item, on a fine grid
+
+
+def occlusion_section(ctx: ReportContext) -> str:
+    chosen = _one_per_class(ctx.labels, OCCLUSION_IMAGES)
+    images, labels = ctx.images[chosen], ctx.labels[chosen]
+    conv5 = ctx.layers["conv5"]
+    window, stride = OCCLUDER
+    maps = OcclusionSensitivity(ctx.model).sensitivity_maps(
+        images, window, stride, target=labels, layer=conv5
+    )
+    projections = FeatureMapDeconvNet(ctx.model, conv5).attribute(images, maps.channel)
+    links = []
+    for i in range(len(images)):
+        figure = occlusion_figure(images[i], maps, i, projections[i], ctx.classes)
+        path, link = ctx.figure(f"occlusion_{i}.png")
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        links.append(f"![occlusion of image {i}]({link})")
+    rows, cols = maps.probability.shape[1:]
+    return f"""{chr(10).join(links)}
+
+A grey square of {window}×{window} pixels (each image's mean value) slides over the
+image in steps of {stride} pixels ({rows}×{cols} positions), as in the paper's Fig. 7,
+and for each position the network is run on the occluded image. (a) the image, with the
+square's size at its top left; (b) the total activation of the conv5 feature map that
+is strongest on the unoccluded image, for the square at each position: dark where
+hiding that region silences the feature; (c) that feature map's strongest activation
+projected to pixels by the deconvnet, which shows what the feature looks at; (d) the
+probability of the true class: low (blue) where the square hides what the network
+needs; (e) the most probable class for each position. If the network uses the item
+rather than the clutter around it, (d) drops over the item only, and (b) and (c) point
+at the same part of it."""
+
+
+BENCHMARK_IMAGES = (32, 8)  # images, and the subset for robustness and sanity
+
+
+def benchmark_section(ctx: ReportContext) -> str:
+    # Imported here: benchmarks.compare imports lightning_zfnet.demo, which imports us.
+    from benchmarks import compare
+    from benchmarks.report import markdown
+
+    images, subset = BENCHMARK_IMAGES
+    out = ctx.out / "benchmark"
+    results = compare.run(
+        compare.parse_args(
+            ["--ckpt", str(ctx.checkpoint), "--images", str(images)]
+            + ["--subset", str(subset), "--out", str(out)]
+        )
+    )
+    table = [line for line in markdown(results).splitlines() if line.startswith("|")]
+    return f"""{chr(10).join(table)}
+
+![the metrics as bars](benchmark/metrics.png)
+
+![attributions of a few images](benchmark/attributions.png)
+
+Eight attribution methods and three controls on {images} test images of this network
+(robustness and sanity on the first {subset}), from `python -m benchmarks.compare`
+(every number is in `benchmark/results.json`; the repository's `benchmarks/results/`
+holds a run on 128 images). Cost is seconds per image and passes through the network;
+faithfulness is RISE's deletion AUC (lower: removing the most relevant pixels first
+quickly kills the class probability) and insertion AUC (higher); localisation is the
+pointing game (is the map's maximum on the item's box) and the share of the map's mass
+inside the box; robustness is Captum's max-sensitivity and infidelity (lower); the last
+column is Adebayo et al.'s sanity check, the rank correlation between the maps of the
+trained network and of one whose layers were all re-initialised (near 1: the map does
+not depend on what the network learned). The controls (a random map, a centred
+Gaussian, the image's edges) set the floor each number must beat."""
+
+
 def _random_within_boxes(
     masks: Tensor, boxes: Tensor, generator: torch.Generator
 ) -> Tensor:
@@ -386,6 +461,8 @@ SECTIONS: tuple[tuple[str, Section], ...] = (
     ("Feature evolution during training (Fig. 4)", evolution_section),
     ("Invariance (Fig. 5)", invariance_section),
     ("Correspondence of object parts (Table 1)", correspondence_section),
+    ("Occlusion sensitivity (Fig. 7)", occlusion_section),
+    ("Attribution methods side by side", benchmark_section),
 )
 
 

@@ -55,9 +55,10 @@ def test_every_linked_figure_is_a_png_in_the_report_folder(report):
     path, text = report
     assert path == path.parent / "report.md"
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) >= 9  # filters, 5 atlases, evolution, invariance, table 1
+    # filters, 5 atlases, evolution, invariance, table 1, 3 occlusions, 2 benchmark
+    assert len(links) >= 14
     for link in links:
-        assert link.startswith("figures/") and link.endswith(".png")
+        assert re.match(r"(figures|benchmark)/.+\.png$", link)
         with Image.open(path.parent / link) as image:
             image.verify()
     assert len(set(links)) == len(links)
@@ -86,6 +87,14 @@ def test_the_figures_of_training_and_the_table_are_in_the_report(report):
         "bottom third",
         "random place on the item",
     ]
+
+
+def test_the_occlusion_figures_and_the_benchmark_table_are_in_the_report(report):
+    path, text = report
+    assert "![occlusion of image 2](figures/occlusion_2.png)" in text
+    for method in ("DeconvNet", "OcclusionSensitivity", "LayerGradCam", "random"):
+        assert f"\n| {method} | " in text
+    assert (path.parent / "benchmark" / "results.json").exists()
 
 
 def test_the_demo_writes_the_report_and_says_where(trained, monkeypatch, capsys):
