@@ -146,7 +146,7 @@ class OcclusionSensitivity(PerturbationAttribution):
         with torch.no_grad(), _progress(show_progress, sum(map(len, regions))) as bar:
             unoccluded = None
             for i, tensor in enumerate(tensors):
-                scan = self._scan(tensors, i, regions[i], fills[i], extra, positions)
+                scan = _Scan(self, tensors, i, regions[i], fills[i], extra, positions)
                 if unoccluded is None:
                     output = scan.unoccluded_output()
                     unoccluded = select_targets(output, target)
@@ -221,7 +221,7 @@ class OcclusionSensitivity(PerturbationAttribution):
         positions = self._positions_per_pass(None, n)
         probability, top_class, activation = [], [], []
         with torch.no_grad(), _progress(show_progress, len(regions)) as bar:
-            scan = self._scan((images,), 0, regions, fills, (), positions, layer)
+            scan = _Scan(self, (images,), 0, regions, fills, (), positions, layer)
             output, sums = scan.unoccluded_output(with_watched=True)
             target = _classes(output, target)
             if layer is not None:
@@ -264,30 +264,6 @@ class OcclusionSensitivity(PerturbationAttribution):
         _check_positive("perturbations_per_eval", perturbations_per_eval)
         return min(perturbations_per_eval, most)
 
-    def _scan(
-        self,
-        tensors: tuple[Tensor, ...],
-        index: int,
-        regions: list[Region],
-        fill: Tensor,
-        extra: tuple,
-        positions: int,
-        watch: nn.Module | None = None,
-    ) -> _Scan:
-        plan = None
-        if (
-            self.incremental
-            and isinstance(self.forward_func, nn.Module)
-            and len(tensors) == 1
-            and tensors[0].ndim == 4
-            and not extra
-        ):
-            plan = IncrementalForward.plan(self.forward_func, tensors[0], watch)
-        return _Scan(
-            self.forward_func, tensors, index, regions, fill, extra, positions, watch,
-            plan,
-        )  # fmt: skip
-
 
 class _Scan:
     """The occluded copies of one input, position after position, in chunks.
@@ -295,21 +271,31 @@ class _Scan:
     Iterating yields ``(regions, outputs, watched)``: the chunk's occluder regions,
     the model's outputs for them (position-major: copy ``p * N + n`` is image ``n``
     under region ``p``) and the watched layer's per-channel sums (or ``None``).
+    Copies run incrementally when ``occlusion.incremental`` is on and the model is an
+    ``nn.Module`` taking one batch of images alone; otherwise as full passes.
     """
 
     def __init__(
         self,
-        forward_func: Callable,
+        occlusion: OcclusionSensitivity,
         tensors: tuple[Tensor, ...],
         index: int,
         regions: list[Region],
         fill: Tensor,
         extra: tuple,
         positions: int,
-        watch: nn.Module | None,
-        plan: IncrementalForward | None,
+        watch: nn.Module | None = None,
     ) -> None:
-        self.forward_func = forward_func
+        self.forward_func = forward_func = occlusion.forward_func
+        self.plan = None
+        if (
+            occlusion.incremental
+            and isinstance(forward_func, nn.Module)
+            and len(tensors) == 1
+            and tensors[0].ndim == 4
+            and not extra
+        ):
+            self.plan = IncrementalForward.plan(forward_func, tensors[0], watch)
         self.tensors = tensors
         self.index = index
         self.regions = regions
@@ -317,7 +303,6 @@ class _Scan:
         self.extra = extra
         self.positions = positions
         self.watch = watch
-        self.plan = plan
 
     def unoccluded_output(self, with_watched: bool = False):
         if self.plan is not None and not with_watched:

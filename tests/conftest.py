@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from .helpers import write_fake_fashion_mnist
+from lightning_zfnet.demo import train_default
+
+from .helpers import tiny_training_args, write_fake_fashion_mnist
 
 
 @pytest.fixture(autouse=True)
@@ -19,3 +21,10 @@ def fake_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fmnist")
     write_fake_fashion_mnist(root / "FashionMNIST" / "raw")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(fake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``(out, result)``: the demo's training and test, shortened, on the fake data."""
+    out = tmp_path_factory.mktemp("demo")
+    return out, train_default(out, extra=tiny_training_args(fake_data_dir))

@@ -86,3 +86,18 @@ def snapshot(model: nn.Module) -> list:
         state.append((name, id(m), m.training, tuple(len(h) for h in hooks)))
     state += [(n, p.requires_grad, p.grad) for n, p in model.named_parameters()]
     return state
+
+
+def tiny_training_args(data_dir) -> list[str]:
+    """Overrides that shorten the embedded default's training to seconds on the fake
+    data."""
+    return [
+        f"--data.init_args.data_dir={data_dir}",
+        "--data.init_args.val_size=64",
+        "--data.init_args.num_workers=0",
+        "--model.width=0.25",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+    ]

@@ -9,6 +9,7 @@ import yaml
 from lightning_zfnet import ZFNetModule
 from lightning_zfnet.cli import main
 from lightning_zfnet.data import ClutteredFashionMNISTDataModule
+from tests.helpers import tiny_training_args
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -106,15 +107,7 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_identical(fake_data_dir, tmp_path)
 def test_demo_trains_once_then_reuses_the_checkpoint(fake_data_dir, tmp_path):
     from lightning_zfnet.demo import train_default
 
-    extra = [
-        f"--data.init_args.data_dir={fake_data_dir}",
-        "--data.init_args.val_size=64",
-        "--data.init_args.num_workers=0",
-        "--model.width=0.25",
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2",
-        "--trainer.enable_progress_bar=false",
-    ]
+    extra = tiny_training_args(fake_data_dir)
     first = train_default(tmp_path, extra=extra)
     assert set(first["timings"]) == {"train_s", "test_s"}
     assert 0.0 <= first["metrics"]["test/top1"] <= 1.0

@@ -6,7 +6,6 @@ import math
 from PIL import Image
 
 from benchmarks import compare
-from lightning_zfnet.demo import train_default
 
 METRICS = [
     "seconds_per_image",
@@ -23,17 +22,10 @@ METRICS = [
 ]
 
 
-def test_quick_run_fills_every_cell_and_writes_its_files(fake_data_dir, tmp_path):
-    extra = [
-        f"--data.init_args.data_dir={fake_data_dir}",
-        "--data.init_args.val_size=64",
-        "--data.init_args.num_workers=0",
-        "--model.width=0.25",
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2",
-        "--trainer.enable_progress_bar=false",
-    ]
-    checkpoint = train_default(tmp_path / "run", extra=extra)["checkpoint"]
+def test_quick_run_fills_every_cell_and_writes_its_files(
+    tiny_demo, fake_data_dir, tmp_path
+):
+    checkpoint = tiny_demo[1]["checkpoint"]
     out = tmp_path / "bench"
     args = ["--quick", "--ckpt", checkpoint, "--data", str(fake_data_dir)]
     results = compare.main([*args, "--out", str(out)])

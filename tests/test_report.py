@@ -6,7 +6,6 @@ import torch
 from PIL import Image
 
 from lightning_zfnet import demo
-from lightning_zfnet.demo import train_default
 from lightning_zfnet.report import (
     SECTIONS,
     evolution_section,
@@ -28,24 +27,8 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def trained(fake_data_dir, tmp_path_factory):
-    """The demo's training and test, shortened, on the fake data."""
-    out = tmp_path_factory.mktemp("demo")
-    extra = [
-        f"--data.init_args.data_dir={fake_data_dir}",
-        "--data.init_args.val_size=64",
-        "--data.init_args.num_workers=0",
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.accelerator=cpu",
-    ]
-    return out, train_default(out, extra=extra)
-
-
-@pytest.fixture(scope="module")
-def report(trained):
-    out, result = trained
+def report(tiny_demo):
+    out, result = tiny_demo
     timings = {"train_s": 12.5, "test_s": 3.25}
     path = write_report(result["checkpoint"], out, result["data_dir"], timings, METRICS)
     return path, path.read_text()
@@ -97,8 +80,8 @@ def test_the_occlusion_figures_and_the_benchmark_table_are_in_the_report(report)
     assert (path.parent / "benchmark" / "results.json").exists()
 
 
-def test_the_demo_writes_the_report_and_says_where(trained, monkeypatch, capsys):
-    out, result = trained
+def test_the_demo_writes_the_report_and_says_where(tiny_demo, monkeypatch, capsys):
+    out, result = tiny_demo
     calls = []
 
     def record(*args):
@@ -120,8 +103,8 @@ def test_the_demo_writes_the_report_and_says_where(trained, monkeypatch, capsys)
     assert f"report:     {out / 'report.md'}" in capsys.readouterr().out
 
 
-def test_a_checkpoint_trained_without_evolution_says_so(trained, tmp_path):
-    _, result = trained
+def test_a_checkpoint_trained_without_evolution_says_so(tiny_demo, tmp_path):
+    _, result = tiny_demo
     checkpoint = tmp_path / "checkpoints" / "last.ckpt"
     checkpoint.parent.mkdir()
     shutil.copyfile(result["checkpoint"], checkpoint)
