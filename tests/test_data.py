@@ -8,6 +8,7 @@ from lightning_zfnet.data import (
     ClutteredFashionMNISTDataModule,
     ClutteredImages,
     FashionMNISTDataModule,
+    FlipShift,
     ImageNetDataModule,
     find_fashion_mnist,
 )
@@ -117,6 +118,65 @@ def test_cluttered_module_batches_carry_boxes(fake_data_dir):
     x, y, box = next(iter(dm.val_dataloader()))
     assert x.shape == (8, 1, 64, 64) and box.shape == (8, 4)
     assert torch.all((box[:, :2] >= 0) & (box[:, 2:] <= 64) & (box[:, 2:] > box[:, :2]))
+
+
+def shifted_by_hand(image, box, flip, dy, dx, fill):
+    """A naive reference: flip, then move every pixel by (dy, dx) one by one."""
+    height, width = image.shape[-2:]
+    source = image.flip(-1) if flip else image
+    x0, y0, x1, y1 = box.tolist()
+    if flip:
+        x0, x1 = width - x1, width - x0
+    out = torch.full_like(image, fill)
+    for r in range(height):
+        for c in range(width):
+            if 0 <= r + dy < height and 0 <= c + dx < width:
+                out[..., r + dy, c + dx] = source[..., r, c]
+    box = [x0 + dx, y0 + dy, x1 + dx, y1 + dy]
+    sides = [width, height, width, height]
+    clipped = [min(max(v, 0), s) for v, s in zip(box, sides, strict=True)]
+    return out, torch.tensor(clipped)
+
+
+def test_flip_shift_is_a_flip_and_a_shift_of_the_fixed_canvas():
+    images, labels = fake_items(6, seed=2)
+    canvases = ClutteredImages(
+        torch.from_numpy(images), torch.from_numpy(labels), canvas=32, seed=0
+    )
+    augmented = FlipShift(canvases, max_shift=2, fill=-0.5)
+    torch.manual_seed(0)
+    seen = set()
+    for index in list(range(6)) * 4:
+        image, label, box = augmented[index]
+        original, original_label, original_box = canvases[index]
+        assert label == original_label
+        matches = [
+            (flip, dy, dx)
+            for flip in (False, True)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if all(
+                torch.equal(a, b)
+                for a, b in zip(
+                    (image, box),
+                    shifted_by_hand(original, original_box, flip, dy, dx, -0.5),
+                    strict=True,
+                )
+            )
+        ]
+        assert matches, f"draw {index} is no flip and shift of its canvas"
+        seen.update(matches)
+    assert {flip for flip, _, _ in seen} == {False, True} and len(seen) > 8
+
+
+def test_only_the_training_canvases_are_augmented(fake_data_dir):
+    dm = ClutteredFashionMNISTDataModule(str(fake_data_dir), val_size=56, augment=True)
+    dm.setup("fit")
+    assert isinstance(dm.train_set, FlipShift) and dm.train_set.max_shift == 4
+    assert isinstance(dm.val_set, ClutteredImages)
+    plain = ClutteredFashionMNISTDataModule(str(fake_data_dir), val_size=56)
+    plain.setup("fit")
+    assert isinstance(plain.train_set, ClutteredImages)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from .fashion_mnist import FashionMNISTDataModule
 
-__all__ = ["ClutteredFashionMNISTDataModule", "ClutteredImages"]
+__all__ = ["ClutteredFashionMNISTDataModule", "ClutteredImages", "FlipShift"]
 
 _SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 
@@ -105,6 +105,47 @@ class ClutteredImages(Dataset):
         return (image - self.mean) / self.std, self.labels[index], torch.tensor(box)
 
 
+class FlipShift(Dataset):
+    """Training-time variety for fixed canvases: each draw flips an item of
+    ``dataset`` left-right with probability 1/2 and shifts it by up to ``max_shift``
+    pixels each way, filling with ``fill``; the box moves with the image (clipped to
+    the canvas). Draws use torch's generator, so they follow the run's seed."""
+
+    def __init__(self, dataset: Dataset, max_shift: int, fill: float) -> None:
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+        self.dataset = dataset
+        self.max_shift = max_shift
+        self.fill = fill
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label, box = self.dataset[index]
+        height, width = image.shape[-2:]
+        x0, y0, x1, y1 = box.tolist()
+        if torch.rand(()) < 0.5:
+            image = image.flip(-1)
+            x0, x1 = width - x1, width - x0
+        dy, dx = torch.randint(-self.max_shift, self.max_shift + 1, (2,)).tolist()
+        shifted = torch.full_like(image, self.fill)
+        to_rows, from_rows = _overlap(dy, height)
+        to_cols, from_cols = _overlap(dx, width)
+        shifted[..., to_rows, to_cols] = image[..., from_rows, from_cols]
+        moved = [(x0, dx, width), (y0, dy, height), (x1, dx, width), (y1, dy, height)]
+        box = [min(max(v + d, 0), side) for v, d, side in moved]
+        return shifted, label, torch.tensor(box)
+
+
+def _overlap(shift: int, size: int) -> tuple[slice, slice]:
+    """Where a line of ``size`` pixels shifted by ``shift`` lands, and from where."""
+    return (
+        slice(max(shift, 0), size + min(shift, 0)),
+        slice(max(-shift, 0), size + min(-shift, 0)),
+    )
+
+
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     resized = F.interpolate(
         images[:, None].float(), size=(size, size), mode="bilinear", antialias=True
@@ -125,6 +166,8 @@ class ClutteredFashionMNISTDataModule(FashionMNISTDataModule):
         item_size: side the 28x28 items are scaled to before placing.
         fragments: clutter fragments per image.
         fragment_size: side of each fragment.
+        augment: flip and shift the training canvases at random each time they are
+            drawn (:class:`FlipShift`, by up to ``image_size // 16`` pixels).
     """
 
     mean, std = 0.0885, 0.2386  # of the default training canvases, scaled to [0, 1]
@@ -141,6 +184,7 @@ class ClutteredFashionMNISTDataModule(FashionMNISTDataModule):
         item_size: int = 28,
         fragments: int = 4,
         fragment_size: int = 9,
+        augment: bool = False,
     ) -> None:
         super().__init__(
             data_dir, image_size, batch_size, num_workers, val_size, seed, download
@@ -148,11 +192,12 @@ class ClutteredFashionMNISTDataModule(FashionMNISTDataModule):
         self.item_size = item_size
         self.fragments = fragments
         self.fragment_size = fragment_size
+        self.augment = augment
 
     def make_dataset(
         self, images: torch.Tensor, labels: torch.Tensor, split: str
     ) -> Dataset:
-        return ClutteredImages(
+        dataset = ClutteredImages(
             images,
             labels,
             canvas=self.image_size,
@@ -163,3 +208,7 @@ class ClutteredFashionMNISTDataModule(FashionMNISTDataModule):
             std=self.std,
             item_size=self.item_size,
         )
+        if self.augment and split == "train":
+            black = -self.mean / self.std
+            return FlipShift(dataset, self.image_size // 16, black)
+        return dataset
