@@ -61,8 +61,8 @@ def save_overlay(
         )
     figure = Figure(figsize=(3, 3))
     ax = figure.subplots()
-    ax.imshow(_picture(image), cmap="gray")
-    shown = ax.imshow(heatmap.detach().cpu().float(), cmap=cmap, alpha=alpha)
+    ax.imshow(_picture(image).numpy(), cmap="gray")
+    shown = ax.imshow(heatmap.detach().cpu().float().numpy(), cmap=cmap, alpha=alpha)
     figure.colorbar(shown, ax=ax, fraction=0.046)
     ax.set_axis_off()
     if title:
@@ -119,7 +119,7 @@ def occlusion_figure(
     figure = Figure(figsize=(2.4 * len(panels), 2.8))
     axes = figure.subplots(1, len(panels))
     for ax, (title, picture, cmap, colour_bar) in zip(axes, panels, strict=True):
-        shown = ax.imshow(picture, cmap=cmap, interpolation="nearest")
+        shown = ax.imshow(picture.numpy(), cmap=cmap, interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
         if colour_bar:
