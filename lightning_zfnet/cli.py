@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from pytorch_lightning.cli import LightningCLI
 
 from .data import SplitDataModule
@@ -37,6 +38,10 @@ def run_cli(args: list[str] | None = None) -> ZFNetCLI:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``zfnet`` console script."""
     run_cli(args)
+    # Lightning leaves a DDP process group up; gloo's threads can then abort the
+    # interpreter's exit, so close it here.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

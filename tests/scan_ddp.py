@@ -55,6 +55,10 @@ def main(out: Path, devices: int) -> None:
         {"state": state, "world_size": trainer.world_size},
         out / f"rank{trainer.global_rank}.pt",
     )
+    # Lightning leaves the process group up; gloo's threads can abort the
+    # interpreter's exit ("terminate called without an active exception").
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
