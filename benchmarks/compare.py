@@ -61,7 +61,8 @@ def load(args: argparse.Namespace):
         checkpoint, weights_only=True, map_location="cpu"
     )
     model = module.model.to(args.device).eval()
-    data = ClutteredFashionMNISTDataModule(**data_arguments(checkpoint, args.data))
+    overrides = {} if args.data is None else {"data_dir": args.data}
+    data = ClutteredFashionMNISTDataModule.from_checkpoint(checkpoint, **overrides)
     data.prepare_data()
     data.setup("test")
     items = [data.test_set[i] for i in range(args.images)]
@@ -75,20 +76,6 @@ def load(args: argparse.Namespace):
         boxes,
         background,
     )
-
-
-def data_arguments(checkpoint: Path, data_dir: str | None) -> dict:
-    """The data module's arguments saved in the checkpoint (the same canvases as in
-    training), with ``data_dir`` in place of the saved one when given."""
-    saved = torch.load(checkpoint, weights_only=True, map_location="cpu")
-    arguments = {
-        k: v
-        for k, v in saved.get("datamodule_hyper_parameters", {}).items()
-        if not k.startswith("_")
-    }
-    if data_dir is not None:
-        arguments["data_dir"] = data_dir
-    return arguments
 
 
 def setup_for(model) -> Setup:

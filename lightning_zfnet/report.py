@@ -7,7 +7,6 @@ section is a function ``(ReportContext) -> markdown`` that writes its own figure
 
 from __future__ import annotations
 
-import inspect
 import re
 import shutil
 import time
@@ -116,7 +115,9 @@ def load_context(
     module = ZFNetModule.load_from_checkpoint(
         checkpoint, weights_only=True, map_location="cpu"
     )
-    data = _data_module(checkpoint, data_dir)
+    data = ClutteredFashionMNISTDataModule.from_checkpoint(
+        checkpoint, data_dir=str(data_dir), num_workers=0
+    )
     data.setup("test")
     order = torch.randperm(
         len(data.test_set), generator=torch.Generator().manual_seed(SEED)
@@ -135,20 +136,6 @@ def load_context(
         checkpoint=checkpoint,
         out=Path(out),
     )
-
-
-def _data_module(
-    checkpoint: Path, data_dir: str | Path
-) -> ClutteredFashionMNISTDataModule:
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    accepted = inspect.signature(ClutteredFashionMNISTDataModule).parameters
-    settings = {
-        key: value
-        for key, value in saved.get("datamodule_hyper_parameters", {}).items()
-        if key in accepted
-    }
-    settings.update(data_dir=str(data_dir), num_workers=0)
-    return ClutteredFashionMNISTDataModule(**settings)
 
 
 # --- sections: each writes its figures and returns its markdown ---------------------

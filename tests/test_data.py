@@ -212,3 +212,12 @@ def test_imagenet_module_crops(image_folder):
 def test_imagenet_module_names_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="train"):
         _ = ImageNetDataModule(str(tmp_path)).num_classes
+
+
+def test_cluttered_module_comes_back_from_a_checkpoint_with_its_arguments(tiny_demo):
+    checkpoint = tiny_demo[1]["checkpoint"]
+    saved = torch.load(checkpoint, weights_only=True)["datamodule_hyper_parameters"]
+    dm = ClutteredFashionMNISTDataModule.from_checkpoint(checkpoint, num_workers=3)
+    for key in ("data_dir", "image_size", "val_size", "seed", "augment", "item_size"):
+        assert getattr(dm, key) == saved[key], key
+    assert saved["num_workers"] != 3 and dm.num_workers == 3  # the override wins

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import inspect
 import os
 import shutil
 from collections.abc import Sequence
@@ -167,6 +168,19 @@ class FashionMNISTDataModule(SplitDataModule):
         self.val_size = val_size
         self.seed = seed
         self.download = download
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | os.PathLike, **overrides):
+        """The data module with the arguments saved in a training ``checkpoint`` (the
+        same splits and canvases), ``overrides`` taking their place where given."""
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        accepted = inspect.signature(cls).parameters
+        arguments = {
+            key: value
+            for key, value in saved.get("datamodule_hyper_parameters", {}).items()
+            if key in accepted
+        }
+        return cls(**{**arguments, **overrides})
 
     def prepare_data(self) -> None:
         find_fashion_mnist(self.data_dir, download=self.download)
