@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"| {f['speedup']:.2f}x faster than NeuronDeconvolution calls |",
         ]
     )
-    stem = "deconvnet_speed" + ("_quick" if args.quick else "") + f"_{args.device}"
-    write_results(args.out, stem, results, table)
-    print(table)
+    write_results(args.out, "deconvnet_speed", args, results, table)
     return results
 
 

@@ -142,9 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["occluders"].append(row)
         print(f"{window}/{stride}: {row['incremental_speedup']:.2f}x", flush=True)
     text = table(results)
-    stem = "occlusion_speed" + ("_quick" if args.quick else "") + f"_{args.device}"
-    write_results(args.out, stem, results, text)
-    print(text)
+    write_results(args.out, "occlusion_speed", args, results, text)
     return results
 
 

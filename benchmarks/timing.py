@@ -6,6 +6,7 @@ import json
 import platform
 import statistics
 import time
+from argparse import Namespace
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,13 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     }
 
 
-def write_results(out: Path, stem: str, results: dict, table: str) -> None:
-    """Write ``<stem>.json`` (every number) and ``<stem>.md`` (a table) in ``out``."""
+def write_results(
+    out: Path, name: str, args: Namespace, results: dict, table: str
+) -> None:
+    """Write ``<name>[_quick]_<device>.json`` (every number) and ``.md`` (the table)
+    in ``out``, and print the table."""
+    stem = name + ("_quick" if args.quick else "") + f"_{args.device}"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / f"{stem}.md").write_text(table + "\n")
+    print(table)
