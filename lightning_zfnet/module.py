@@ -24,8 +24,8 @@ class ZFNetModule(pl.LightningModule):
     probabilities averaged (the paper's 10-crop test).
 
     Args:
-        num_classes, in_channels, input_size, width, wide, dropout, init: passed to
-            :func:`~lightning_zfnet.model.zfnet`.
+        num_classes, in_channels, input_size, width, wide, dropout, conv1_stride,
+            init: passed to :func:`~lightning_zfnet.model.zfnet`.
         lr: SGD learning rate.
         momentum: SGD momentum.
         weight_decay: L2 penalty (the paper states none; Krizhevsky used 5e-4).
@@ -36,6 +36,10 @@ class ZFNetModule(pl.LightningModule):
             warm-up over the first ``warmup`` of training to ``lr``, then cosine
             annealing; the quickest from scratch) or ``"none"``.
         warmup: fraction of the steps spent warming up with ``"onecycle"``.
+        channels_last: store the weights channels-last when a trainer runs the
+            module; convolutions and max-pooling then run in that layout, which is
+            faster on CPUs (and on GPUs under mixed precision). The numbers are the
+            same up to rounding.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class ZFNetModule(pl.LightningModule):
         width: float = 1.0,
         wide: bool = False,
         dropout: float = 0.5,
+        conv1_stride: int = 2,
         init: str = "kaiming",
         lr: float = 1e-2,
         momentum: float = 0.9,
@@ -55,6 +60,7 @@ class ZFNetModule(pl.LightningModule):
         patience: int = 2,
         step_size: int = 30,
         warmup: float = 0.1,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if scheduler not in ("plateau", "step", "cosine", "onecycle", "none"):
@@ -67,6 +73,7 @@ class ZFNetModule(pl.LightningModule):
             width=width,
             wide=wide,
             dropout=dropout,
+            conv1_stride=conv1_stride,
             init=init,
         )
         top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -77,6 +84,11 @@ class ZFNetModule(pl.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+
+    def setup(self, stage: str) -> None:
+        # Before the strategy wraps the model (DDP keeps the parameters' layout).
+        if self.hparams.channels_last:
+            self.model.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

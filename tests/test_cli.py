@@ -93,7 +93,9 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_identical(fake_data_dir, tmp_path)
 
     # The synchronised validation accuracy is that of the final weights on the whole
     # validation split, evaluated here in one process.
-    module = ZFNetModule(num_classes=10, in_channels=1, input_size=64, width=0.25)
+    # The CLI adds private entries (its instantiator) to the saved hyperparameters.
+    hparams = {k: v for k, v in ranks[0]["hparams"].items() if not k.startswith("_")}
+    module = ZFNetModule(**hparams)
     module.load_state_dict(ranks[0]["state"])
     module.eval()
     dm = ClutteredFashionMNISTDataModule(str(fake_data_dir), val_size=64)

@@ -46,10 +46,11 @@ def test_unknown_scheduler_is_named():
         _module(scheduler="warmup")
 
 
-def _fit(data_dir, out, max_epochs, ckpt_path=None):
+def _fit(data_dir, out, max_epochs, ckpt_path=None, **module_kwargs):
     pl.seed_everything(0)
     dm = ClutteredFashionMNISTDataModule(str(data_dir), batch_size=16, val_size=56)
-    module = _module(dropout=0.5)  # dropout makes the result depend on the generator
+    # dropout makes the result depend on the generator
+    module = _module(dropout=0.5, **module_kwargs)
     trainer = pl.Trainer(
         max_epochs=max_epochs,
         limit_train_batches=3,
@@ -83,3 +84,25 @@ def test_checkpoint_loads_with_weights_only(fake_data_dir, tmp_path):
     assert loaded.hparams.width == 0.25
     for name, value in module.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[name])
+
+
+def test_conv1_stride_reaches_the_network():
+    module = _module(conv1_stride=1)
+    assert module.model.features[0].stride == (1, 1)
+    assert module(torch.randn(2, 1, 64, 64)).shape == (2, 10)
+
+
+def test_channels_last_trains_to_the_same_weights(fake_data_dir, tmp_path):
+    default, _ = _fit(fake_data_dir, tmp_path / "a", max_epochs=1, conv1_stride=1)
+    fast, trainer = _fit(
+        fake_data_dir, tmp_path / "b", max_epochs=1, conv1_stride=1, channels_last=True
+    )
+    conv = fast.model.features[4].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.is_contiguous()
+    for name, value in default.state_dict().items():
+        torch.testing.assert_close(fast.state_dict()[name], value, atol=1e-5, rtol=1e-4)
+    path = trainer.checkpoint_callback.best_model_path
+    loaded = ZFNetModule.load_from_checkpoint(path, weights_only=True)
+    for name, value in fast.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
