@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
     k = args.subset
     rows, attributions = {}, {}
     for name, method in tqdm(METHODS.items(), desc="methods"):
-        attribution = method.explain(model, images, targets, setup)
+        attribution = method.explain(model, images, targets, setup)  # also warms up
         attributions[name] = attribution
         row = {"kind": method.kind}
         row |= cost(

@@ -59,8 +59,8 @@ def count_passes(output_layer: nn.Module) -> Iterator[dict[str, int]]:
 def cost(
     method: Method, model, images, targets, setup: Setup, repeats: int = 3
 ) -> dict:
-    """Median seconds per image (after a warm-up call), and passes per image."""
-    method.explain(model, images, targets, setup)
+    """Median seconds per image over ``repeats`` calls, and passes per image. Call it
+    after a first, warm-up call of the method on the same images."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
