@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--subset",
         type=int,
         default=16,
-        help="images for the robustness and sanity measurements",
+        help="images for the cost, robustness and sanity measurements",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/compare"))
     parser.add_argument("--quick", action="store_true", help="a small run, < 1 minute")
@@ -96,7 +96,12 @@ def run(args: argparse.Namespace) -> dict:
         attributions[name] = attribution
         row = {"kind": method.kind}
         row |= cost(
-            method, model, images, targets, setup, repeats=1 if args.quick else 3
+            method,
+            model,
+            images[:k],
+            targets[:k],
+            setup,
+            repeats=1 if args.quick else 3,
         )
         row |= faithfulness(model, images, targets, attribution, background, blurred)
         row |= localisation(attribution, boxes)
@@ -121,6 +126,7 @@ def run(args: argparse.Namespace) -> dict:
             "subset": k,
             "accuracy_on_images": accuracy,
             "batch": len(images),
+            "cost_batch": k,
             "dtype": str(images.dtype).replace("torch.", ""),
             "seed": args.seed,
             "occluder": {"window": setup.window, "stride": setup.stride},

@@ -60,7 +60,8 @@ def markdown(results: dict) -> str:
         f"Model: {config['model']}. Images: {config['images']} of {config['data']}, "
         f"target = true class. Device: {results['environment']['device']}, "
         f"{results['environment']['threads']} threads, {config['dtype']}, seed "
-        f"{config['seed']}. Robustness and sanity on the first {config['subset']}.",
+        f"{config['seed']}. Cost, robustness and sanity on the first "
+        f"{config['subset']}.",
         "",
         "Lower is better for cost, deletion AUC, max-sensitivity and infidelity; "
         "higher "

@@ -397,7 +397,7 @@ def benchmark_section(ctx: ReportContext) -> str:
 ![attributions of a few images](benchmark/attributions.png)
 
 Eight attribution methods and three controls on {images} test images of this network
-(robustness and sanity on the first {subset}), from `python -m benchmarks.compare`
+(cost, robustness and sanity on the first {subset}), from `python -m benchmarks.compare`
 (every number is in `benchmark/results.json`; the repository's `benchmarks/results/`
 holds a run on 128 images). Cost is seconds per image and passes through the network;
 faithfulness is RISE's deletion AUC (lower: removing the most relevant pixels first
@@ -507,7 +507,8 @@ def _header(
         rows.insert(0, "| training | not run: the checkpoint was reused |")
     return f"""# What the demo's ZFNet learned
 
-A ZFNet (Zeiler & Fergus 2014, Fig. 3) at width {hp["width"]} was trained to
+A ZFNet (Zeiler & Fergus 2014, Fig. 3) at width {hp["width"]}, its first layer at
+stride {hp.get("conv1_stride", 2)}, was trained to
 classify {side}×{side} Cluttered Fashion-MNIST images: a Fashion-MNIST item at a random
 place among fragments of other items, one of {hp["num_classes"]} classes. Each
 section below reproduces one of the paper's figures on this network and says how to
