@@ -102,7 +102,7 @@ def tiny_training_args(data_dir) -> list[str]:
         "--data.init_args.val_size=64",
         "--data.init_args.num_workers=0",
         "--model.width=0.25",
-        # conv1 at stride 2 is four times cheaper; these runs test wiring, not accuracy
+        # conv1 at stride 2 is ~3.5x cheaper; these runs test wiring, not accuracy
         "--model.conv1_stride=2",
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=2",
