@@ -10,16 +10,13 @@
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
 from captum.attr import Deconvolution, NeuronDeconvolution
 
 from captum_deconvnet import DeconvNet, FeatureMapDeconvNet
 from lightning_zfnet import zfnet
 
-from .timing import environment, median_seconds, write_results
+from .timing import environment, median_seconds, parse_speed_args, write_results
 
 
 def attribute_speed(model, size: int, batch: int, device: str, repeats: int) -> dict:
@@ -85,11 +82,9 @@ def _feature_map_calls(model, index: int, x: torch.Tensor, channels: torch.Tenso
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="64x64 inputs, few pairs")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
+    args = parse_speed_args(
+        argv, __doc__.splitlines()[0], quick_help="64x64 inputs, few pairs"
+    )
     size, pairs, repeats = (64, 8, 2) if args.quick else (224, 64, 5)
     torch.manual_seed(0)
     model = zfnet(num_classes=1000, input_size=size).to(args.device).eval()

@@ -12,9 +12,6 @@ against those of the incremental ones, counted from the boxes it computes.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
 from captum.attr import Occlusion
 from torch import nn
@@ -23,7 +20,7 @@ from captum_deconvnet import OcclusionSensitivity
 from captum_deconvnet._incremental import IncrementalForward
 from lightning_zfnet import zfnet
 
-from .timing import environment, median_seconds, write_results
+from .timing import environment, median_seconds, parse_speed_args, write_results
 
 OCCLUDERS = ((16, 8), (32, 16), (48, 16))
 PER_EVAL = (1, 16, 64)
@@ -120,11 +117,9 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a 64x64 model, 1 run")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
+    args = parse_speed_args(
+        argv, __doc__.splitlines()[0], quick_help="a 64x64 model, 1 run"
+    )
     size, repeats = (64, 1) if args.quick else (224, 3)
     occluders = ((16, 8),) if args.quick else OCCLUDERS
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ import json
 import platform
 import statistics
 import time
-from argparse import Namespace
+from argparse import ArgumentParser, Namespace
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import captum
 import torch
 
-__all__ = ["environment", "median_seconds", "write_results"]
+__all__ = ["environment", "median_seconds", "parse_speed_args", "write_results"]
 
 
 def median_seconds(
@@ -50,6 +50,18 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
     }
+
+
+def parse_speed_args(
+    argv: list[str] | None, description: str, quick_help: str
+) -> Namespace:
+    """The options every speed script takes, and :func:`write_results` reads:
+    ``--quick``, ``--device`` and ``--out``."""
+    parser = ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    return parser.parse_args(argv)
 
 
 def write_results(
