@@ -21,7 +21,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["IncrementalForward"]
+__all__ = ["IncrementalForward", "channel_sums"]
 
 # Layers whose output at a position depends on the input at that position only.
 _POINTWISE_MODULES = (
@@ -189,8 +189,6 @@ def _step(
         return None
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
-        if module._forward_hooks or module._forward_pre_hooks:
-            return None  # a hook could change outputs we would not see
         window = _window(module)
         if window is not None:
             return _Step(node, window)
@@ -199,6 +197,25 @@ def _step(
     if _is_pointwise(gm, node):
         return _Step(node, None)
     return None
+
+
+def _has_hooks(model: nn.Module) -> bool:
+    """Whether a hook could change what the model computes: a traced graph drops the
+    hooks of the modules it inlines (the model itself, containers) and would run a
+    kept module's hooks on boxes, so any hook sends the caller to full passes."""
+    hooks = nn.modules.module
+    if (
+        hooks._global_forward_hooks
+        or hooks._global_forward_pre_hooks
+        or hooks._global_backward_hooks
+        or hooks._global_backward_pre_hooks
+    ):
+        return True
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+        or m._backward_pre_hooks
+        for m in model.modules()
+    )  # fmt: skip
 
 
 def _trace(model: nn.Module) -> fx.GraphModule | None:
@@ -256,6 +273,8 @@ class IncrementalForward:
     ) -> IncrementalForward | None:
         """The plan for ``model`` on ``images``, or ``None`` when no layer at the
         input is local (or the model cannot be traced)."""
+        if _has_hooks(model):
+            return None
         gm = _trace(model)
         if gm is None:
             return None
@@ -359,7 +378,7 @@ class IncrementalForward:
         if self.watch is not None and watched is None:
             module = self.gm.get_submodule(self.watch.target)
             handle = module.register_forward_hook(
-                lambda m, a, out: sums.append(_channel_sums(out))
+                lambda m, a, out: sums.append(channel_sums(out))
             )
         try:
             output = fx.Interpreter(self.gm).run(initial_env=env)
@@ -375,7 +394,7 @@ def _placeholder(gm: fx.GraphModule) -> fx.Node:
     return next(n for n in gm.graph.nodes if n.op == "placeholder")
 
 
-def _channel_sums(output: Tensor) -> Tensor:
+def channel_sums(output: Tensor) -> Tensor:
     """``(N, C)``: each channel's total over the remaining dimensions."""
     return output.flatten(2).sum(2) if output.ndim > 2 else output
 

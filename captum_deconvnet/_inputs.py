@@ -7,13 +7,14 @@ Captum's own helpers for this are private and accept some bad values silently (a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 TargetType = None | int | tuple | Tensor | Sequence[int | tuple]
 
-__all__ = ["TargetType", "as_tuple", "check_submodule", "select_targets"]
+__all__ = ["TargetType", "as_tuple", "check_submodule", "extra_args", "select_targets"]
 
 
 def as_tuple(inputs: Tensor | tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], bool]:
@@ -52,6 +53,15 @@ def check_submodule(model: nn.Module, layer: nn.Module) -> None:
         raise TypeError(f"layer must be an nn.Module, got {type(layer).__name__}")
     if not any(m is layer for m in model.modules()):
         raise ValueError(f"layer {layer!r} is not a submodule of the model")
+
+
+def extra_args(additional_forward_args: Any) -> tuple:
+    """Captum's ``additional_forward_args`` as a tuple of positional arguments."""
+    if additional_forward_args is None:
+        return ()
+    if isinstance(additional_forward_args, tuple):
+        return additional_forward_args
+    return (additional_forward_args,)
 
 
 def select_targets(output: Tensor, target: TargetType) -> Tensor:

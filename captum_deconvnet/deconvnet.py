@@ -11,7 +11,7 @@ from captum.attr import GradientAttribution, NeuronAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ._inputs import TargetType, as_tuple, check_submodule, select_targets
+from ._inputs import TargetType, as_tuple, check_submodule, extra_args, select_targets
 from .rules import DeconvRules
 
 __all__ = ["DeconvNet", "FeatureMapDeconvNet", "NeuronDeconvNet"]
@@ -52,7 +52,7 @@ class _Deconv(GradientAttribution):
             leaves = tuple(t.detach().requires_grad_() for t in tensors)
             rules = DeconvRules(self.normalization)
             with rules:
-                values, grad = seed(leaves + _extra_args(additional_forward_args))
+                values, grad = seed(leaves + extra_args(additional_forward_args))
             rules.warn_unruled()
             grads = torch.autograd.grad(values, leaves, grad, allow_unused=True)
         grads = tuple(
@@ -208,14 +208,6 @@ class FeatureMapDeconvNet(_Deconv):
             return activation, _feature_map_seed(activation, channels, keep, positions)
 
         return self._project(inputs, additional_forward_args, seed)
-
-
-def _extra_args(additional_forward_args: Any) -> tuple:
-    if additional_forward_args is None:
-        return ()
-    if isinstance(additional_forward_args, tuple):
-        return additional_forward_args
-    return (additional_forward_args,)
 
 
 class _LayerReached(Exception):

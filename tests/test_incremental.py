@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from captum.attr import Occlusion
 from torch import nn
 from torchvision.models import alexnet, resnet18
 
@@ -163,6 +164,33 @@ def test_models_it_cannot_trace_or_use_run_in_full():
     assert chain(Branchy(), x) == []
     hooked = nn.Sequential(nn.Conv2d(3, 3, 3), nn.ReLU(), nn.Flatten())
     hooked[1].register_forward_hook(lambda m, a, out: out * 2)
-    assert chain(hooked, x) == ["_0"]  # a hook could change what we do not see
+    assert chain(hooked, x) == []  # any hook: full passes (see below)
     training = nn.Sequential(nn.Conv2d(3, 3, 3), nn.Dropout(), nn.Flatten()).train()
     assert chain(training, x) == ["_0"]  # dropout in training mode is not local
+
+
+@pytest.mark.parametrize("where", ["root", "inner", "inner-pre", "global"])
+def test_hooks_send_occlusion_to_full_passes(where):
+    """A traced graph drops the hooks of the modules it inlines and would run a kept
+    module's hooks on boxes: any hook must give Captum's numbers, not the graph's."""
+
+    model = vgg_style()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    softmax = lambda m, a, out: out.softmax(1)  # noqa: E731
+    if where == "root":
+        handle = model.register_forward_hook(softmax)
+    elif where == "inner":
+        handle = model[2].register_forward_hook(lambda m, a, out: out * 2 + 1)
+    elif where == "inner-pre":
+        handle = model[3].register_forward_pre_hook(lambda m, a: (a[0].tanh(),))
+    else:
+        handle = nn.modules.module.register_module_forward_hook(
+            lambda m, a, out: out.softmax(1) if m is model else None
+        )
+    try:
+        assert IncrementalForward.plan(model, x) is None
+        ours = OcclusionSensitivity(model).attribute(x, (3, 4, 4), strides=2, target=1)
+        theirs = Occlusion(model).attribute(x, (3, 4, 4), strides=2, target=1)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,185 @@
+"""Checking and expanding the arguments of occlusion: windows, strides, baselines,
+fills, targets and channels, and the occluder positions they give."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ._inputs import TargetType, select_targets
+
+Region = tuple[slice, ...]  # one occluder position, over the dimensions after the batch
+
+
+def check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or two ints, got {value!r}")
+    for v in pair:
+        check_positive(name, v)
+    return pair
+
+
+def window_shapes(windows: Any, tensors: tuple[Tensor, ...]) -> list:
+    """One window shape per input, each checked against its input. A shape of ints
+    serves a single input (also inside a tuple), as in Captum."""
+    single = isinstance(windows, tuple) and windows and isinstance(windows[0], int)
+    per_input = (windows,) if single else windows
+    if not isinstance(per_input, tuple) or len(per_input) != len(tensors):
+        raise ValueError(
+            f"sliding_window_shapes needs one shape per input ({len(tensors)}), "
+            f"got {windows!r}"
+        )
+    for window, tensor in zip(per_input, tensors, strict=True):
+        dims = tuple(tensor.shape[1:])
+        if not isinstance(window, tuple) or len(window) != len(dims):
+            raise ValueError(
+                f"sliding_window_shapes {window!r} must give one size for each "
+                f"dimension of an input of shape {dims} (after the batch)"
+            )
+        for size in window:
+            check_positive("sliding_window_shapes", size)
+        if any(w > d for w, d in zip(window, dims, strict=True)):
+            raise ValueError(
+                f"sliding_window_shapes {window!r} is larger than the input {dims}"
+            )
+    return list(per_input)
+
+
+def strides_per_input(strides: Any, windows: list, tensors: tuple) -> list:
+    """One stride tuple per input. As in Captum, a tuple holds one entry per input
+    when there are several inputs (or it wraps a single input's tuple); otherwise
+    it is one input's strides per dimension."""
+    nested = isinstance(strides, tuple) and len(strides) == 1
+    nested = nested and isinstance(strides[0], tuple)
+    per_input_tuple = isinstance(strides, tuple) and (len(tensors) > 1 or nested)
+    per_input = strides if per_input_tuple else (strides,) * len(tensors)
+    if len(per_input) != len(tensors):
+        raise ValueError(f"strides needs one entry per input, got {strides!r}")
+    result = []
+    for stride, window, tensor in zip(per_input, windows, tensors, strict=True):
+        stride = 1 if stride is None else stride
+        stride = (stride,) * len(window) if isinstance(stride, int) else stride
+        if not isinstance(stride, tuple) or len(stride) != len(window):
+            raise ValueError(
+                f"strides {stride!r} must be an int or one int per window dimension "
+                f"{window!r}"
+            )
+        for s, w, d in zip(stride, window, tensor.shape[1:], strict=True):
+            check_positive("strides", s)
+            if s > w and w < d:  # as Captum: positions must not leave gaps
+                raise ValueError(f"strides {stride!r} exceed the window {window!r}")
+        result.append(stride)
+    return result
+
+
+def baselines_per_input(baselines: Any, tensors: tuple) -> list[Tensor]:
+    """One baseline tensor per input: a tuple holds one per input, anything else
+    serves every input."""
+    per_input = baselines if isinstance(baselines, tuple) else (baselines,)
+    per_input = per_input * len(tensors) if len(per_input) == 1 else per_input
+    if len(per_input) != len(tensors):
+        raise ValueError(f"baselines needs one entry per input, got {baselines!r}")
+    result = []
+    for baseline, tensor in zip(per_input, tensors, strict=True):
+        if baseline is None:
+            baseline = 0.0
+        if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+            baseline = torch.tensor(baseline)
+        if not isinstance(baseline, Tensor):
+            raise TypeError(f"baselines must be numbers or tensors, got {baseline!r}")
+        try:
+            shape = torch.broadcast_shapes(baseline.shape, tensor.shape)
+        except RuntimeError:
+            shape = None
+        if shape != tensor.shape:
+            raise ValueError(
+                f"baselines of shape {tuple(baseline.shape)} do not broadcast to the "
+                f"input's shape {tuple(tensor.shape)}"
+            )
+        result.append(baseline.to(tensor.device, tensor.dtype))
+    return result
+
+
+def fill_values(fill: Any, images: Tensor) -> Tensor:
+    if fill is None:  # the paper's grey: each image's mean colour
+        return images.mean((2, 3), keepdim=True)
+    if isinstance(fill, (int, float)) and not isinstance(fill, bool):
+        return torch.tensor(float(fill), dtype=images.dtype, device=images.device)
+    if isinstance(fill, Tensor) and fill.numel() in (1, images.shape[1]):
+        return fill.to(images.device, images.dtype).reshape(1, -1, 1, 1)
+    raise ValueError(
+        f"fill must be None, a number or one value per channel ({images.shape[1]}), "
+        f"got {fill!r}"
+    )
+
+
+def target_classes(output: Tensor, target: TargetType) -> Tensor:
+    """One class index per image, from Captum's target forms."""
+    if output.ndim != 2:
+        raise ValueError(
+            "sensitivity_maps needs class scores (N, classes), got "
+            f"{tuple(output.shape)}"
+        )
+    n, classes = output.shape
+    if target is None:
+        return output.argmax(1)
+    select_targets(output, target)  # checks the form and the range
+    if isinstance(target, int):
+        return torch.full((n,), target % classes, device=output.device)
+    if isinstance(target, tuple):
+        return torch.full((n,), target[0] % classes, device=output.device)
+    values = torch.as_tensor(
+        [t[0] if isinstance(t, tuple) else t for t in target]
+        if not isinstance(target, Tensor)
+        else target.flatten().tolist()
+    )
+    return values.expand(n).remainder(classes).to(output.device)
+
+
+def watched_channels(channel: Any, sums: Tensor, layer: nn.Module) -> Tensor:
+    n, count = sums.shape
+    if channel is None:
+        return sums.argmax(1)
+    values = torch.as_tensor(channel).flatten()
+    if values.is_floating_point() or values.numel() not in (1, n):
+        raise ValueError(f"channel must be one int or {n} ints, got {channel!r}")
+    if not ((values >= 0) & (values < count)).all():
+        raise ValueError(
+            f"channel {channel!r} is out of range for the {count} channels of {layer!r}"
+        )
+    return values.expand(n).to(sums.device)
+
+
+def occluder_regions(dims: torch.Size, window: tuple, stride: tuple) -> list[Region]:
+    """Captum's occluder positions: starts every ``stride`` until the window reaches
+    the end, the last one clipped to the input."""
+    starts = [
+        range(0, d - w + s, s) for d, w, s in zip(dims, window, stride, strict=True)
+    ]
+    return [
+        tuple(
+            slice(b, min(b + w, d)) for b, w, d in zip(begin, window, dims, strict=True)
+        )
+        for begin in itertools.product(*starts)
+    ]
+
+
+@contextmanager
+def progress(show: bool, total: int) -> Iterator[tqdm]:
+    bar = tqdm(total=total, desc="Occlusion", disable=not show)
+    try:
+        yield bar
+    finally:
+        bar.close()
