@@ -24,7 +24,7 @@ data:
 	    apt-get install -y -qq dataset-fashion-mnist >/dev/null || true; fi
 
 demo: install data
-	$(PY) -m lightning_zfnet.demo --out $(OUT)
+	$(PY) -m reports.demo --out $(OUT)
 
 test: install
 	$(PY) -m pytest -q

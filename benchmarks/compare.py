@@ -18,8 +18,7 @@ import torch
 from torchvision.transforms.v2.functional import gaussian_blur
 from tqdm import tqdm
 
-from lightning_zfnet import ClutteredFashionMNISTDataModule, ZFNetModule
-from lightning_zfnet.demo import train_default
+from lightning_zfnet import ClutteredFashionMNISTDataModule, ZFNetModule, train_default
 
 from . import report
 from .evaluate import cost, faithfulness, localisation, robustness, sanity

@@ -17,13 +17,13 @@ from .correspondence import (
 )
 from .deconvnet import DeconvNet, FeatureMapDeconvNet, NeuronDeconvNet
 from .display import normalize_projection, save_grid
-from .evolution import FeatureEvolution
 from .filters import filter_images, save_filters
 from .invariance import InvarianceCurves, invariance_curves, plot_invariance, transform
+from .layers import layer_outputs
 from .occlusion import OcclusionSensitivity, SensitivityMaps
 from .occlusion_maps import occlusion_figure, save_overlay, upsample_grid
 from .receptive_field import ReceptiveField, receptive_field
-from .topk import TopKActivations, scan_top_activations, top_activations
+from .topk import TopEntries, TopKActivations, top_activations
 
 __version__ = "0.1.0"
 
@@ -41,7 +41,8 @@ __all__ = [
     "ReceptiveField",
     "receptive_field",
     "TopKActivations",
-    "scan_top_activations",
+    "TopEntries",
+    "layer_outputs",
     "LayerAtlas",
     "cut_patches",
     "feature_atlas",
@@ -58,7 +59,6 @@ __all__ = [
     "occlude",
     "plot_correspondence",
     "random_masks_like",
-    "FeatureEvolution",
     "top_activations",
     "project_top_activations",
 ]

@@ -8,17 +8,16 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.utils import make_grid, save_image
 
-from ._layers import eval_mode
 from .deconvnet import FeatureMapDeconvNet
 from .display import normalize_projection
+from .layers import eval_mode
 from .receptive_field import ReceptiveField, receptive_field
-from .topk import TopKActivations, first_item, scan_top_activations
+from .topk import TopKActivations, first_item, top_activations
 
 __all__ = [
     "LayerAtlas",
@@ -115,7 +114,8 @@ def project_top_activations(
 
     Args:
         model: the network ``top`` was scanned with.
-        top: the state of :func:`~captum_deconvnet.topk.scan_top_activations`.
+        top: the state of :func:`~captum_deconvnet.top_activations` (or of
+            ``lightning_zfnet.scan_top_activations``).
         dataset: the dataset it was scanned over.
         batch_size: projections per forward and reverse pass.
         normalization: as for :class:`FeatureMapDeconvNet`.
@@ -206,7 +206,6 @@ def feature_atlas(
     dataset: Dataset | Tensor,
     k: int = 9,
     batch_size: int = 64,
-    trainer: pl.Trainer | None = None,
     normalization: str = "skip",
 ) -> dict[str, LayerAtlas]:
     """Fig. 2: scan ``dataset`` for each channel's top-``k`` activations of
@@ -219,21 +218,20 @@ def feature_atlas(
             starting with one.
         k: activations per channel (the paper shows 9).
         batch_size: images per scanning pass and projections per reverse pass.
-        trainer: runs the scan, e.g. with ``strategy="ddp"``; see
-            :func:`~captum_deconvnet.topk.scan_top_activations`.
         normalization: as for :class:`FeatureMapDeconvNet`.
 
     Returns:
-        One :class:`LayerAtlas` per layer, by its name in ``model``. Under DDP every
-        process computes the whole atlas from the merged scan: save it from one
-        (``trainer.is_global_zero``).
+        One :class:`LayerAtlas` per layer, by its name in ``model``. For a dataset
+        that outgrows one process, scan it with ``lightning_zfnet.scan_top_activations``
+        (DDP over GPUs and nodes) and pass the state to
+        :func:`project_top_activations`.
 
     Example::
 
         >>> atlas = feature_atlas(model, [model.features[4]], val_set)
         >>> save_atlas(atlas["features.4"], "conv2.png", channels=range(16))
     """
-    top = scan_top_activations(model, layers, dataset, k, batch_size, trainer)
+    top = top_activations(model, layers, dataset, k, batch_size)
     return project_top_activations(model, top, dataset, batch_size, normalization)
 
 

@@ -11,7 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from ._layers import eval_mode, layer_name, layer_outputs
+from .layers import eval_mode, layer_name, layer_outputs
 
 __all__ = [
     "box_part_masks",

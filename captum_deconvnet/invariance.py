@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ._layers import eval_mode, layer_name, layer_outputs
+from .layers import eval_mode, layer_name, layer_outputs
 
 __all__ = ["InvarianceCurves", "invariance_curves", "plot_invariance", "transform"]
 

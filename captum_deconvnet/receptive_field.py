@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ._layers import eval_mode, layer_name
+from .layers import eval_mode, layer_name
 
 __all__ = ["ReceptiveField", "receptive_field"]
 

@@ -6,16 +6,24 @@ from .data import (
     FashionMNISTDataModule,
     ImageNetDataModule,
 )
+from .default import DEFAULT_CONFIG, train_default
+from .evolution import FeatureEvolution
 from .model import ZFNet, zfnet
 from .module import ZFNetModule
+from .scan import ActivationScan, scan_top_activations
 
 __all__ = [
+    "DEFAULT_CONFIG",
+    "ActivationScan",
     "ClutteredFashionMNISTDataModule",
     "FashionMNISTDataModule",
+    "FeatureEvolution",
     "FilterRenorm",
     "ImageNetDataModule",
     "ZFNet",
     "ZFNetModule",
     "renormalize_filters",
+    "scan_top_activations",
+    "train_default",
     "zfnet",
 ]

@@ -175,3 +175,21 @@ def zfnet(
         conv1_stride=conv1_stride,
         init=init,
     )
+
+
+def zfnet_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The paper's layers by their names in the paper: ``conv1`` ... ``conv5``,
+    ``fc6``, ``fc7``, each the ReLU after its convolution or linear map."""
+    layers = {}
+    for prefix, stack, kind in (
+        ("conv", model.features, nn.Conv2d),
+        ("fc", model.classifier, nn.Linear),
+    ):
+        relus = [
+            after
+            for before, after in zip(stack, stack[1:], strict=False)
+            if isinstance(before, kind) and isinstance(after, nn.ReLU)
+        ]
+        start = 1 if prefix == "conv" else 6
+        layers.update({f"{prefix}{start + i}": m for i, m in enumerate(relus)})
+    return layers

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_zfnet.demo import train_default
+from lightning_zfnet import train_default
 
 from .helpers import tiny_training_args, write_fake_fashion_mnist
 

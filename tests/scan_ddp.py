@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from captum_deconvnet import scan_top_activations
+from lightning_zfnet import scan_top_activations
 
 
 def tiny_model() -> nn.Sequential:

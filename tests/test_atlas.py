@@ -10,7 +10,7 @@ from captum_deconvnet import (
     project_top_activations,
     receptive_field,
     save_atlas,
-    scan_top_activations,
+    top_activations,
 )
 
 from .reference_deconvnet import position_seed, reference_projection
@@ -48,7 +48,7 @@ def atlas_and_scan():
     model, images = tiny_model(), tiny_images()
     layers = [model[0], model[4]]
     atlas = feature_atlas(model, layers, images, k=3, batch_size=5)
-    return model, images, atlas, scan_top_activations(model, layers, images, k=3)
+    return model, images, atlas, top_activations(model, layers, images, k=3)
 
 
 def test_atlas_holds_the_top_activations(atlas_and_scan):

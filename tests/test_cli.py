@@ -107,7 +107,7 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_identical(fake_data_dir, tmp_path)
 
 
 def test_demo_trains_once_then_reuses_the_checkpoint(fake_data_dir, tmp_path):
-    from lightning_zfnet.demo import train_default
+    from lightning_zfnet import train_default
 
     extra = tiny_training_args(fake_data_dir)
     first = train_default(tmp_path, extra=extra)

@@ -6,7 +6,7 @@ from pytorch_lightning.loggers.logger import Logger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from captum_deconvnet import FeatureEvolution
+from lightning_zfnet import FeatureEvolution
 
 
 class Classifier(pl.LightningModule):

@@ -8,10 +8,10 @@ from captum_deconvnet import (
     correspondence,
     feature_atlas,
     invariance_curves,
-    scan_top_activations,
     top_activations,
 )
-from captum_deconvnet._layers import eval_mode, layer_outputs
+from captum_deconvnet.layers import eval_mode, layer_outputs
+from lightning_zfnet import scan_top_activations
 
 from .test_deconvnet_contract import snapshot
 

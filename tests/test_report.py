@@ -5,13 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_zfnet import demo
-from lightning_zfnet.report import (
-    SECTIONS,
-    evolution_section,
-    load_context,
-    write_report,
-)
+from reports import demo
+from reports.context import load_context
+from reports.features import evolution_section
+from reports.report import SECTIONS, write_report
 
 METRICS = {"test/top1": 0.4321, "test/top5": 0.8765, "test/loss": 1.5}
 

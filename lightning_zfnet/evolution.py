@@ -12,11 +12,15 @@ import torch
 from torch import Tensor, nn
 from torchvision.utils import make_grid, save_image
 
-from ._inputs import check_submodule
-from ._layers import eval_mode
-from .atlas import LayerAtlas, project_top_activations
-from .display import normalize_projection
-from .topk import first_item, top_activations
+from captum_deconvnet import (
+    LayerAtlas,
+    normalize_projection,
+    project_top_activations,
+    top_activations,
+)
+from captum_deconvnet._inputs import check_submodule
+from captum_deconvnet.layers import eval_mode
+from captum_deconvnet.topk import first_item
 
 __all__ = ["FeatureEvolution"]
 
