@@ -94,11 +94,15 @@ class SplitDataModule(pl.LightningDataModule):
         )
         self._resumed_epoch = None
         # Workers start anew each epoch, seeded from the sampler's generator.
-        return self._loader(self.train_set, sampler=sampler, generator=sampler.generator)
+        return self._loader(
+            self.train_set, sampler=sampler, generator=sampler.generator
+        )
 
     def _epoch(self) -> int:
         """The epoch that Lightning's next ``set_epoch`` call gives."""
-        return self.trainer.fit_loop.epoch_progress.current.processed if self.trainer else 0
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_progress.current.processed
 
     # A resumed fit asks for its loader (to count the steps of a schedule) before it
     # restores its loops and calls set_epoch, and the workers it then starts already
