@@ -18,8 +18,6 @@ from .resume import keep_logged_rows, last_checkpoint
 
 __all__ = ["ZFNetCLI", "main", "run_cli"]
 
-_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
 
 class ZFNetCLI(LightningCLI):
     """LightningCLI whose model takes its input shape and class count from the data.
@@ -89,7 +87,7 @@ def run_cli(args: list[str] | None = None) -> ZFNetCLI:
         save_config_kwargs={"overwrite": True},
         parser_kwargs={
             **no_abbreviations,
-            **{name: no_abbreviations for name in _SUBCOMMANDS},
+            **{name: no_abbreviations for name in ZFNetCLI.subcommands()},
         },
         args=args,
     )
