@@ -10,8 +10,8 @@ OUT ?= runs/demo
 
 install: $(STAMP)
 
-# uv installs the pinned wheels (torch alone is some GB) in parallel: on a fresh
-# machine 2 min 20 s against pip's 6 min 16 s.
+# uv (pinned) installs the pinned wheels, torch's some GB of them, with parallel
+# downloads: the longest part of a first `make demo` on a fresh machine.
 $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c requirements/constraints.txt uv
