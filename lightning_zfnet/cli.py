@@ -45,10 +45,15 @@ class ZFNetCLI(LightningCLI):
             )
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand not in (None, "fit"):
-            loggers = self.config[self.subcommand].trainer.logger
-            for logger in loggers if isinstance(loggers, list) else [loggers]:
-                _log_apart(logger, self.subcommand)
+        if self.subcommand in (None, "fit"):
+            return
+        config = self.config[self.subcommand]
+        loggers = config.trainer.logger
+        loggers = loggers if isinstance(loggers, list) else [loggers]
+        if config.get("ckpt_path") == "last":  # the training's, before logging apart
+            config.ckpt_path = _last_of_training(loggers[0])
+        for logger in loggers:
+            _log_apart(logger, self.subcommand)
 
     def before_fit(self) -> None:
         if self.trainer.fast_dev_run:
@@ -60,6 +65,22 @@ class ZFNetCLI(LightningCLI):
             arguments["ckpt_path"] = last_checkpoint(self.trainer)
         if arguments.get("ckpt_path"):
             keep_logged_rows(self.trainer, Path(arguments["ckpt_path"]))
+
+
+def _last_of_training(logger: object) -> str:
+    """``last.ckpt`` in the checkpoint folder of the training logged by ``logger``."""
+    arguments = logger.get("init_args") if isinstance(logger, Namespace) else None
+    if arguments is None or "save_dir" not in arguments:
+        raise ValueError("--ckpt_path last needs a logger with a save_dir; give a path")
+    version = arguments.get("version") or ""  # as Lightning names the folder:
+    version = version if isinstance(version, str) else f"version_{version}"
+    folder = Path(arguments.save_dir, arguments.get("name") or "", version)
+    path = folder / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--ckpt_path last: no {path}; give the checkpoint's path instead"
+        )
+    return str(path)
 
 
 def _log_apart(logger: object, subcommand: str) -> None:

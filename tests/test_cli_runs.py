@@ -108,6 +108,11 @@ def test_evaluations_log_apart_and_predict_writes_top_k(fake_data_dir, trained):
         args[0] = subcommand
         main([*args, f"--ckpt_path={checkpoint}"])
         assert (out / subcommand / "version_0" / "config.yaml").is_file()
+    # "last" is the training's last checkpoint, also when the test logs apart
+    args[0] = "test"
+    main([*args, "--ckpt_path=last"])
+    saved = (out / "test" / "version_1" / "config.yaml").read_text()
+    assert f"ckpt_path: {checkpoint}" in saved
     # the training's files are all there, unchanged
     assert {p: p.read_bytes() for p in files} == files
     assert _rows(out / "test" / "version_0" / "metrics.csv")[0]["test/top1"]
