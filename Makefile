@@ -10,10 +10,13 @@ OUT ?= runs/demo
 
 install: $(STAMP)
 
+# uv (pinned) installs the pinned wheels, torch's some GB of them, with parallel
+# downloads: the longest part of a first `make demo` on a fresh machine.
 $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c requirements/constraints.txt uv
+	$(PY) -m uv pip install --quiet --python $(PY) -c requirements/constraints.txt \
+	    -e '.[dev]'
 	touch $@
 
 # Fashion-MNIST from Debian's package when apt is usable; otherwise the data

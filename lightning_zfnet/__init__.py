@@ -10,6 +10,7 @@ from .default import DEFAULT_CONFIG, train_default
 from .evolution import FeatureEvolution
 from .model import ZFNet, zfnet
 from .module import ZFNetModule
+from .predictions import PredictionWriter
 from .scan import ActivationScan, scan_top_activations
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "FeatureEvolution",
     "FilterRenorm",
     "ImageNetDataModule",
+    "PredictionWriter",
     "ZFNet",
     "ZFNetModule",
     "renormalize_filters",

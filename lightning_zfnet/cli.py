@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+from pathlib import Path
+
 import torch
+from jsonargparse import Namespace
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .data import SplitDataModule
 from .module import ZFNetModule
+from .resume import keep_logged_rows, last_checkpoint
+
+__all__ = ["ZFNetCLI", "main", "run_cli"]
 
 
 class ZFNetCLI(LightningCLI):
-    """LightningCLI whose model takes its input shape and class count from the data."""
+    """LightningCLI whose model takes its input shape and class count from the data.
+
+    Beyond Lightning's own command line:
+
+    - ``validate``, ``test`` and ``predict`` log into a folder of their own,
+      ``<save_dir>/<name>/<subcommand>/version_<n>``, so that they never replace a
+      training run's ``config.yaml``, ``metrics.csv`` or ``hparams.yaml``;
+    - ``fit --ckpt_path last`` without a last checkpoint is an error, not a fresh
+      start, and a resumed fit keeps the ``metrics.csv`` rows logged before its
+      checkpoint;
+    - ``fast_dev_run`` writes no checkpoint (Lightning's ``save_last`` would, into
+      the working directory).
+    """
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse type)
         for source, target in (
@@ -22,26 +44,92 @@ class ZFNetCLI(LightningCLI):
                 f"data.{source}", f"model.{target}", apply_on="instantiate"
             )
 
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand in (None, "fit"):
+            return
+        config = self.config[self.subcommand]
+        loggers = config.trainer.logger
+        loggers = loggers if isinstance(loggers, list) else [loggers]
+        if config.get("ckpt_path") == "last":  # the training's, before logging apart
+            config.ckpt_path = _last_of_training(loggers[0])
+        for logger in loggers:
+            _log_apart(logger, self.subcommand)
+
+    def before_fit(self) -> None:
+        if self.trainer.fast_dev_run:
+            for callback in self.trainer.checkpoint_callbacks:
+                if isinstance(callback, ModelCheckpoint):
+                    callback.save_last = False
+        arguments = self.config_init[self.subcommand]
+        if arguments.get("ckpt_path") == "last":
+            arguments["ckpt_path"] = last_checkpoint(self.trainer)
+        if arguments.get("ckpt_path"):
+            keep_logged_rows(self.trainer, Path(arguments["ckpt_path"]))
+
+
+def _last_of_training(logger: object) -> str:
+    """``last.ckpt`` in the checkpoint folder of the training logged by ``logger``."""
+    arguments = logger.get("init_args") if isinstance(logger, Namespace) else None
+    if arguments is None or "save_dir" not in arguments:
+        raise ValueError("--ckpt_path last needs a logger with a save_dir; give a path")
+    version = arguments.get("version") or ""  # as Lightning names the folder:
+    version = version if isinstance(version, str) else f"version_{version}"
+    folder = Path(arguments.save_dir, arguments.get("name") or "", version)
+    path = folder / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--ckpt_path last: no {path}; give the checkpoint's path instead"
+        )
+    return str(path)
+
+
+def _log_apart(logger: object, subcommand: str) -> None:
+    """Send an evaluation's logs to ``<name>/<subcommand>/version_<n>`` of the
+    training's logger (for loggers configured with ``save_dir`` and ``name``)."""
+    if not isinstance(logger, Namespace):
+        return  # True (Lightning's default, versioned), False or None: nothing to do
+    arguments = logger.get("init_args")
+    if arguments is None or "save_dir" not in arguments or "name" not in arguments:
+        return
+    arguments.name = str(Path(arguments.name or "") / subcommand)
+    if not arguments.get("version"):  # "" or None: a new numbered version
+        arguments.version = None
+
 
 def run_cli(args: list[str] | None = None) -> ZFNetCLI:
     """Run the command line and return it (its ``trainer`` and ``model`` are set);
-    ``args`` replaces ``sys.argv[1:]`` when given."""
+    ``args`` replaces ``sys.argv[1:]`` when given. A misspelt or abbreviated option
+    is an error (``--trainer.max_epoch`` is not taken for ``max_epochs``)."""
+    no_abbreviations = {"allow_abbrev": False}
     return ZFNetCLI(
         ZFNetModule,
         SplitDataModule,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={
+            **no_abbreviations,
+            **{name: no_abbreviations for name in ZFNetCLI.subcommands()},
+        },
         args=args,
     )
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``zfnet`` console script."""
-    run_cli(args)
-    # Lightning leaves a DDP process group up; gloo's threads can then abort the
-    # interpreter's exit, so close it here.
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    """Entry point of the ``zfnet`` console script.
+
+    Exit codes: 0 when the subcommand finished, 1 on an error or Ctrl-C, 2 on a bad
+    command line, 143 (128 + SIGTERM, the shells' convention) when a SIGTERM stopped
+    it, so that a scheduler can tell a killed run from a finished one.
+    """
+    try:
+        run_cli(args)
+    except SIGTERMException:  # Lightning's, a SystemExit with code 0
+        sys.exit(128 + signal.SIGTERM)
+    finally:
+        # Lightning leaves a DDP process group up; gloo's threads can then abort the
+        # interpreter's exit, so close it here.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

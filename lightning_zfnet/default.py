@@ -19,7 +19,8 @@ def train_default(
     out: Path, config: Path = DEFAULT_CONFIG, extra: Sequence[str] = ()
 ) -> dict:
     """Fit ``config`` into ``out/train`` unless its checkpoint exists, then test it
-    (logging into ``out/test``, so the training's logs stay as they are).
+    (the ``zfnet`` command logs the test into ``out/train/test/version_<n>``, so the
+    training's logs stay as they are).
 
     Returns the checkpoint path, the test metrics, the seconds each step took and
     the data folder the test read.
@@ -27,17 +28,17 @@ def train_default(
     out = Path(out)
     checkpoint = out / "train" / "checkpoints" / "last.ckpt"
 
-    def args(stage: str, folder: str) -> list[str]:  # each stage logs apart
-        save_dir = f"--trainer.logger.init_args.save_dir={out / folder}"
+    def args(stage: str) -> list[str]:
+        save_dir = f"--trainer.logger.init_args.save_dir={out / 'train'}"
         return [stage, "--config", str(config), save_dir, *extra]
 
     timings = {}
     if not checkpoint.exists():
         start = time.perf_counter()
-        run_cli(args("fit", "train"))
+        run_cli(args("fit"))
         timings["train_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    cli = run_cli([*args("test", "test"), f"--ckpt_path={checkpoint}"])
+    cli = run_cli([*args("test"), f"--ckpt_path={checkpoint}"])
     timings["test_s"] = time.perf_counter() - start
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
     return {

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -20,6 +22,7 @@ from captum_deconvnet import (
 )
 from captum_deconvnet._inputs import check_submodule
 from captum_deconvnet.layers import eval_mode
+from captum_deconvnet.receptive_field import ReceptiveField
 from captum_deconvnet.topk import first_item
 
 __all__ = ["FeatureEvolution"]
@@ -35,7 +38,9 @@ class FeatureEvolution(pl.Callback):
     that takes images (``logger.experiment.add_image``, as TensorBoard's does). At
     the end of fitting ``{layer}_evolution.png`` shows a row per channel and a
     column per epoch. Only the global-zero process does this work; the model is
-    put in eval mode for it and returned to its mode.
+    put in eval mode for it and returned to its mode. The epochs shown are saved in
+    checkpoints, so that a resumed fit's pictures keep those before the resume.
+    Under ``fast_dev_run`` the projections are computed but no file is written.
 
     Args:
         layers: submodules of the LightningModule, or their names in it
@@ -103,11 +108,10 @@ class FeatureEvolution(pl.Callback):
             atlases = project_top_activations(
                 pl_module, top, images, normalization=self.normalization
             )
-        self._output.mkdir(parents=True, exist_ok=True)
         for name, atlas in atlases.items():
             self.history.setdefault(name, []).append((epoch, atlas))
             grid = _grid(atlas.projections[:, 0])
-            save_image(grid, self._output / f"{name}_epoch{epoch:03d}.png")
+            self._save(trainer, grid, f"{name}_epoch{epoch:03d}.png")
             _log_image(trainer, f"feature_evolution/{name}", grid, epoch)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -117,12 +121,39 @@ class FeatureEvolution(pl.Callback):
             # Row c: channel c's projection at each epoch shown, left to right.
             per_epoch = torch.stack([atlas.projections[:, 0] for _, atlas in shown], 1)
             grid = _grid(per_epoch.flatten(0, 1), per_row=len(shown))
-            save_image(grid, self._output / f"{name}_evolution.png")
+            self._save(trainer, grid, f"{name}_evolution.png")
+
+    def _save(self, trainer: pl.Trainer, grid: Tensor, name: str) -> None:
+        if trainer.fast_dev_run:  # Lightning's debugging run writes no files
+            return
+        self._output.mkdir(parents=True, exist_ok=True)
+        save_image(grid, self._output / name)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epochs shown so far, as plain tensors and numbers (checkpoints load
+        with ``weights_only``)."""
+        return {
+            "history": {
+                name: [(epoch, dataclasses.asdict(atlas)) for epoch, atlas in shown]
+                for name, shown in self.history.items()
+            }
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {
+            name: [(epoch, _atlas(fields)) for epoch, fields in shown]
+            for name, shown in state_dict.get("history", {}).items()
+        }
 
     def _fixed_images(self, trainer: pl.Trainer) -> Tensor:
         if self.images is None:
             self.images = _first_images(trainer.val_dataloaders, self.num_images)
         return self.images
+
+
+def _atlas(fields: dict[str, Any]) -> LayerAtlas:
+    field = ReceptiveField(**{k: tuple(v) for k, v in fields["field"].items()})
+    return LayerAtlas(**{**fields, "field": field})
 
 
 def _resolve(pl_module: nn.Module, layer: str | nn.Module) -> nn.Module:

@@ -151,14 +151,18 @@ class ZFNetModule(pl.LightningModule):
                 optimizer, step_size=hp.step_size, gamma=hp.lr_factor
             )
         elif hp.scheduler == "cosine":
+            epochs = max(1, self.trainer.max_epochs or 1)
+            self._check_schedule_length("T_max", epochs, "epochs")
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=max(1, self.trainer.max_epochs or 1)
+                optimizer, T_max=epochs
             )
         else:
+            steps = self.trainer.estimated_stepping_batches
+            self._check_schedule_length("total_steps", steps, "steps")
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer,
                 max_lr=hp.lr,
-                total_steps=self.trainer.estimated_stepping_batches,
+                total_steps=steps,
                 pct_start=hp.warmup,
                 base_momentum=hp.momentum,
                 max_momentum=hp.momentum,
@@ -170,9 +174,11 @@ class ZFNetModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # Lightning restores weights, optimiser, schedulers and loop counters, but not the
-    # random generator that drives dropout and shuffling; without it a resumed run
-    # diverges from an uninterrupted one. It is restored only when a trainer resumes, so
-    # that loading a checkpoint for inference leaves the caller's generator alone.
+    # random generator that drives dropout (and augmentation in the main process);
+    # without it a resumed run diverges from an uninterrupted one. The state saved at
+    # the end of an epoch is put back when the resumed run starts training, after its
+    # sanity check, so that a loaded checkpoint for inference leaves the caller's
+    # generator alone.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_state"] = torch.get_rng_state()
         if torch.cuda.is_available():
@@ -181,7 +187,31 @@ class ZFNetModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._trainer is None or not self.trainer.training:
             return
-        if "rng_state" in checkpoint:
-            torch.set_rng_state(checkpoint["rng_state"])
-        if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(checkpoint["cuda_rng_state"])
+        self._resumed_rng = {
+            key: checkpoint[key]
+            for key in ("rng_state", "cuda_rng_state")
+            if key in checkpoint
+        }
+        self._resumed_schedulers = checkpoint.get("lr_schedulers", [])
+
+    def on_train_start(self) -> None:
+        state = getattr(self, "_resumed_rng", {})
+        if "rng_state" in state:
+            torch.set_rng_state(state["rng_state"])
+        if "cuda_rng_state" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng_state"])
+        self._resumed_rng = {}
+
+    def _check_schedule_length(self, key: str, length: int, unit: str) -> None:
+        """Refuse to resume a schedule whose length is fixed by the fit's (one-cycle's
+        steps, cosine's epochs) with another length: torch would step past the end
+        (one-cycle raises, cosine climbs again)."""
+        saved = [state.get(key) for state in getattr(self, "_resumed_schedulers", [])]
+        if saved and saved[0] is not None and saved[0] != length:
+            raise ValueError(
+                f"the checkpoint's {self.hparams.scheduler!r} schedule spans "
+                f"{saved[0]} {unit}, this fit {length}: the schedule is fitted to the "
+                "whole run and cannot be extended. Resume with the checkpoint's "
+                "trainer.max_epochs to finish that run, or start a new fit (without "
+                "--ckpt_path) with the new max_epochs."
+            )

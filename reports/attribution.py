@@ -113,7 +113,7 @@ rather than the clutter around it, (d) drops over the item only, and (b) and (c)
 at the same part of it."""
 
 
-BENCHMARK_IMAGES = (32, 8)  # images, and the subset for robustness and sanity
+BENCHMARK_IMAGES = (16, 4)  # images, and the subset for robustness and sanity
 
 
 def benchmark_section(ctx: ReportContext) -> str:

@@ -4,6 +4,8 @@ snapshot of what an attribution could leave changed in a model."""
 from __future__ import annotations
 
 import gzip
+import os
+import signal
 import struct
 from pathlib import Path
 
@@ -109,3 +111,16 @@ def tiny_training_args(data_dir) -> list[str]:
         "--trainer.enable_progress_bar=false",
         "--trainer.accelerator=cpu",
     ]
+
+
+class SignalAt(pl.Callback):
+    """Sends ``signal`` (a name such as ``"SIGINT"``) to its own process after the
+    optimiser step that makes ``global_step`` equal ``step``, as a user's Ctrl-C or a
+    scheduler's SIGTERM would arrive."""
+
+    def __init__(self, step: int, signal: str = "SIGINT") -> None:
+        self.step, self.signal = step, signal
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), getattr(signal, self.signal))

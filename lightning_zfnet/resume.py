@@ -1,0 +1,80 @@
+"""Resuming a fit from a checkpoint: finding ``last``, keeping the earlier logs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+__all__ = ["keep_logged_rows", "last_checkpoint"]
+
+
+def last_checkpoint(trainer: pl.Trainer) -> str:
+    """The newest last checkpoint of the trainer's ``ModelCheckpoint`` callbacks,
+    where Lightning's ``ckpt_path="last"`` looks for it.
+
+    Raises:
+        FileNotFoundError: when there is none (Lightning would warn and start a
+            new fit).
+    """
+    found: set[str] = set()
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            found |= callback._find_last_checkpoints(trainer)
+    existing = [Path(path) for path in found if Path(path).is_file()]
+    if not existing:
+        raise FileNotFoundError(
+            f"--ckpt_path last: no last checkpoint under {trainer.log_dir}, so there "
+            "is nothing to resume. Leave out --ckpt_path to start a new fit, or give "
+            "the checkpoint's path."
+        )
+    return str(max(existing, key=lambda path: path.stat().st_mtime))
+
+
+def keep_logged_rows(trainer: pl.Trainer, checkpoint: Path) -> None:
+    """Keep the ``metrics.csv`` rows of each CSV logger that were logged before
+    ``checkpoint`` was saved (step below its ``global_step``).
+
+    Lightning's CSV writer deletes ``metrics.csv`` when it starts; the rows are read
+    first and logged again through it, so that the resumed fit appends to them.
+    Rows logged after the checkpoint (by the run that was stopped) are dropped: the
+    resumed fit logs those steps anew.
+    """
+    if rank_zero_only.rank != 0:
+        return
+    loggers = [logger for logger in trainer.loggers if isinstance(logger, CSVLogger)]
+    files = [Path(logger.log_dir) / "metrics.csv" for logger in loggers]
+    if not any(path.is_file() for path in files):
+        return
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    for logger, path in zip(loggers, files, strict=True):
+        rows = _read_rows(path) if path.is_file() else []
+        writer = logger.experiment  # starting it deletes the file
+        for step, values in rows:
+            if step < saved["global_step"]:
+                writer.log_metrics(values, step)
+        logger.save()
+
+
+def _read_rows(path: Path) -> list[tuple[int, dict[str, float | int]]]:
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    return [
+        (
+            int(row["step"]),
+            {k: _number(v) for k, v in row.items() if k != "step" and v != ""},
+        )
+        for row in rows
+    ]
+
+
+def _number(text: str) -> float | int:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)

@@ -1,0 +1,207 @@
+"""The ``zfnet`` command as users run it: resume, evaluation folders, predictions,
+stray files, exit codes and option spelling, on tiny data."""
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from lightning_zfnet import ZFNetModule
+from lightning_zfnet.cli import main
+from lightning_zfnet.data import ClutteredFashionMNISTDataModule
+from tests.helpers import tiny_training_args
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "cluttered_fashion_mnist.yaml"
+# As many threads as this process: sums then run in the same order in both.
+THREADS = str(torch.get_num_threads())
+ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": THREADS}
+
+
+def _fit_args(data_dir, out, *extra):
+    return [
+        "fit",
+        "--config",
+        str(CONFIG),
+        f"--trainer.logger.init_args.save_dir={out}",
+        *tiny_training_args(data_dir),
+        *extra,
+    ]
+
+
+def _zfnet(args, **kwargs):
+    """The command in a process of its own, as a shell or a scheduler starts it."""
+    command = [sys.executable, "-m", "lightning_zfnet.cli", *map(str, args)]
+    return subprocess.run(
+        command, cwd=kwargs.pop("cwd", ROOT), env=ENV, timeout=300, **kwargs
+    )
+
+
+def _rows(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.mark.slow
+def test_fit_stopped_by_ctrl_c_and_resumed_equals_an_uninterrupted_fit(
+    fake_data_dir, tmp_path
+):
+    # Three epochs of 4 steps with two loader workers, flips and shifts, dropout,
+    # every step logged and feature pictures after each epoch; Ctrl-C in epoch 2.
+    extra = [
+        "--trainer.max_epochs=3",
+        "--trainer.limit_train_batches=4",
+        "--trainer.limit_val_batches=2",
+        "--trainer.log_every_n_steps=1",
+        "--data.init_args.batch_size=16",
+        "--data.init_args.num_workers=2",
+        "--model.dropout=0.5",
+        "--trainer.callbacks.init_args.epochs=[1, 2, 3]",  # FeatureEvolution's
+    ]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    main(_fit_args(fake_data_dir, straight, *extra))
+    interrupt = [
+        "--trainer.callbacks+=tests.helpers.SignalAt",
+        "--trainer.callbacks.step=6",
+    ]
+    killed = _zfnet(_fit_args(fake_data_dir, resumed, *extra, *interrupt))
+    assert killed.returncode == 1  # Lightning's exit after Ctrl-C
+    assert torch.load(resumed / "checkpoints" / "last.ckpt")["global_step"] == 4
+    main([*_fit_args(fake_data_dir, resumed, *extra), "--ckpt_path=last"])
+
+    runs = (straight, resumed)
+    ends = [torch.load(run / "checkpoints" / "last.ckpt") for run in runs]
+    assert ends[0]["global_step"] == ends[1]["global_step"] == 12
+    for name, value in ends[0]["state_dict"].items():
+        assert torch.equal(value, ends[1]["state_dict"][name]), name
+    # every logged number, the first epoch's included
+    rows = _rows(resumed / "metrics.csv")
+    assert rows == _rows(straight / "metrics.csv")
+    assert [r["step"] for r in rows if r["train/loss"]] == [str(s) for s in range(12)]
+    # the evolution picture has a column for each of the three epochs
+    picture = "model.features.13_evolution.png"
+    pictures = [Image.open(run / "feature_evolution" / picture) for run in runs]
+    assert pictures[0].tobytes() == pictures[1].tobytes()
+    shown = ends[1]["callbacks"]["FeatureEvolution"]["history"]["model.features.13"]
+    assert [epoch for epoch, _ in shown] == [1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def trained(fake_data_dir, tmp_path_factory):
+    """A one-epoch fit of the default config: its folder and a copy of its files."""
+    out = tmp_path_factory.mktemp("trained")
+    main(_fit_args(fake_data_dir, out))
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    return out, files
+
+
+def test_evaluations_log_apart_and_predict_writes_top_k(fake_data_dir, trained):
+    out, files = trained
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    for subcommand in ("validate", "test", "predict"):
+        args = _fit_args(fake_data_dir, out)
+        args[0] = subcommand
+        main([*args, f"--ckpt_path={checkpoint}"])
+        assert (out / subcommand / "version_0" / "config.yaml").is_file()
+    # "last" is the training's last checkpoint, also when the test logs apart
+    args[0] = "test"
+    main([*args, "--ckpt_path=last"])
+    saved = (out / "test" / "version_1" / "config.yaml").read_text()
+    assert f"ckpt_path: {checkpoint}" in saved
+    # the training's files are all there, unchanged
+    assert {p: p.read_bytes() for p in files} == files
+    assert _rows(out / "test" / "version_0" / "metrics.csv")[0]["test/top1"]
+
+    rows = _rows(out / "predict" / "version_0" / "predictions.csv")
+    columns = {key: [float(r[key]) for r in rows] for key in rows[0]}
+    _assert_top5_of_test_images(columns, checkpoint)
+
+
+def _assert_top5_of_test_images(columns, checkpoint):
+    """``columns`` (index, label, class_j, probability_j) are those of the model in
+    ``checkpoint`` on every test image, in order, computed here in one batch."""
+    module = ZFNetModule.load_from_checkpoint(checkpoint, weights_only=True).eval()
+    data = ClutteredFashionMNISTDataModule.from_checkpoint(checkpoint)
+    data.setup("test")
+    items = [data.test_set[i] for i in range(len(data.test_set))]
+    images, labels, _ = zip(*items, strict=True)
+    with torch.no_grad():
+        probabilities = module(torch.stack(images)).softmax(1)
+    top, classes = probabilities.topk(5, dim=1)
+    assert columns["index"] == list(range(len(data.test_set)))
+    assert columns["label"] == [int(y) for y in labels]
+    for j in range(5):
+        assert columns[f"class_{j + 1}"] == classes[:, j].tolist()
+        written = torch.tensor(columns[f"probability_{j + 1}"])
+        torch.testing.assert_close(written, top[:, j])
+
+
+@pytest.mark.slow
+def test_predict_under_ddp_writes_one_file_of_all_images(
+    fake_data_dir, trained, tmp_path
+):
+    checkpoint = trained[0] / "checkpoints" / "last.ckpt"
+    args = _fit_args(fake_data_dir, tmp_path)
+    args[0] = "predict"
+    ddp = [
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--data.init_args.batch_size=24",  # 64 images: uneven batches per process
+        "--trainer.callbacks+=lightning_zfnet.PredictionWriter",
+        "--trainer.callbacks.output=top5.pt",
+        f"--ckpt_path={checkpoint}",
+    ]
+    _zfnet([*args, *ddp], check=True)
+    folder = tmp_path / "predict" / "version_0"
+    tensors = torch.load(folder / "top5.pt")
+    columns = {"index": tensors["index"].tolist(), "label": tensors["label"].tolist()}
+    for j in range(5):
+        columns[f"class_{j + 1}"] = tensors["classes"][:, j].tolist()
+        columns[f"probability_{j + 1}"] = tensors["probabilities"][:, j].tolist()
+    _assert_top5_of_test_images(columns, checkpoint)
+    assert len(_rows(folder / "predictions.csv")) == 64  # the config's writer
+
+
+def test_fast_dev_run_writes_nothing_anywhere(fake_data_dir, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    main(_fit_args(fake_data_dir, tmp_path / "run", "--trainer.fast_dev_run=true"))
+    assert list(tmp_path.rglob("*")) == [cwd]
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_fit_with_exit_code_143(fake_data_dir, tmp_path):
+    signal = ["--trainer.callbacks+=tests.helpers.SignalAt"]
+    signal += ["--trainer.callbacks.step=1", "--trainer.callbacks.signal=SIGTERM"]
+    killed = _zfnet([*_fit_args(fake_data_dir, tmp_path), *signal])
+    assert killed.returncode == 143  # step 1 of 2: the fit did not finish
+
+
+def test_resuming_last_without_a_checkpoint_is_an_error(fake_data_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no last checkpoint"):
+        main([*_fit_args(fake_data_dir, tmp_path), "--ckpt_path=last"])
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_misspelt_option_is_an_error(capsys):
+    for option in ("--trainer.max_epoch", "--trainer.max_epochs"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", str(CONFIG), option, "2", "--print_config"])
+        expected = 2 if option.endswith("epoch") else 0
+        assert exit_info.value.code == expected, option
+    assert "unrecognized arguments: --trainer.max_epoch 2" in capsys.readouterr().err
+
+
+def test_extending_a_finished_one_cycle_is_refused(fake_data_dir, trained, tmp_path):
+    shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
+    longer = _fit_args(fake_data_dir, tmp_path, "--trainer.max_epochs=2")
+    refusal = "'onecycle' schedule spans 2 steps, this fit 4"
+    with pytest.raises(ValueError, match=refusal):
+        main([*longer, "--ckpt_path=last"])
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 2
