@@ -92,10 +92,12 @@ class DeconvNet(_Deconv):
     with the transposed forward weights (no biases). Every ReLU the forward pass calls
     is rectified, including ``F.relu``/``torch.relu`` in ``forward`` (which Captum's
     ``Deconvolution`` misses). Other activations (GELU, LeakyReLU, ReLU6, ...) keep
-    their gradient and a warning names them. The model is never modified.
+    their gradient and a warning names them. The model runs in eval mode and is left
+    as it was (see :func:`~captum_deconvnet.layers.guarded`).
 
     Args:
-        model: the network; its output is ``(N, ...)``.
+        model: the network (a compiled or ``DataParallel`` one runs the module it
+            holds); it returns one ``(N, ...)`` tensor.
         normalization: ``"skip"`` (the paper) passes the reverse signal through local
             response normalisation unchanged; ``"gradient"`` backpropagates through it,
             which makes the result equal ``captum.attr.Deconvolution`` on models whose
@@ -124,7 +126,13 @@ class DeconvNet(_Deconv):
             additional_forward_args: further arguments of the model, not attributed.
 
         Returns:
-            One projection per input tensor, with its shape (a tensor for a tensor).
+            One projection per input tensor, with its shape and dtype (a tensor for
+            a tensor).
+
+        Raises:
+            TypeError: if the model does not return one tensor.
+            ValueError: for a target that does not fit the output, or an unbatched
+                input to a convolution of the model.
         """
 
         def seed(model: nn.Module, args: tuple) -> tuple[Tensor, Tensor]:
@@ -214,13 +222,16 @@ class FeatureMapDeconvNet(_Deconv):
 
         Args:
             inputs: a batch, or a tuple of batches the model takes together.
-            channels: one channel for every example, or one per example.
+            channels: one channel for every example, or one per example (a batch
+                ``k`` times longer, as ``NoiseTunnel`` makes it, takes each ``k``
+                times in a row).
             keep: ``"strongest"`` keeps the map's largest activation alone (the
                 paper's figures), ``"map"`` the whole map.
             additional_forward_args: further arguments of the model, not attributed.
             positions: ``(N, 2)``: the ``(row, col)`` of the one activation to keep in
                 each example's map instead of its strongest (a top-k entry found
-                across a dataset); only with ``keep="strongest"`` and 2-D maps.
+                across a dataset), or ``(1, 2)`` for all, following the batch as
+                ``channels`` does; only with ``keep="strongest"`` and 2-D maps.
         """
         if keep not in ("strongest", "map"):
             raise ValueError(f"keep must be 'strongest' or 'map', got {keep!r}")

@@ -79,9 +79,13 @@ class OcclusionSensitivity(PerturbationAttribution):
     :meth:`attribute` gives the numbers of ``captum.attr.Occlusion`` for the same
     arguments; :meth:`sensitivity_maps` gives the paper's per-position maps.
 
+    The model runs in eval mode and is left as it was (see
+    :func:`~captum_deconvnet.layers.guarded`); a model with hooks runs full passes.
+
     Args:
-        forward_func: the model (an ``nn.Module`` gets incremental inference) or any
-            function returning one output row per example.
+        forward_func: the model (an ``nn.Module`` gets incremental inference; a
+            compiled or ``DataParallel`` one runs the module it holds) or any
+            function, returning one ``(N, ...)`` tensor.
         incremental: recompute only the region an occluder reaches wherever the
             model allows it (exact); ``False`` always runs full forward passes.
         max_batch: most occluded copies in one forward pass, which bounds memory.
@@ -147,6 +151,11 @@ class OcclusionSensitivity(PerturbationAttribution):
         Returns:
             Attributions shaped like ``inputs``, in their dtype (Captum's are always
             float32).
+
+        Raises:
+            TypeError: if the model does not return one tensor.
+            ValueError: for arguments that do not fit the inputs, or an unbatched
+                input to a convolution of the model.
         """
         tensors, is_tuple = as_tuple(inputs)
         windows = window_shapes(sliding_window_shapes, tensors)
@@ -222,6 +231,15 @@ class OcclusionSensitivity(PerturbationAttribution):
             fill: the square's value: ``None`` is each image's mean per channel
                 (the paper's grey), or a number, or a tensor of one per channel.
             show_progress: show a progress bar over the positions.
+
+        Returns:
+            The maps, ``probability`` and ``activation`` in the images' dtype.
+
+        Raises:
+            TypeError: if the model does not return one tensor, or the layer's
+                output is not one tensor.
+            ValueError: for images that are not ``(N, C, H, W)``, a layer that does
+                not run, or arguments that do not fit.
         """
         if isinstance(inputs, tuple):
             raise ValueError(

@@ -210,9 +210,9 @@ def top_activations(
     this process; item ``i`` of the dataset has image index ``i``. The model runs in
     eval mode (see "What it accepts" in the README) and without gradients; the
     state's values are float64, which hold float16, bfloat16 and float32
-    activations exactly. To spread a large
-    dataset over processes or GPUs, ``lightning_zfnet.scan_top_activations`` runs
-    the same scan in Lightning's predict loop and merges the states exactly.
+    activations exactly. To spread a large dataset over processes or GPUs,
+    ``lightning_zfnet.scan_top_activations`` runs the same scan in Lightning's
+    predict loop and merges the states exactly.
 
     Args:
         model: the network.

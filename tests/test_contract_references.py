@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.distributed as dist
 from captum.attr import Deconvolution, NeuronDeconvolution, NoiseTunnel, Occlusion
 from torch import nn
 
@@ -253,3 +254,22 @@ def test_ranks_the_model_does_not_take_are_named():
         DeconvNet(net()).attribute(IMAGES[None], target=0)  # an extra dimension
     with pytest.raises(ValueError, match=r"one image's \(C, H, W\)"):
         receptive_field(net(), net().conv2, (1, 3, 8, 8))
+
+
+def test_distributed_data_parallel_runs_the_module_it_holds(tmp_path):
+    if dist.is_initialized():
+        pytest.skip("a process group is already running in this process")
+    store = f"file://{tmp_path / 'store'}"
+    dist.init_process_group("gloo", init_method=store, rank=0, world_size=1)
+    try:
+        model = nn.parallel.DistributedDataParallel(net())
+        before = state(model)
+        torch.testing.assert_close(
+            DeconvNet(model).attribute(IMAGES, target=1),
+            DeconvNet(net()).attribute(IMAGES, target=1),
+        )
+        top = top_activations(model, [model.module.conv2], IMAGES)
+        assert top.layers == ["conv2"]  # named inside the wrapped module
+        assert_unchanged(before, state(model))
+    finally:
+        dist.destroy_process_group()

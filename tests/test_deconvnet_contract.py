@@ -52,8 +52,8 @@ def test_model_is_left_exactly_as_it_was(kind, training):
     model[0].weight.requires_grad_(False)
     before = snapshot(model)
     explainer, kwargs = EXPLAINERS[kind](model)
-    warns = pytest.warns(UserWarning, match="training mode") if training else None
-    with warns or contextlib.nullcontext():
+    warns = pytest.warns(UserWarning, match="training mode")
+    with warns if training else contextlib.nullcontext():
         explainer.attribute(torch.randn(2, 3, 8, 8), **kwargs)
     assert snapshot(model) == before
 
@@ -128,7 +128,7 @@ def _skips_second(seq: nn.Sequential) -> nn.Module:
         def forward(self, x):
             return self.seq[0](x)
 
-    return SkipSecond()
+    return SkipSecond().eval()
 
 
 def test_captum_tools_accept_it():
