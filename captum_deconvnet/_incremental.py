@@ -291,8 +291,10 @@ class IncrementalForward:
             recorder = _Recorder(gm, watch_node)
             output = recorder.run(images)
         steps = recorder.steps
-        if not steps:
-            return None
+        if not steps or not isinstance(output, Tensor):
+            return None  # full passes: the caller names a tuple or dict output
+        if watch_node is not None and watch_node not in recorder.kept:
+            return None  # the watched output is not one tensor: likewise
         base = dict(recorder.kept)
         base[_placeholder(gm)] = images
         if watch_node is not None and watch_node not in {s.node for s in steps}:

@@ -14,7 +14,16 @@ from torch import Tensor, nn
 
 TargetType = None | int | tuple | Tensor | Sequence[int | tuple]
 
-__all__ = ["TargetType", "as_tuple", "check_submodule", "extra_args", "select_targets"]
+__all__ = [
+    "TargetType",
+    "as_tuple",
+    "check_images",
+    "check_submodule",
+    "extra_args",
+    "per_example",
+    "select_targets",
+    "widened",
+]
 
 
 def as_tuple(inputs: Tensor | tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], bool]:
@@ -45,6 +54,52 @@ def as_tuple(inputs: Tensor | tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], b
     if len(sizes) > 1:
         raise ValueError(f"inputs have different batch sizes: {sorted(sizes)}")
     return tensors, is_tuple
+
+
+def check_images(images: Any, name: str = "inputs") -> Tensor:
+    """``images`` if it is a floating-point batch of images ``(N, C, H, W)``.
+
+    Raises:
+        TypeError: for something other than a floating-point tensor.
+        ValueError: for a tensor of another rank.
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(
+            f"{name} must be a tensor of images (N, C, H, W), got "
+            f"{type(images).__name__}"
+        )
+    as_tuple(images)  # a floating-point tensor
+    if images.ndim != 4:
+        raise ValueError(
+            f"{name} must be images (N, C, H, W), got shape {tuple(images.shape)}"
+        )
+    return images
+
+
+def per_example(values: Tensor, n: int, name: str) -> Tensor:
+    """``values`` (one row, or one per example) as ``n`` rows, one per example.
+
+    A batch ``k`` times longer than ``values`` takes each row ``k`` times in a row:
+    that is how ``captum.attr.NoiseTunnel`` lays out ``k`` noisy copies of each
+    example (``repeat_interleave``), so per-example arguments follow it there.
+
+    Raises:
+        ValueError: if ``n`` is not a multiple of the number of rows.
+    """
+    rows = values.shape[0]
+    if rows == 1:
+        return values.expand(n, *values.shape[1:])
+    if rows == 0 or n % rows:
+        raise ValueError(
+            f"{name} needs 1 or {n} entries (one per example, or one per example "
+            f"of the batch NoiseTunnel copied), got {rows}"
+        )
+    return values.repeat_interleave(n // rows, dim=0)
+
+
+def widened(tensor: Tensor) -> Tensor:
+    """``tensor`` in at least float32, for sums and softmax of float16 values."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def check_submodule(model: nn.Module, layer: nn.Module) -> None:

@@ -46,7 +46,8 @@ def window_shapes(windows: Any, tensors: tuple[Tensor, ...]) -> list:
         if not isinstance(window, tuple) or len(window) != len(dims):
             raise ValueError(
                 f"sliding_window_shapes {window!r} must give one size for each "
-                f"dimension of an input of shape {dims} (after the batch)"
+                f"dimension of an input of shape {dims} after the batch dimension; "
+                "inputs are batches (N, ...), images (N, C, H, W)"
             )
         for size in window:
             check_positive("sliding_window_shapes", size)
@@ -149,6 +150,11 @@ def target_classes(output: Tensor, target: TargetType) -> Tensor:
 
 
 def watched_channels(channel: Any, sums: Tensor, layer: nn.Module) -> Tensor:
+    if sums.ndim != 2:
+        raise ValueError(
+            f"the output of layer {layer!r} has no channels to watch: it must be "
+            f"(N, C, ...), got shape {tuple(sums.shape)}"
+        )
     n, count = sums.shape
     if channel is None:
         return sums.argmax(1)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ._incremental import IncrementalForward, channel_sums
 from ._occlusion_args import Region
+from .layers import layer_tensor
 
 __all__ = ["OcclusionScan"]
 
@@ -124,7 +125,7 @@ class OcclusionScan:
             yield sums
             return
         handle = self.watch.register_forward_hook(
-            lambda m, a, out: sums.append(channel_sums(out))
+            lambda m, a, out: sums.append(channel_sums(layer_tensor(m, out)))
         )
         try:
             yield sums

@@ -15,7 +15,7 @@ from torchvision.utils import make_grid, save_image
 
 from .deconvnet import FeatureMapDeconvNet
 from .display import normalize_projection
-from .layers import eval_mode
+from .layers import guarded
 from .receptive_field import ReceptiveField, receptive_field
 from .topk import TopKActivations, first_item, top_activations
 
@@ -111,6 +111,7 @@ def project_top_activations(
 ) -> dict[str, LayerAtlas]:
     """Project every entry of ``top`` with :class:`FeatureMapDeconvNet` and cut the
     patches under them; the model runs in eval mode (and returns to its mode).
+    Projections and patches are in the images' dtype.
 
     Args:
         model: the network ``top`` was scanned with.
@@ -129,12 +130,12 @@ def project_top_activations(
     image_shape = tuple(first_item(dataset[0]).shape)
     atlases = {}
     channels = channels or {}
-    with eval_mode(model):
+    with guarded(model) as plain:
         for name in top.layers:
-            layer = model.get_submodule(name)
-            field = receptive_field(model, layer, image_shape)
+            layer = plain.get_submodule(name)
+            field = receptive_field(plain, layer, image_shape)
             atlases[name] = _project_layer(
-                FeatureMapDeconvNet(model, layer, normalization),
+                FeatureMapDeconvNet(plain, layer, normalization),
                 top,
                 name,
                 field,
@@ -231,8 +232,9 @@ def feature_atlas(
         >>> atlas = feature_atlas(model, [model.features[4]], val_set)
         >>> save_atlas(atlas["features.4"], "conv2.png", channels=range(16))
     """
-    top = top_activations(model, layers, dataset, k, batch_size)
-    return project_top_activations(model, top, dataset, batch_size, normalization)
+    with guarded(model) as plain:  # one guard, one warning, for both steps
+        top = top_activations(plain, layers, dataset, k, batch_size)
+        return project_top_activations(plain, top, dataset, batch_size, normalization)
 
 
 def save_atlas(

@@ -11,7 +11,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .layers import eval_mode, layer_name, layer_outputs
+from ._inputs import check_images
+from .layers import guarded, layer_name, layer_outputs
 
 __all__ = [
     "box_part_masks",
@@ -79,9 +80,10 @@ def correspondence(
         >>> masks["random"] = random_masks_like(masks["middle"])
         >>> table = correspondence(model, images, masks, [model.features[14]])
     """
-    names = [layer_name(model, layer) for layer in layers]
+    images = check_images(images, "images")
     table = {}
-    with eval_mode(model), torch.no_grad():
+    with guarded(model) as model, torch.no_grad():
+        names = [layer_name(model, layer) for layer in layers]
         original, _ = layer_outputs(model, layers, images)
         for part, mask in masks.items():
             occluded, _ = layer_outputs(model, layers, occlude(images, mask, fill))

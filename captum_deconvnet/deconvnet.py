@@ -11,7 +11,15 @@ from captum.attr import GradientAttribution, NeuronAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ._inputs import TargetType, as_tuple, check_submodule, extra_args, select_targets
+from ._inputs import (
+    TargetType,
+    as_tuple,
+    check_submodule,
+    extra_args,
+    per_example,
+    select_targets,
+)
+from .layers import guarded, layer_did_not_run, layer_tensor, model_output
 from .rules import DeconvRules
 
 __all__ = ["DeconvNet", "FeatureMapDeconvNet", "NeuronDeconvNet"]
@@ -43,16 +51,23 @@ class _Deconv(GradientAttribution):
         self,
         inputs: Inputs,
         additional_forward_args: Any,
-        seed: Callable[[tuple[Tensor, ...]], tuple[Tensor, Tensor]],
+        seed: Callable[[nn.Module, tuple], tuple[Tensor, Tensor]],
     ) -> Inputs:
-        """Run ``seed``, a forward pass returning ``(values, grad_of_values)``, under
-        the deconvnet rules, then send ``grad_of_values`` back to the inputs."""
+        """Run ``seed(model, args)``, a forward pass returning ``(values,
+        grad_of_values)``, under the deconvnet rules, then send ``grad_of_values``
+        back to the inputs. The model runs through :func:`guarded`; gradients are
+        on even inside ``torch.no_grad()`` or ``torch.inference_mode()``."""
         tensors, is_tuple = as_tuple(inputs)
-        with torch.enable_grad():
-            leaves = tuple(t.detach().requires_grad_() for t in tensors)
+        with (
+            guarded(self.model) as model,
+            torch.inference_mode(False),
+            torch.enable_grad(),
+        ):
+            leaves = tuple(_usable(t).detach().requires_grad_() for t in tensors)
+            extra = tuple(map(_usable, extra_args(additional_forward_args)))
             rules = DeconvRules(self.normalization)
             with rules:
-                values, grad = seed(leaves + extra_args(additional_forward_args))
+                values, grad = seed(model, leaves + extra)
             rules.warn_unruled()
             grads = torch.autograd.grad(values, leaves, grad, allow_unused=True)
         grads = tuple(
@@ -62,6 +77,14 @@ class _Deconv(GradientAttribution):
         return grads if is_tuple else grads[0]
 
 
+def _usable(value: Any) -> Any:
+    """An inference tensor (made under ``torch.inference_mode()``) as an ordinary
+    copy that autograd can record; anything else as it is."""
+    if isinstance(value, Tensor) and value.is_inference():
+        return value.clone()
+    return value
+
+
 class DeconvNet(_Deconv):
     """Project a model output back to the input through the paper's deconvnet.
 
@@ -69,10 +92,12 @@ class DeconvNet(_Deconv):
     with the transposed forward weights (no biases). Every ReLU the forward pass calls
     is rectified, including ``F.relu``/``torch.relu`` in ``forward`` (which Captum's
     ``Deconvolution`` misses). Other activations (GELU, LeakyReLU, ReLU6, ...) keep
-    their gradient and a warning names them. The model is never modified.
+    their gradient and a warning names them. The model runs in eval mode and is left
+    as it was (see :func:`~captum_deconvnet.layers.guarded`).
 
     Args:
-        model: the network; its output is ``(N, ...)``.
+        model: the network (a compiled or ``DataParallel`` one runs the module it
+            holds); it returns one ``(N, ...)`` tensor.
         normalization: ``"skip"`` (the paper) passes the reverse signal through local
             response normalisation unchanged; ``"gradient"`` backpropagates through it,
             which makes the result equal ``captum.attr.Deconvolution`` on models whose
@@ -101,11 +126,18 @@ class DeconvNet(_Deconv):
             additional_forward_args: further arguments of the model, not attributed.
 
         Returns:
-            One projection per input tensor, with its shape (a tensor for a tensor).
+            One projection per input tensor, with its shape and dtype (a tensor for
+            a tensor).
+
+        Raises:
+            TypeError: if the model does not return one tensor.
+            ValueError: for a target that does not fit the output, or an unbatched
+                input to a convolution of the model.
         """
 
-        def seed(args: tuple) -> tuple[Tensor, Tensor]:
-            selected = select_targets(self.forward_func(*args), target)
+        def seed(model: nn.Module, args: tuple) -> tuple[Tensor, Tensor]:
+            output = model_output(model(*args), args[0].shape[0])
+            selected = select_targets(output, target)
             return selected, torch.ones_like(selected)
 
         return self._project(inputs, additional_forward_args, seed)
@@ -148,9 +180,9 @@ class NeuronDeconvNet(_Deconv, NeuronAttribution):
             attribute_to_neuron_input: select from the layer's input, not its output.
         """
 
-        def seed(args: tuple) -> tuple[Tensor, Tensor]:
+        def seed(model: nn.Module, args: tuple) -> tuple[Tensor, Tensor]:
             activation = _layer_activation(
-                self.model, self.layer, args, attribute_to_neuron_input
+                model, self.layer, args, attribute_to_neuron_input
             )
             selected = _select_neurons(activation, neuron_selector)
             return selected, torch.ones_like(selected)
@@ -190,21 +222,24 @@ class FeatureMapDeconvNet(_Deconv):
 
         Args:
             inputs: a batch, or a tuple of batches the model takes together.
-            channels: one channel for every example, or one per example.
+            channels: one channel for every example, or one per example (a batch
+                ``k`` times longer, as ``NoiseTunnel`` makes it, takes each ``k``
+                times in a row).
             keep: ``"strongest"`` keeps the map's largest activation alone (the
                 paper's figures), ``"map"`` the whole map.
             additional_forward_args: further arguments of the model, not attributed.
             positions: ``(N, 2)``: the ``(row, col)`` of the one activation to keep in
                 each example's map instead of its strongest (a top-k entry found
-                across a dataset); only with ``keep="strongest"`` and 2-D maps.
+                across a dataset), or ``(1, 2)`` for all, following the batch as
+                ``channels`` does; only with ``keep="strongest"`` and 2-D maps.
         """
         if keep not in ("strongest", "map"):
             raise ValueError(f"keep must be 'strongest' or 'map', got {keep!r}")
         if positions is not None and keep != "strongest":
             raise ValueError("positions picks single activations: use keep='strongest'")
 
-        def seed(args: tuple) -> tuple[Tensor, Tensor]:
-            activation = _layer_activation(self.model, self.layer, args, False)
+        def seed(model: nn.Module, args: tuple) -> tuple[Tensor, Tensor]:
+            activation = _layer_activation(model, self.layer, args, False)
             return activation, _feature_map_seed(activation, channels, keep, positions)
 
         return self._project(inputs, additional_forward_args, seed)
@@ -215,17 +250,13 @@ class _LayerReached(Exception):
 
 
 @contextmanager
-def _capture(layer: nn.Module, use_input: bool) -> Iterator[list[Tensor]]:
+def _capture(layer: nn.Module, use_input: bool, n: int) -> Iterator[list[Tensor]]:
     captured: list[Tensor] = []
 
     def hook(module: nn.Module, args: tuple, output: Any) -> None:
-        value = args[0] if use_input else output
-        if not isinstance(value, Tensor):
-            where = "input" if use_input else "output"
-            raise TypeError(
-                f"the layer's {where} must be one tensor, got {type(value)}"
-            )
-        captured.append(value)
+        value = (args[0] if args else None) if use_input else output
+        where = "input" if use_input else "output"
+        captured.append(layer_tensor(layer, value, n, where))
         raise _LayerReached
 
     handle = layer.register_forward_hook(hook)
@@ -240,10 +271,10 @@ def _capture(layer: nn.Module, use_input: bool) -> Iterator[list[Tensor]]:
 def _layer_activation(
     model: nn.Module, layer: nn.Module, args: tuple, use_input: bool
 ) -> Tensor:
-    with _capture(layer, use_input) as captured:
+    with _capture(layer, use_input, args[0].shape[0]) as captured:
         model(*args)
     if not captured:
-        raise ValueError(f"layer {layer!r} did not run in the model's forward pass")
+        raise layer_did_not_run(layer)
     return captured[0]
 
 
@@ -281,10 +312,7 @@ def _feature_map_seed(
     """The layer's activation with everything zeroed but the kept part of each map."""
     n, c = activation.shape[:2]
     chosen = torch.as_tensor(channels, device=activation.device).long().reshape(-1)
-    if chosen.numel() == 1:
-        chosen = chosen.expand(n)
-    if chosen.numel() != n:
-        raise ValueError(f"channels needs 1 or {n} entries, got {chosen.numel()}")
+    chosen = per_example(chosen, n, "channels")
     if chosen.min() < 0 or chosen.max() >= c:
         raise ValueError(
             f"channels {channels!r} out of range for a layer of {c} channels"
@@ -308,11 +336,12 @@ def _flat_positions(
     """``(N, 1)`` indices into each flattened map of the ``(row, col)`` positions."""
     n = activation.shape[0]
     rows_cols = torch.as_tensor(positions, device=activation.device).long()
-    if activation.ndim != 4 or rows_cols.shape != (n, 2):
+    if activation.ndim != 4 or rows_cols.ndim != 2 or rows_cols.shape[1] != 2:
         raise ValueError(
             f"positions must be ({n}, 2) rows and columns into maps of shape "
             f"{tuple(activation.shape[2:])}, got shape {tuple(rows_cols.shape)}"
         )
+    rows_cols = per_example(rows_cols, n, "positions")
     height, width = activation.shape[2:]
     rows, cols = rows_cols.unbind(1)
     if rows.min() < 0 or cols.min() < 0 or rows.max() >= height or cols.max() >= width:

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from .layers import eval_mode, layer_name, layer_outputs
+from ._inputs import check_images, widened
+from .layers import guarded, layer_name, layer_outputs, model_output
 
 __all__ = ["InvarianceCurves", "invariance_curves", "plot_invariance", "transform"]
 
@@ -76,7 +77,7 @@ def invariance_curves(
     The paper uses layers 1 and 7 (first convolution, penultimate layer) and
     translations of up to a quarter of the image, scales 1 to 1.8 and a full turn;
     those are the defaults here. The model runs in eval mode without gradients and
-    is returned to its mode.
+    is returned to its mode. Distances and probabilities are in the images' dtype.
 
     Args:
         model: a classifier whose output is logits ``(N, classes)``.
@@ -93,20 +94,32 @@ def invariance_curves(
         ``{"translation": ..., "scale": ..., "rotation": ...}`` of
         :class:`InvarianceCurves`.
 
+    Raises:
+        TypeError: if the model does not return one tensor of logits.
+        ValueError: if the images are not ``(N, C, H, W)``, the labels not ``(N,)``,
+            or a layer is not a submodule of the model or does not run.
+
     Example::
 
         >>> curves = invariance_curves(model, x, y, [model.features[0],
         ...                            model.classifier[4]])
         >>> plot_invariance(curves, "invariance.png")
     """
+    images = check_images(images, "images")
+    labels = torch.as_tensor(labels)
+    if labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"labels must be ({images.shape[0]},), one per image, got shape "
+            f"{tuple(labels.shape)}"
+        )
     if shifts is None:
         quarter = images.shape[-2] / 4
         steps = torch.linspace(-quarter, quarter, 11).round().int().tolist()
         shifts = sorted(set(steps))
-    names = [layer_name(model, layer) for layer in layers]
     sweeps = dict(zip(TRANSFORMS, (shifts, scales, angles), strict=True))
     curves = {}
-    with eval_mode(model), torch.no_grad():
+    with guarded(model) as model, torch.no_grad():
+        names = [layer_name(model, layer) for layer in layers]
         original, _ = layer_outputs(model, layers, images)
         for kind, amounts in sweeps.items():
             measured = [
@@ -129,12 +142,14 @@ def _measure(
     """Per layer the distance of ``moved``'s features to ``original``, and the
     probability of the labels; ``(N,)`` each."""
     outputs, logits = layer_outputs(model, layers, moved, stop_early=False)
+    logits = model_output(logits, len(moved))
     distances = [
-        (after - before).flatten(1).norm(dim=1)
+        (widened(after) - before).flatten(1).norm(dim=1).to(moved.dtype)
         for before, after in zip(original, outputs, strict=True)
     ]
-    chosen = logits.softmax(dim=1).gather(1, labels.view(-1, 1).to(logits.device))
-    return distances, chosen[:, 0]
+    probabilities = widened(logits).softmax(dim=1)
+    chosen = probabilities.gather(1, labels.view(-1, 1).to(logits.device))
+    return distances, chosen[:, 0].to(moved.dtype)
 
 
 def _curves(kind: str, amounts: Sequence[float], names: list[str], measured: list):

@@ -17,7 +17,15 @@ from captum.attr import PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ._inputs import TargetType, as_tuple, check_submodule, extra_args, select_targets
+from ._inputs import (
+    TargetType,
+    as_tuple,
+    check_images,
+    check_submodule,
+    extra_args,
+    select_targets,
+    widened,
+)
 from ._occlusion_args import (
     baselines_per_input,
     check_positive,
@@ -31,6 +39,7 @@ from ._occlusion_args import (
     window_shapes,
 )
 from ._scan import OcclusionScan
+from .layers import guarded, layer_did_not_run, model_output
 
 __all__ = ["OcclusionSensitivity", "SensitivityMaps"]
 
@@ -70,9 +79,13 @@ class OcclusionSensitivity(PerturbationAttribution):
     :meth:`attribute` gives the numbers of ``captum.attr.Occlusion`` for the same
     arguments; :meth:`sensitivity_maps` gives the paper's per-position maps.
 
+    The model runs in eval mode and is left as it was (see
+    :func:`~captum_deconvnet.layers.guarded`); a model with hooks runs full passes.
+
     Args:
-        forward_func: the model (an ``nn.Module`` gets incremental inference) or any
-            function returning one output row per example.
+        forward_func: the model (an ``nn.Module`` gets incremental inference; a
+            compiled or ``DataParallel`` one runs the module it holds) or any
+            function, returning one ``(N, ...)`` tensor.
         incremental: recompute only the region an occluder reaches wherever the
             model allows it (exact); ``False`` always runs full forward passes.
         max_batch: most occluded copies in one forward pass, which bounds memory.
@@ -138,6 +151,11 @@ class OcclusionSensitivity(PerturbationAttribution):
         Returns:
             Attributions shaped like ``inputs``, in their dtype (Captum's are always
             float32).
+
+        Raises:
+            TypeError: if the model does not return one tensor.
+            ValueError: for arguments that do not fit the inputs, or an unbatched
+                input to a convolution of the model.
         """
         tensors, is_tuple = as_tuple(inputs)
         windows = window_shapes(sliding_window_shapes, tensors)
@@ -151,11 +169,15 @@ class OcclusionSensitivity(PerturbationAttribution):
             for t, w, s in zip(tensors, windows, steps, strict=True)
         ]
         attributions = []
-        with torch.no_grad(), progress(show_progress, sum(map(len, regions))) as bar:
+        with (
+            guarded(self.forward_func) as model,
+            torch.no_grad(),
+            progress(show_progress, sum(map(len, regions))) as bar,
+        ):
             unoccluded = None
             for i, tensor in enumerate(tensors):
                 scan = OcclusionScan(
-                    self.forward_func,
+                    model,
                     tensors,
                     i,
                     regions[i],
@@ -165,18 +187,19 @@ class OcclusionSensitivity(PerturbationAttribution):
                     incremental=self.incremental,
                 )
                 if unoccluded is None:
-                    output = scan.unoccluded_output()
-                    unoccluded = select_targets(output, target)
+                    output = model_output(scan.unoccluded_output(), n)
+                    unoccluded = widened(select_targets(output, target))
                 total = tensor.new_zeros(tensor.shape, dtype=unoccluded.dtype)
                 counts = torch.zeros(tensor.shape[1:], device=tensor.device)
                 for chunk, outputs, _ in scan:
+                    model_output(outputs, n * len(chunk))
                     for p, region in enumerate(chunk):
                         values = select_targets(outputs[p * n : (p + 1) * n], target)
                         drop = (unoccluded - values).reshape(n, *[1] * len(region))
                         total[(slice(None), *region)] += drop
                         counts[region] += 1
                     bar.update(len(chunk))
-                attributions.append(total / counts)
+                attributions.append((total / counts).to(tensor.dtype))
         return tuple(attributions) if is_tuple else attributions[0]
 
     def sensitivity_maps(
@@ -208,14 +231,21 @@ class OcclusionSensitivity(PerturbationAttribution):
             fill: the square's value: ``None`` is each image's mean per channel
                 (the paper's grey), or a number, or a tensor of one per channel.
             show_progress: show a progress bar over the positions.
+
+        Returns:
+            The maps, ``probability`` and ``activation`` in the images' dtype.
+
+        Raises:
+            TypeError: if the model does not return one tensor, or the layer's
+                output is not one tensor.
+            ValueError: for images that are not ``(N, C, H, W)``, a layer that does
+                not run, or arguments that do not fit.
         """
-        tensors, is_tuple = as_tuple(inputs)
-        if is_tuple or tensors[0].ndim != 4:
+        if isinstance(inputs, tuple):
             raise ValueError(
-                "sensitivity_maps takes one batch of images (N, C, H, W), got "
-                f"{'a tuple' if is_tuple else tuple(tensors[0].shape)}"
+                "sensitivity_maps takes one batch of images (N, C, H, W), not a tuple"
             )
-        images = tensors[0]
+        images = check_images(inputs)
         n, c, height, width = images.shape
         window = pair("window", window)
         stride = pair("stride", stride)
@@ -237,25 +267,25 @@ class OcclusionSensitivity(PerturbationAttribution):
         ]
         positions = self._positions_per_pass(None, n)
         probability, top_class, activation = [], [], []
-        with torch.no_grad(), progress(show_progress, len(regions)) as bar:
+        with (
+            guarded(self.forward_func) as model,
+            torch.no_grad(),
+            progress(show_progress, len(regions)) as bar,
+        ):
             scan = OcclusionScan(
-                self.forward_func,
-                (images,),
-                0,
-                regions,
-                fills,
-                (),
-                positions,
-                layer,
+                model, (images,), 0, regions, fills, (), positions, layer,
                 self.incremental,
-            )
+            )  # fmt: skip
             output, sums = scan.unoccluded_output(with_watched=True)
-            target = target_classes(output, target)
+            target = target_classes(model_output(output, n), target)
             if layer is not None:
+                if sums is None:
+                    raise layer_did_not_run(layer)
                 channel = watched_channels(channel, sums, layer)
             pick = torch.arange(n, device=images.device)
             for chunk, outputs, watched in scan:
-                probs = outputs.softmax(1).reshape(len(chunk), n, -1)
+                model_output(outputs, n * len(chunk))
+                probs = widened(outputs).softmax(1).reshape(len(chunk), n, -1)
                 probability.append(probs[:, pick, target])
                 top_class.append(probs.argmax(2))
                 if layer is not None:
@@ -264,17 +294,22 @@ class OcclusionSensitivity(PerturbationAttribution):
                     )
                 bar.update(len(chunk))
 
-        def grid(parts: list[Tensor]) -> Tensor:
-            return torch.cat(parts).T.reshape(n, rows, cols)
+        def grid(parts: list[Tensor], dtype: torch.dtype = images.dtype) -> Tensor:
+            return torch.cat(parts).T.reshape(n, rows, cols).to(dtype)
 
+        watching = layer is not None
         return SensitivityMaps(
             probability=grid(probability),
-            top_class=grid(top_class),
-            activation=grid(activation) if layer is not None else None,
+            top_class=grid(top_class, torch.long),
+            activation=grid(activation) if watching else None,
             target=target,
-            channel=channel if layer is not None else None,
-            unoccluded_probability=output.softmax(1)[pick, target],
-            unoccluded_activation=sums[pick, channel] if layer is not None else None,
+            channel=channel if watching else None,
+            unoccluded_probability=(
+                widened(output).softmax(1)[pick, target].to(images.dtype)
+            ),
+            unoccluded_activation=(
+                sums[pick, channel].to(images.dtype) if watching else None
+            ),
             window=window,
             stride=stride,
         )

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .layers import eval_mode, layer_name
+from .layers import guarded, layer_name
 
 __all__ = ["ReceptiveField", "receptive_field"]
 
@@ -80,10 +80,14 @@ def receptive_field(
         layer: a submodule whose output is an ``(N, C, H, W)`` map.
         input_shape: ``(C, H, W)`` of one input image, for the dry run.
 
+    A compiled or ``DataParallel`` model is read through the module it wraps. The
+    field comes from the traced structure: hooks on the model itself are not run
+    (those on its submodules are), so a hook that resizes the input is not seen.
+
     Raises:
         ValueError: if the layer's output is not a map with a bounded field (it
-            follows a flatten, a linear layer, an unsupported resampling), or if the
-            model cannot be traced.
+            follows a flatten, a linear layer, an unsupported resampling), if the
+            model cannot be traced, or if ``input_shape`` is not ``(C, H, W)``.
 
     Example::
 
@@ -91,10 +95,17 @@ def receptive_field(
         >>> field.size, field.jump  # conv2 of ZFNet
         ((27, 27), (8, 8))
     """
-    name = layer_name(model, layer)
-    if name == "":
-        raise ValueError("layer must be a submodule of the model, not the model")
-    graph = _shaped_graph(model, input_shape)
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ValueError(
+            f"input_shape must be one image's (C, H, W), without the batch "
+            f"dimension N of (N, C, H, W); got {input_shape!r}"
+        )
+    with guarded(model, warn=False) as plain:  # shapes do not depend on the mode
+        name = layer_name(plain, layer)
+        if name == "":
+            raise ValueError("layer must be a submodule of the model, not the model")
+        graph = _shaped_graph(plain, shape)
     fields: dict[fx.Node, Field] = {}
     inside = []
     for node in graph.graph.nodes:
@@ -120,9 +131,9 @@ def _shaped_graph(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModul
         ) from error
     parameter = next(model.parameters(), torch.zeros(()))
     example = torch.zeros(1, *input_shape, dtype=parameter.dtype)
-    # The traced graph shares the model's modules: eval mode keeps batch-norm
-    # statistics and dropout untouched by the dry run.
-    with eval_mode(model), torch.no_grad():
+    # The traced graph shares the model's modules, which the caller's guard keeps
+    # in eval mode: batch-norm statistics stay untouched by the dry run.
+    with torch.no_grad():
         ShapeProp(graph).propagate(example.to(parameter.device))
     return graph
 

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .layers import layer_name, layer_outputs
+from ._inputs import check_images
+from .layers import guarded, layer_name, layer_outputs
 
 __all__ = [
     "IndexedDataset",
@@ -206,10 +207,12 @@ def top_activations(
     num_workers: int = 0,
 ) -> TopKActivations:
     """The top-``k`` activations of every channel of ``layers`` over ``dataset``, in
-    this process; item ``i`` of the dataset has image index ``i``. The model runs as
-    it is (put it in eval mode first) and without gradients. To spread a large
-    dataset over processes or GPUs, ``lightning_zfnet.scan_top_activations`` runs
-    the same scan in Lightning's predict loop and merges the states exactly.
+    this process; item ``i`` of the dataset has image index ``i``. The model runs in
+    eval mode (see "What it accepts" in the README) and without gradients; the
+    state's values are float64, which hold float16, bfloat16 and float32
+    activations exactly. To spread a large dataset over processes or GPUs,
+    ``lightning_zfnet.scan_top_activations`` runs the same scan in Lightning's
+    predict loop and merges the states exactly.
 
     Args:
         model: the network.
@@ -222,24 +225,28 @@ def top_activations(
         num_workers: data loader workers.
 
     Returns:
-        The state, keyed by the layers' names in ``model``.
+        The state, keyed by the layers' names in ``model`` (in the module a
+        compiled or ``DataParallel`` model wraps).
 
     Raises:
-        ValueError: if a layer is not a submodule of ``model`` or does not run.
+        TypeError: if a layer's output is not one tensor.
+        ValueError: if a layer is not a submodule of ``model`` or does not run, or
+            the images are not ``(N, C, H, W)``.
 
     Example::
 
         >>> top = top_activations(model, [model.features[4]], val_set, k=9)
         >>> top.entries("features.4").images[5]  # images of channel 5's top 9
     """
-    names = [layer_name(model, layer) for layer in layers]
     top = TopKActivations(k)
     loader = DataLoader(
         IndexedDataset(dataset), batch_size=batch_size, num_workers=num_workers
     )
-    with torch.no_grad():
+    with guarded(model) as plain, torch.no_grad():
+        names = [layer_name(plain, layer) for layer in layers]
         for indices, items in loader:
-            outputs, _ = layer_outputs(model, layers, first_item(items))
+            images = check_images(first_item(items), "the dataset's batches")
+            outputs, _ = layer_outputs(plain, layers, images)
             for name, output in zip(names, outputs, strict=True):
                 top.update(name, output, indices)
     return top

@@ -93,7 +93,8 @@ def test_empty_slots_stay_empty_and_the_model_is_left_alone():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU()).train()
     before = snapshot(model)
     images = torch.randn(1, 1, 4, 4)  # 2x2 maps: four activations per channel
-    atlas = feature_atlas(model, [model[2]], images, k=6)["2"]
+    with pytest.warns(UserWarning, match=r"1 \(BatchNorm2d\)"):
+        atlas = feature_atlas(model, [model[2]], images, k=6)["2"]
     assert snapshot(model) == before
     assert torch.all(atlas.images[:, 4:] == -1) and torch.all(atlas.images[:, :4] == 0)
     assert torch.all(atlas.projections[:, 4:] == 0)

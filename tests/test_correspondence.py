@@ -40,9 +40,10 @@ def test_correspondence_equals_a_direct_computation():
     images = torch.randn(4, 1, 5, 5)
     masks = torch.rand(4, 5, 5) > 0.6
     fill = 0.5
-    table = correspondence(
-        model, images, {"part": masks}, [model.flat, model.square], fill
-    )
+    with pytest.warns(UserWarning, match="training mode"):
+        table = correspondence(
+            model, images, {"part": masks}, [model.flat, model.square], fill
+        )
     assert snapshot(model) == before
     occluded = torch.where(masks[:, None], fill, images)
     for name, f in (("flat", lambda x: x), ("square", lambda x: x**2 - 1)):

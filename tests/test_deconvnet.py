@@ -201,7 +201,7 @@ STYLES += ["Tensor.relu", "Tensor.relu_"]
 def test_every_way_of_calling_relu_is_rectified(style):
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     reference = Deconvolution(ReLUStyles("module").double()).attribute(x, target=1)
-    model = ReLUStyles(style).double()
+    model = ReLUStyles(style).double().eval()
     torch.testing.assert_close(
         DeconvNet(model).attribute(x, target=1), reference, **TIGHT
     )
@@ -237,7 +237,7 @@ def test_googlenet_without_relu_modules_is_rectified():
     [(nn.GELU(), "gelu"), (nn.LeakyReLU(), "leaky_relu"), (nn.ReLU6(), "hardtanh")],
 )
 def test_activations_without_a_rule_are_named_in_a_warning(activation, name):
-    model = nn.Sequential(nn.Linear(4, 4), activation, nn.Linear(4, 2))
+    model = nn.Sequential(nn.Linear(4, 4), activation, nn.Linear(4, 2)).eval()
     with pytest.warns(UserWarning, match=name):
         DeconvNet(model).attribute(torch.randn(3, 4), target=0)
 
@@ -251,7 +251,7 @@ def test_tuple_inputs_and_additional_forward_args():
         def forward(self, x, y, scale):
             return torch.relu(self.a(x) + self.b(y)) * scale
 
-    model = TwoInputs().double()
+    model = TwoInputs().double().eval()
     x, y = (
         torch.randn(2, 3, dtype=torch.float64),
         torch.randn(2, 5, dtype=torch.float64),

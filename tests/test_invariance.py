@@ -47,9 +47,10 @@ def test_curves_equal_a_direct_computation():
     before = snapshot(model)
     x, labels = torch.randn(3, 1, 12, 12), torch.tensor([0, 2, 3])
     shifts, fill = [-2, 0, 3], -0.5
-    curves = invariance_curves(
-        model, x, labels, [model[0], model[5]], shifts, [1.0, 1.4], [0, 90], fill
-    )
+    with pytest.warns(UserWarning, match=r"6 \(Dropout\)"):
+        curves = invariance_curves(
+            model, x, labels, [model[0], model[5]], shifts, [1.0, 1.4], [0, 90], fill
+        )
     assert snapshot(model) == before  # train mode back, no hooks left
     model.eval()
     with torch.no_grad():
@@ -73,7 +74,7 @@ def test_curves_equal_a_direct_computation():
 
 
 def test_default_sweeps_and_the_plot(tmp_path):
-    model = small_classifier()
+    model = small_classifier().eval()
     x, labels = torch.randn(2, 1, 12, 12), torch.tensor([1, 2])
     curves = invariance_curves(model, x, labels, [model[0], model[5]])
     assert curves["translation"].amounts.tolist() == [-3, -2, -1, 0, 1, 2, 3]

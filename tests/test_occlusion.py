@@ -78,7 +78,7 @@ def test_attribute_equals_captum_for_every_target_form(target):
 
 
 def test_attribute_with_a_one_output_model_and_no_target():
-    model = nn.Sequential(small_cnn(), nn.Linear(5, 1))
+    model = nn.Sequential(small_cnn(), nn.Linear(5, 1)).eval()
     assert_captum_equal(model, images(), sliding_window_shapes=(3, 6, 6), strides=3)
 
 
@@ -263,6 +263,7 @@ BAD_ATTRIBUTE_ARGS = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:modules in training mode")
 @pytest.mark.parametrize(("kwargs", "error", "message"), BAD_ATTRIBUTE_ARGS)
 def test_bad_attribute_arguments_are_named(kwargs, error, message):
     model = small_cnn().train()
@@ -287,7 +288,7 @@ def test_bad_sensitivity_map_arguments_are_named():
         occlusion.sensitivity_maps(x, 4, 2, layer=model[3], channel=6)
     with pytest.raises(ValueError, match="fill"):
         occlusion.sensitivity_maps(x, 4, 2, fill=torch.zeros(2))
-    with pytest.raises(ValueError, match="one batch of images"):
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         occlusion.sensitivity_maps(x[0], 4, 2)
     with pytest.raises(ValueError, match="max_batch"):
         OcclusionSensitivity(model, max_batch=0)
@@ -307,7 +308,8 @@ def test_model_is_left_unchanged_when_its_forward_raises():
             raise RuntimeError("boom")
 
     handle = model[5].register_forward_pre_hook(failing)
-    with pytest.raises(RuntimeError, match="boom"):
+    warns = pytest.warns(UserWarning, match="training mode")
+    with warns, pytest.raises(RuntimeError, match="boom"):
         OcclusionSensitivity(model).sensitivity_maps(images(), 4, 2, layer=model[3])
     handle.remove()
     assert snapshot(model) == before
