@@ -1,0 +1,181 @@
+"""The work behind the site, as batches for ``lightning_zfnet.run_batches``: the
+deconvnet projections of each channel's top-k activations with their patches
+(Fig. 2), and per image its picture, occlusion maps (Fig. 7) and the attribution
+methods of the benchmark. Each batch's result is ``(files, record)`` for
+``lightning_zfnet.FileWriter``; files are PNG bytes under the site's paths."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import matplotlib
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from torchvision.io import encode_png
+
+from benchmarks.methods import METHODS, Setup
+from captum_deconvnet import (
+    FeatureMapDeconvNet,
+    OcclusionSensitivity,
+    ReceptiveField,
+    cut_patches,
+    normalize_projection,
+    occlusion_figure,
+)
+from captum_deconvnet.topk import first_item
+
+from . import paths
+
+__all__ = ["Entries", "ImageWork", "ProjectionWork", "png"]
+
+
+def png(picture: Tensor) -> bytes:
+    """A picture ``(C, H, W)`` in ``[0, 1]`` (C 1 or 3) as PNG bytes."""
+    pixels = (picture.detach().float().cpu().clamp(0, 1) * 255).round().byte()
+    return encode_png(pixels).numpy().tobytes()
+
+
+class Entries(Dataset):
+    """Top-k entries as items ``(image, (layer, channel, rank, row, col))``."""
+
+    def __init__(self, dataset: Dataset, entries: Tensor, images: Tensor) -> None:
+        self.dataset, self.entries, self.images = dataset, entries, images
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image = first_item(self.dataset[int(self.images[index])])
+        return image, self.entries[index]
+
+
+@dataclass
+class ProjectionWork:
+    """Projects a batch of entries of one layer and cuts their patches."""
+
+    layer_names: Sequence[str]  # qualified, by layer number
+    slugs: Sequence[str]  # the layers' folder names
+    fields: Sequence[ReceptiveField | None]  # None: the whole image
+    picture: Callable[[Tensor], Tensor]
+
+    def __call__(self, model: nn.Module, indices: Tensor, items: tuple) -> tuple:
+        images, entries = items
+        number = int(entries[0, 0])
+        if not bool((entries[:, 0] == number).all()):
+            raise ValueError("a batch of projections mixes layers")
+        layer = model.get_submodule(self.layer_names[number])
+        positions = entries[:, 3:5]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            projection = FeatureMapDeconvNet(model, layer).attribute(
+                images, entries[:, 1], positions=positions
+            )
+        pictures = self.picture(images)
+        field = self.fields[number]
+        if field is not None:
+            projection = cut_patches(projection.detach(), field, positions)
+            darkest = pictures.flatten(1).amin(1)
+            pictures = cut_patches(pictures, field, positions, fill=darkest)
+        projection = normalize_projection(projection.detach())
+        files = {}
+        for j, (_, channel, rank, _, _) in enumerate(entries.tolist()):
+            stem = paths.entry(self.slugs[number], channel, rank)
+            files[stem + "-projection.png"] = png(projection[j])
+            files[stem + "-patch.png"] = png(pictures[j])
+        notes = sorted({str(w.message) for w in caught})
+        return files, {"notes": notes}
+
+
+@dataclass
+class ImageWork:
+    """Writes each image's picture; for the images in ``with_maps`` also the
+    occlusion maps (Fig. 7) and every method of ``benchmarks.methods.METHODS``."""
+
+    picture: Callable[[Tensor], Tensor]
+    watched: str  # the layer whose strongest map occlusion watches
+    setup: Setup
+    with_maps: frozenset[int]
+    classes: Sequence[str] | None
+    methods: Sequence[str]
+
+    def __call__(self, model: nn.Module, indices: Tensor, items) -> tuple:
+        images = first_item(items)
+        pictures = self.picture(images)
+        files = {
+            paths.image_png(i): png(picture)
+            for i, picture in zip(indices.tolist(), pictures, strict=True)
+        }
+        chosen = [j for j, i in enumerate(indices.tolist()) if i in self.with_maps]
+        record = {}
+        if chosen:
+            picked = torch.tensor(chosen, device=images.device)
+            ids = indices[chosen].tolist()
+            found, record = self._maps(model, images[picked], pictures[picked], ids)
+            files |= found
+        return files, record
+
+    def _maps(self, model, images, pictures, ids) -> tuple[dict, dict]:
+        layer = model.get_submodule(self.watched)
+        window, stride = self.setup.window, self.setup.stride
+        maps = OcclusionSensitivity(model).sensitivity_maps(
+            images, window, stride, layer=layer
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the projection stage reports them
+            projection = FeatureMapDeconvNet(model, layer).attribute(
+                images, maps.channel
+            )
+        files = {}
+        records = {}
+        for j, i in enumerate(ids):
+            figure = occlusion_figure(
+                pictures[j], maps, j, projection[j].detach(), self.classes
+            )
+            files[paths.occlusion_png(i)] = _figure_png(figure)
+            records[i] = {
+                "target": int(maps.target[j]),
+                "probability": float(maps.unoccluded_probability[j]),
+                "channel": int(maps.channel[j]),
+                "methods": {},
+            }
+        for name in self.methods:
+            attribution = self._explain(name, model, images, maps.target)
+            if isinstance(attribution, str):
+                for i in ids:
+                    records[i]["methods"][name] = attribution
+                continue
+            heat = _heatmaps(attribution.detach().sum(1))
+            for j, i in enumerate(ids):
+                files[paths.method_png(i, name)] = png(heat[j])
+                records[i]["methods"][name] = ""
+        return files, {str(i): record for i, record in records.items()}
+
+    def _explain(self, name, model, images, targets) -> Tensor | str:
+        """The method's attribution, or why it failed (shown on the page)."""
+        # Captum's notes on hooks and requires_grad, and the deconvnet's on
+        # activations without a rule (the projections' notes list those).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return METHODS[name].explain(model, images, targets, self.setup)
+            except Exception as error:  # noqa: BLE001
+                return f"failed: {type(error).__name__}: {error}"
+
+
+def _heatmaps(maps: Tensor) -> Tensor:
+    """Spatial maps ``(N, H, W)`` as RGB ``(N, 3, H, W)``: each scaled by its
+    largest magnitude, red positive, blue negative (as the benchmark's figure)."""
+    scale = maps.flatten(1).abs().amax(1).clamp(min=1e-12)[:, None, None]
+    unit = (maps / scale + 1) / 2
+    colours = matplotlib.colormaps["bwr"](unit.float().cpu().numpy())[..., :3]
+    return torch.from_numpy(colours).permute(0, 3, 1, 2).float()
+
+
+def _figure_png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, metadata={"Software": None})
+    return buffer.getvalue()
