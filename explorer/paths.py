@@ -36,8 +36,9 @@ def image_png(image: int) -> str:
     return f"images/{image}.png"
 
 
-def occlusion_png(image: int) -> str:
-    return f"images/{image}/occlusion.png"
+def occlusion_png(image: int, panel: str) -> str:
+    """Panel ``activation``, ``projection``, ``probability`` or ``classes``."""
+    return f"images/{image}/occlusion-{panel}.png"
 
 
 def method_png(image: int, method: str) -> str:

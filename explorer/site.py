@@ -224,6 +224,7 @@ def _image_page(pages, image, ids, position, found, outputs, maps, methods, clas
         ],
         maps=maps,
         target=None if maps is None else class_name(maps["target"]),
+        class_name=class_name,
         methods=methods,
         prev=paths.image_page(ids[position - 1]) if position > 0 else None,
         next=paths.image_page(ids[position + 1]) if position + 1 < len(ids) else None,

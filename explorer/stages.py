@@ -6,16 +6,13 @@ methods of the benchmark. Each batch's result is ``(files, record)`` for
 
 from __future__ import annotations
 
-import io
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import matplotlib
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from torchvision.io import encode_png
 
 from benchmarks.methods import METHODS, Setup
 from captum_deconvnet import (
@@ -24,19 +21,13 @@ from captum_deconvnet import (
     ReceptiveField,
     cut_patches,
     normalize_projection,
-    occlusion_figure,
 )
 from captum_deconvnet.topk import first_item
 
 from . import paths
+from .pictures import diverging, occlusion_panels, png
 
-__all__ = ["Entries", "ImageWork", "ProjectionWork", "png"]
-
-
-def png(picture: Tensor) -> bytes:
-    """A picture ``(C, H, W)`` in ``[0, 1]`` (C 1 or 3) as PNG bytes."""
-    pixels = (picture.detach().float().cpu().clamp(0, 1) * 255).round().byte()
-    return encode_png(pixels).numpy().tobytes()
+__all__ = ["Entries", "ImageWork", "ProjectionWork"]
 
 
 class Entries(Dataset):
@@ -93,7 +84,9 @@ class ProjectionWork:
 @dataclass
 class ImageWork:
     """Writes each image's picture; for the images in ``with_maps`` also the
-    occlusion maps (Fig. 7) and every method of ``benchmarks.methods.METHODS``."""
+    occlusion maps (Fig. 7: ``OcclusionSensitivity.sensitivity_maps`` watching the
+    strongest map of layer ``watched``, and that map's deconvnet projection) and
+    every method of ``benchmarks.methods.METHODS``."""
 
     picture: Callable[[Tensor], Tensor]
     watched: str  # the layer whose strongest map occlusion watches
@@ -129,18 +122,18 @@ class ImageWork:
             projection = FeatureMapDeconvNet(model, layer).attribute(
                 images, maps.channel
             )
-        files = {}
-        records = {}
+        files, records = {}, {}
         for j, i in enumerate(ids):
-            figure = occlusion_figure(
-                pictures[j], maps, j, projection[j].detach(), self.classes
-            )
-            files[paths.occlusion_png(i)] = _figure_png(figure)
+            size = tuple(images.shape[-2:])
+            panels, captions = occlusion_panels(maps, j, projection[j].detach(), size)
+            files |= {paths.occlusion_png(i, n): data for n, data in panels.items()}
             records[i] = {
                 "target": int(maps.target[j]),
-                "probability": float(maps.unoccluded_probability[j]),
+                "unoccluded": float(maps.unoccluded_probability[j]),
                 "channel": int(maps.channel[j]),
+                "window": [w / s for w, s in zip(maps.window, size, strict=True)],
                 "methods": {},
+                **captions,
             }
         for name in self.methods:
             attribution = self._explain(name, model, images, maps.target)
@@ -148,7 +141,7 @@ class ImageWork:
                 for i in ids:
                     records[i]["methods"][name] = attribution
                 continue
-            heat = _heatmaps(attribution.detach().sum(1))
+            heat = diverging(attribution.detach().sum(1))
             for j, i in enumerate(ids):
                 files[paths.method_png(i, name)] = png(heat[j])
                 records[i]["methods"][name] = ""
@@ -164,18 +157,3 @@ class ImageWork:
                 return METHODS[name].explain(model, images, targets, self.setup)
             except Exception as error:  # noqa: BLE001
                 return f"failed: {type(error).__name__}: {error}"
-
-
-def _heatmaps(maps: Tensor) -> Tensor:
-    """Spatial maps ``(N, H, W)`` as RGB ``(N, 3, H, W)``: each scaled by its
-    largest magnitude, red positive, blue negative (as the benchmark's figure)."""
-    scale = maps.flatten(1).abs().amax(1).clamp(min=1e-12)[:, None, None]
-    unit = (maps / scale + 1) / 2
-    colours = matplotlib.colormaps["bwr"](unit.float().cpu().numpy())[..., :3]
-    return torch.from_numpy(colours).permute(0, 3, 1, 2).float()
-
-
-def _figure_png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, metadata={"Software": None})
-    return buffer.getvalue()

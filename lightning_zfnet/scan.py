@@ -26,6 +26,8 @@ from .batches import BatchWriter, fixed_batches, run_batches
 
 __all__ = ["ScanResult", "TopKWriter", "scan_top_activations", "top_k_compute"]
 
+SAVE_EVERY_S = 30.0  # how often a TopKWriter with a file saves, by default
+
 
 @dataclass
 class ScanResult:
@@ -87,7 +89,7 @@ class TopKWriter(BatchWriter):
         k: activations kept per channel.
         size: images in the dataset.
         path: the state file, or ``None`` to keep it in memory only.
-        save_every: seconds between saves.
+        save_every: seconds between saves (default ``SAVE_EVERY_S``).
     """
 
     def __init__(
@@ -95,9 +97,10 @@ class TopKWriter(BatchWriter):
         k: int,
         size: int,
         path: str | os.PathLike | None = None,
-        save_every: float = 30.0,
+        save_every: float | None = None,
     ) -> None:
-        self.size, self.save_every = size, save_every
+        self.size = size
+        self.save_every = SAVE_EVERY_S if save_every is None else save_every
         self.path = None if path is None else Path(path)
         self.result, self.done = ScanResult(TopKActivations(k)), set()
         if self.path is not None and self.path.exists():
@@ -127,7 +130,7 @@ class TopKWriter(BatchWriter):
                 )
             self.result.outputs[name][index] = values
         self.done.add(batch)
-        if time.monotonic() - self._saved_at > self.save_every:
+        if time.monotonic() - self._saved_at >= self.save_every:
             self._save()
 
     def close(self) -> ScanResult:

@@ -1,0 +1,144 @@
+"""The explorer's site: its pictures and numbers against the library's Fig. 2 atlas
+and a forward pass by hand; a killed build resumes; two DDP processes build the
+same site as one. (tests/test_explorer_browser.py opens it in Chromium.)"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import decode_png
+
+from captum_deconvnet import feature_atlas, normalize_projection
+from explorer import Source
+from lightning_zfnet import FileWriter, TopKWriter
+from lightning_zfnet import scan as scan_module
+
+from .explorer_site import (  # noqa: F401 (site_fixture: the fixture `site`)
+    DEAD,
+    SETTINGS,
+    build,
+    site_files,
+    site_fixture,
+    tiny_source,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def picture(path: Path) -> torch.Tensor:
+    return decode_png(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8))
+
+
+def as_pixels(image: torch.Tensor) -> torch.Tensor:
+    return (image.clamp(0, 1) * 255).round().byte()
+
+
+def test_site_shows_the_atlas_of_the_library_and_the_models_numbers(site):
+    source = tiny_source()
+    model, images = source.model, source.dataset.tensors[0]
+    index = json.loads((site / "index.json").read_text())
+    assert [layer["name"] for layer in index["layers"]] == ["conv1", "conv2"]
+    with torch.no_grad():  # each channel's strongest activation, by hand
+        conv1 = torch.relu(model.features[0](images))
+        conv2 = model.features[:5](images)
+    for layer, maps in zip(index["layers"], (conv1, conv2), strict=True):
+        expected = maps.amax(dim=(0, 2, 3)).tolist()
+        assert layer["strongest"] == pytest.approx(expected, abs=1e-4)
+        assert layer["dead"] == [c for c, value in enumerate(expected) if value <= 0]
+    assert DEAD in index["layers"][1]["dead"]
+
+    layers = [model.features[1], model.features[4]]
+    atlas = feature_atlas(model, layers, images, k=SETTINGS["k"])
+    for slug, name in (("conv1", "features.1"), ("conv2", "features.4")):
+        for channel in range(atlas[name].values.shape[0]):
+            for rank in range(SETTINGS["k"]):
+                stem = site / "layers" / slug / str(channel) / str(rank)
+                projection = normalize_projection(
+                    atlas[name].projections[channel, rank][None]
+                )
+                shown = picture(stem.with_name(f"{rank}-projection.png"))
+                assert (shown.int() - as_pixels(projection[0]).int()).abs().max() <= 1
+                patch = picture(stem.with_name(f"{rank}-patch.png"))
+                assert torch.equal(patch, as_pixels(atlas[name].patches[channel, rank]))
+
+    # Every image in a top-9 has its page, picture, occlusion maps and methods.
+    shown = {int(p.stem) for p in (site / "images").glob("*.html") if p.stem.isdigit()}
+    expected = {i for a in atlas.values() for i in a.images.flatten().tolist()}
+    assert shown == expected
+    for image in shown:
+        assert torch.equal(
+            picture(site / f"images/{image}.png"), as_pixels(images[image])
+        )
+        maps = sorted(p.name for p in (site / f"images/{image}").iterdir())
+        assert "occlusion-probability.png" in maps and "Saliency.png" in maps
+        assert len(maps) >= 4 + 11  # Fig. 7's panels, the benchmark's methods
+
+
+def test_a_killed_build_resumes_with_the_batches_it_had_not_written(
+    site, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(scan_module, "SAVE_EVERY_S", 0.0)  # save every batch
+    writes = []
+
+    def recording(write):
+        def wrapper(self, batch, result):
+            if len(writes) == stop_at:
+                raise RuntimeError("killed")
+            writes.append((type(self).__name__, getattr(self, "log", None), batch))
+            write(self, batch, result)
+
+        return wrapper
+
+    monkeypatch.setattr(TopKWriter, "write", recording(TopKWriter.write))
+    monkeypatch.setattr(FileWriter, "write", recording(FileWriter.write))
+    runs = []
+    for stop in (2, 9, None):  # killed in the scan, in the projections, done
+        writes.clear()
+        stop_at = stop
+        try:
+            build(tmp_path)
+        except RuntimeError as error:
+            assert "killed" in str(error)
+        runs.append(set(writes))
+    assert len(runs[0]) == 2 and len(runs[1]) == 9
+    assert not (runs[0] & runs[1]) and not (runs[2] & (runs[0] | runs[1]))
+    assert site_files(tmp_path) == site_files(site)  # as if never killed
+
+
+def test_bad_settings_are_refused(site, tmp_path):
+    with pytest.raises(ValueError, match="other k"):
+        build(site, k=5)
+    with pytest.raises(ValueError, match="unknown methods"):
+        build(tmp_path, methods=["DeconvNet", "Gradient"])
+    source = tiny_source()
+    with pytest.raises(ValueError, match="not submodules"):
+        Source(source.model, source.dataset, {"conv9": "features.9"})
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_build_the_same_site_as_one(site, tmp_path):
+    command = [
+        sys.executable, "-m", "explorer", "build",
+        "--source", "tests.explorer_site:tiny_source",
+        "--out", str(tmp_path),
+        "--k", str(SETTINGS["k"]),
+        "--batch_size", str(SETTINGS["batch_size"]),
+        "--trainer.accelerator", "cpu",
+        "--trainer.devices", "2",
+        "--trainer.strategy", "ddp",
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    env = {"PYTHONPATH": str(ROOT), "PATH": os.environ["PATH"], "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"explorer: {tmp_path}/index.html" in done.stdout
+    ddp, single = site_files(tmp_path), site_files(site)
+    assert ddp.keys() == single.keys()
+    differ = [name for name in single if ddp[name] != single[name]]
+    assert differ == []
