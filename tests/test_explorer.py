@@ -142,3 +142,11 @@ def test_two_ddp_processes_build_the_same_site_as_one(site, tmp_path):
     assert ddp.keys() == single.keys()
     differ = [name for name in single if ddp[name] != single[name]]
     assert differ == []
+
+
+def test_the_photos_example_says_what_to_install(monkeypatch):
+    from explorer import photos
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # missing
+    with pytest.raises(ModuleNotFoundError, match=r"pip install -e '\.\[explorer\]'"):
+        photos.efficientnet_lite1()
