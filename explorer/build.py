@@ -161,7 +161,7 @@ def _check_settings(path: Path, settings: dict, writer: bool) -> None:
         if differ:
             raise ValueError(
                 f"{path.parent.parent} holds a build with other {', '.join(differ)}: "
-                f"build into another folder, or remove {path.parent} to start again"
+                "build into another folder, or remove this one to start again"
             )
     elif writer:
         path.parent.mkdir(parents=True, exist_ok=True)

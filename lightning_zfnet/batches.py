@@ -66,8 +66,7 @@ class FileWriter(BatchWriter):
     to ``root`` to their bytes, ``record`` is anything JSON can hold. Each batch's
     files are written first, then a line ``{"batch": b, "record": record}`` is
     appended to ``root / log``; so a batch counts as written only once all its files
-    are. A file that exists already is kept (files shared by batches are written
-    once).
+    are. Each file is written whole under a temporary name, then renamed.
 
     Args:
         root: the output folder.
@@ -93,11 +92,10 @@ class FileWriter(BatchWriter):
         files, record = result
         for name, data in files.items():
             path = self.root / name
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                part = path.with_name(path.name + ".part")
-                part.write_bytes(data)
-                part.replace(path)  # never a half-written file under its name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part = path.with_name(path.name + ".part")
+            part.write_bytes(data)
+            part.replace(path)  # never a half-written file under its name
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("a") as log:
             log.write(json.dumps({"batch": batch, "record": record}) + "\n")
