@@ -65,20 +65,36 @@ class ProjectionWork:
             projection = FeatureMapDeconvNet(model, layer).attribute(
                 images, entries[:, 1], positions=positions
             )
-        pictures = self.picture(images)
+        projection, pictures = projection.detach(), self.picture(images)
         field = self.fields[number]
         if field is not None:
-            projection = cut_patches(projection.detach(), field, positions)
+            projection = cut_patches(projection, field, positions)
             darkest = pictures.flatten(1).amin(1)
             pictures = cut_patches(pictures, field, positions, fill=darkest)
-        projection = normalize_projection(projection.detach())
+        shown_all = normalize_projection(projection)
         files = {}
         for j, (_, channel, rank, _, _) in enumerate(entries.tolist()):
+            shown, patch = shown_all[j], pictures[j]
+            if field is None:  # the box where the projection is not zero
+                rows, cols = _support(projection[j] != 0)
+                shown, patch = shown[:, rows, cols], patch[:, rows, cols]
             stem = paths.entry(self.slugs[number], channel, rank)
-            files[stem + "-projection.png"] = png(projection[j])
-            files[stem + "-patch.png"] = png(pictures[j])
+            files[stem + "-projection.png"] = png(shown)
+            files[stem + "-patch.png"] = png(patch)
         notes = sorted({str(w.message) for w in caught})
         return files, {"notes": notes}
+
+
+def _support(nonzero: Tensor) -> tuple[slice, slice]:
+    """Rows and columns of the box holding every ``True`` of ``(C, H, W)`` (all of
+    it if none is)."""
+    found = nonzero.any(0)
+    if not found.any():
+        return slice(None), slice(None)
+    rows, cols = found.any(1).nonzero().flatten(), found.any(0).nonzero().flatten()
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(
+        int(cols[0]), int(cols[-1]) + 1
+    )
 
 
 @dataclass

@@ -2,18 +2,26 @@
 and a forward pass by hand; a killed build resumes; two DDP processes build the
 same site as one. (tests/test_explorer_browser.py opens it in Chromium.)"""
 
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from torchvision.io import decode_png
+from PIL import Image
 
-from captum_deconvnet import feature_atlas, normalize_projection
+from captum_deconvnet import (
+    FeatureMapDeconvNet,
+    feature_atlas,
+    normalize_projection,
+    receptive_field,
+)
 from explorer import Source
+from explorer.stages import ProjectionWork
 from lightning_zfnet import FileWriter, TopKWriter
 from lightning_zfnet import scan as scan_module
 
@@ -29,8 +37,14 @@ from .explorer_site import (  # noqa: F401 (site_fixture: the fixture `site`)
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def picture_of(data: bytes) -> torch.Tensor:
+    return torch.from_numpy(np.array(Image.open(io.BytesIO(data)))).reshape(
+        -1, *Image.open(io.BytesIO(data)).size[::-1]
+    )
+
+
 def picture(path: Path) -> torch.Tensor:
-    return decode_png(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8))
+    return picture_of(path.read_bytes())
 
 
 def as_pixels(image: torch.Tensor) -> torch.Tensor:
@@ -150,3 +164,29 @@ def test_the_photos_example_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # missing
     with pytest.raises(ModuleNotFoundError, match=r"pip install -e '\.\[explorer\]'"):
         photos.efficientnet_lite1()
+
+
+def test_without_a_traced_field_pictures_are_cut_to_the_projections_box():
+    source = tiny_source()
+    model, images = source.model, source.dataset.tensors[0][:2]
+    with torch.no_grad():  # where channel 1 of conv2 is strongest in each image
+        strongest = model.features[:5](images)[:, 1].flatten(1).argmax(1)
+    rows, cols = strongest // 8, strongest % 8
+    entries = torch.stack(
+        [torch.zeros(2), torch.ones(2), torch.arange(2), rows, cols], 1
+    )
+    entries = entries.long()
+    work = ProjectionWork(["features.4"], ["conv2"], [None], source.picture)
+    files, _ = work(model, torch.arange(2), (images, entries))
+    positions = entries[:, 3:]
+    projection = FeatureMapDeconvNet(model, model.features[4]).attribute(
+        images, entries[:, 1], positions=positions
+    )
+    field = receptive_field(model, model.features[4], (1, 16, 16))
+    for j, (row, col) in enumerate(positions.tolist()):
+        ys, xs = projection[j, 0].nonzero().unbind(1)
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        fx0, fy0, fx1, fy1 = field.box(row, col, (16, 16))
+        assert fy0 <= y0 < y1 <= fy1 and fx0 <= x0 < x1 <= fx1
+        patch = picture_of(files[f"layers/conv2/1/{j}-patch.png"])
+        assert torch.equal(patch, as_pixels(images[j, :, y0:y1, x0:x1]))
