@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -69,88 +71,108 @@ def build_site(
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ValueError(f"{name} must be a non-negative int, got {value!r}")
     out, trainer = Path(out), trainer or default_trainer()
-    model, dataset = source.model, source.dataset
-    shape = tuple(first_item(dataset[0]).shape)
-    window, stride = source.occluder(shape[-2:])
+    shape = tuple(first_item(source.dataset[0]).shape)
     settings = {
         "source": [source.title, source.description],
         "layers": source.layers,
-        "images": len(dataset),
+        "images": len(source.dataset),
         "k": k,
         "batch_size": batch_size,
         "maps": maps,
         "channels": channels,
         "methods": methods,
-        "occluder": [window, stride],
+        "occluder": list(source.occluder(shape[-2:])),
     }
     _check_settings(out / "work" / "settings.json", settings, trainer.is_global_zero)
-    names = list(source.layers.values())
-    timings = {}
-
-    start = time.perf_counter()
-    scan: ScanResult = run_batches(
-        model,
-        dataset,
-        fixed_batches(len(dataset), batch_size),
-        top_k_compute(names, k, outputs=True),
-        TopKWriter(k, len(dataset), out / "work" / "scan.pt"),
-        trainer,
-        num_workers,
-    )
-    timings["scan_s"] = time.perf_counter() - start
-
+    build = _Build(source, out, trainer, num_workers, batch_size)
+    timings: dict[str, float] = {}
+    with _timed(timings, "scan_s"):
+        scan = build.scan(k)
     layers = _layers(source, scan, channels, shape)
-    start = time.perf_counter()
-    entries, images, batches = _entries(layers, scan, batch_size)
-    projection_records = run_batches(
-        model,
-        Entries(dataset, entries, images),
-        batches,
-        ProjectionWork(
-            names,
-            [layer.slug for layer in layers],
-            [layer.field for layer in layers],
-            source.picture,
-        ),
-        FileWriter(out, "work/projections.log"),
-        trainer,
-        num_workers,
-    )
-    timings["projections_s"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    shown = _images_by_rank(layers, scan)
-    chosen = frozenset(shown if maps is None else shown[:maps])
-    work = ImageWork(
-        source.picture,
-        names[-1],
-        _setup(model, window, stride),
-        chosen,
-        source.classes,
-        methods,
-    )
-    image_records = run_batches(
-        model,
-        dataset,
-        _chunks(sorted(shown), max(1, min(batch_size, 16))),
-        work,
-        FileWriter(out, "work/images.log"),
-        trainer,
-        num_workers,
-    )
-    timings["images_s"] = time.perf_counter() - start
+    with _timed(timings, "projections_s"):
+        notes = build.project(layers, scan)
+    with _timed(timings, "images_s"):
+        shown = _images_by_rank(layers, scan)
+        found = build.images(shown, shown if maps is None else shown[:maps], methods)
     if trainer.is_global_zero:
-        start = time.perf_counter()
-        notes = sorted(
-            {n for record in projection_records.values() for n in record["notes"]}
-        )
-        maps_of = {
-            int(i): r for record in image_records.values() for i, r in record.items()
-        }
-        render_site(out, source, layers, scan, maps_of, notes, methods)
-        timings["pages_s"] = time.perf_counter() - start
+        with _timed(timings, "pages_s"):
+            render_site(out, source, layers, scan, found, notes, methods)
         (out / "work" / "timings.json").write_text(json.dumps(timings, indent=2))
     return out / paths.INDEX
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - start
+
+
+@dataclass
+class _Build:
+    """The stages, each a ``run_batches`` job writing into ``out``."""
+
+    source: Source
+    out: Path
+    trainer: pl.Trainer
+    num_workers: int
+    batch_size: int
+
+    def run(self, dataset, batches, compute, writer):
+        model, trainer = self.source.model, self.trainer
+        return run_batches(
+            model, dataset, batches, compute, writer, trainer, self.num_workers
+        )
+
+    def scan(self, k: int) -> ScanResult:
+        """Each channel's top-k, each image's prediction and label."""
+        size, names = len(self.source.dataset), list(self.source.layers.values())
+        return self.run(
+            self.source.dataset,
+            fixed_batches(size, self.batch_size),
+            top_k_compute(names, k, outputs=True),
+            TopKWriter(k, size, self.out / "work" / "scan.pt"),
+        )
+
+    def project(self, layers: list[Layer], scan: ScanResult) -> list[str]:
+        """Every entry's projection and patch; returns the deconvnet's notes."""
+        entries, images, batches = _entries(layers, scan, self.batch_size)
+        work = ProjectionWork(
+            [layer.name for layer in layers],
+            [layer.slug for layer in layers],
+            [layer.field for layer in layers],
+            self.source.picture,
+        )
+        records = self.run(
+            Entries(self.source.dataset, entries, images),
+            batches,
+            work,
+            FileWriter(self.out, "work/projections.log"),
+        )
+        return sorted({n for record in records.values() for n in record["notes"]})
+
+    def images(
+        self, shown: list[int], with_maps: list[int], methods: list[str]
+    ) -> dict[int, dict]:
+        """Each shown image's picture, and maps for those ``with_maps``; returns
+        what the maps' captions need, by image."""
+        model, shape = self.source.model, first_item(self.source.dataset[0]).shape
+        window, stride = self.source.occluder(shape[-2:])
+        work = ImageWork(
+            self.source.picture,
+            list(self.source.layers.values())[-1],
+            _setup(model, window, stride),
+            frozenset(with_maps),
+            self.source.classes,
+            methods,
+        )
+        records = self.run(
+            self.source.dataset,
+            _chunks(sorted(shown), max(1, min(self.batch_size, 16))),
+            work,
+            FileWriter(self.out, "work/images.log"),
+        )
+        return {int(i): r for record in records.values() for i, r in record.items()}
 
 
 def _check_settings(path: Path, settings: dict, writer: bool) -> None:

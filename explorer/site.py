@@ -40,9 +40,16 @@ class Layer:
     channels: int
 
 
-class _Pages:
-    def __init__(self, out: Path, site: dict) -> None:
-        self.out, self.site = out, site
+class _Site:
+    """Writes the pages with Jinja2; every link is relative to the page."""
+
+    def __init__(
+        self, out: Path, source: Source, layers: list[Layer], scan, methods: list
+    ) -> None:
+        self.out, self.source, self.layers, self.scan = out, source, layers, scan
+        self.methods = methods
+        self.site = {"title": source.title, "description": source.description}
+        self.summaries = [_summary(layer, scan) for layer in layers]
         self.env = Environment(
             loader=PackageLoader("explorer", "templates"),
             autoescape=select_autoescape(["html"]),
@@ -63,6 +70,107 @@ class _Pages:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(html)
 
+    def class_name(self, index: int | None) -> str | None:
+        classes = self.source.classes
+        if index is None or index < 0:
+            return None if index is None else "?"
+        return (
+            classes[index]
+            if classes is not None and index < len(classes)
+            else str(index)
+        )
+
+    def output(self, name: str, image: int):
+        """``predicted``, ``probability`` or ``label`` of an image, if scanned."""
+        values = self.scan.outputs.get(name)
+        return None if values is None else values[image].item()
+
+    def layer(self, number: int) -> None:
+        layer, summary = self.layers[number], self.summaries[number]
+        before = self.summaries[number - 1] if number > 0 else None
+        after = self.summaries[number + 1] if number + 1 < len(self.summaries) else None
+        self.write(
+            "layer.html",
+            paths.layer_page(layer.slug),
+            layer=summary,
+            dead=set(summary["dead"]),
+            prev=before and paths.layer_page(before["slug"]),
+            next=after and paths.layer_page(after["slug"]),
+            up=paths.INDEX,
+        )
+        for channel in range(layer.count):
+            self.channel(layer, summary, channel, before, after)
+
+    def channel(self, layer, summary, channel, before, after) -> None:
+        values, images, rows, cols = (
+            t[channel] for t in self.scan.top.entries(layer.name)
+        )
+        entries = [
+            {
+                "rank": rank,
+                "value": float(values[rank]),
+                "image": image,
+                "position": (int(rows[rank]), int(cols[rank])),
+                "label": self.class_name(self.output("label", image)),
+                "predicted": self.class_name(self.output("predicted", image)),
+                "stem": paths.entry(layer.slug, channel, rank),
+            }
+            for rank, image in enumerate(images.tolist())
+            if image >= 0
+        ]
+
+        def page(slug: str, number: int, count: int) -> str | None:
+            return paths.channel_page(slug, number) if 0 <= number < count else None
+
+        def same(other: dict | None) -> str | None:
+            if other is None:
+                return None
+            return page(other["slug"], min(channel, other["shown"] - 1), other["shown"])
+
+        self.write(
+            "channel.html",
+            paths.channel_page(layer.slug, channel),
+            layer=summary,
+            channel=channel,
+            entries=entries,
+            dead=channel in summary["dead"],
+            prev=page(layer.slug, channel - 1, layer.count),
+            next=page(layer.slug, channel + 1, layer.count),
+            prev_layer=same(before),
+            next_layer=same(after),
+            up=paths.layer_page(layer.slug),
+        )
+
+    def image(self, image: int, ids: list[int], position: int, found, maps) -> None:
+        nearby = [
+            ids[p] if 0 <= p < len(ids) else None for p in (position - 1, position + 1)
+        ]
+        self.write(
+            "image.html",
+            paths.image_page(image),
+            image=image,
+            label=self.class_name(self.output("label", image)),
+            predicted=self.class_name(self.output("predicted", image)),
+            probability=self.output("probability", image),
+            appearances=[
+                {
+                    "layer": layer.shown,
+                    "slug": layer.slug,
+                    "channel": c,
+                    "rank": r,
+                    "value": v,
+                }
+                for layer, c, r, v in found
+            ],
+            maps=maps,
+            target=None if maps is None else self.class_name(maps["target"]),
+            class_name=self.class_name,
+            methods=self.methods,
+            prev=nearby[0] is not None and paths.image_page(nearby[0]) or None,
+            next=nearby[1] is not None and paths.image_page(nearby[1]) or None,
+            up=paths.IMAGES,
+        )
+
 
 def render_site(
     out: Path,
@@ -74,29 +182,16 @@ def render_site(
     methods: Sequence[str],
 ) -> None:
     """Write every page, the assets and ``index.json`` into ``out``."""
-
-    def class_name(index: int) -> str:
-        if index < 0:
-            return "?"
-        known = source.classes is not None and index < len(source.classes)
-        return source.classes[index] if known else str(index)
-
-    outputs = scan.outputs
-    site = {"title": source.title, "description": source.description}
-    pages = _Pages(out, site)
+    site = _Site(out, source, layers, scan, list(methods))
     shutil.copytree(ASSETS, out / "assets", dirs_exist_ok=True)
-    summaries = [_summary(layer, scan) for layer in layers]
-    pages.write(
-        "index.html",
-        paths.INDEX,
-        layers=summaries,
-        notes=notes,
-        k=scan.top.k,
+    site.write(
+        "index.html", paths.INDEX, layers=site.summaries, notes=notes, k=scan.top.k
     )
-    (out / "index.json").write_text(json.dumps({**site, "layers": summaries}, indent=1))
+    index = {**site.site, "layers": site.summaries}
+    (out / "index.json").write_text(json.dumps(index, indent=1))
     appearances = defaultdict(list)
     for number, layer in enumerate(layers):
-        _layer_pages(pages, number, layer, summaries, scan, outputs, class_name)
+        site.layer(number)
         values, images, _, _ = scan.top.entries(layer.name)
         for channel in range(layer.count):
             for rank, image in enumerate(images[channel].tolist()):
@@ -105,18 +200,8 @@ def render_site(
                     appearances[image].append((layer, channel, rank, value))
     ids = sorted(appearances)
     for position, image in enumerate(ids):
-        _image_page(
-            pages,
-            image,
-            ids,
-            position,
-            appearances[image],
-            outputs,
-            maps.get(image),
-            methods,
-            class_name,
-        )
-    pages.write("images.html", paths.IMAGES, images=ids)
+        site.image(image, ids, position, appearances[image], maps.get(image))
+    site.write("images.html", paths.IMAGES, images=ids)
 
 
 def _summary(layer: Layer, scan: ScanResult) -> dict:
@@ -138,95 +223,3 @@ def _summary(layer: Layer, scan: ScanResult) -> dict:
 
 def _number(value: float) -> float | None:
     return None if math.isinf(value) or math.isnan(value) else round(value, 4)
-
-
-def _layer_pages(pages, number, layer, summaries, scan, outputs, class_name):
-    values, images, rows, cols = scan.top.entries(layer.name)
-    summary = summaries[number]
-    dead = set(summary["dead"])
-    before = summaries[number - 1] if number > 0 else None
-    after = summaries[number + 1] if number + 1 < len(summaries) else None
-
-    def same_channel(other: dict | None, channel: int) -> str | None:
-        if other is None:
-            return None
-        return paths.channel_page(other["slug"], min(channel, other["shown"] - 1))
-
-    page = paths.layer_page(layer.slug)
-    pages.write(
-        "layer.html",
-        page,
-        layer=summary,
-        dead=dead,
-        prev=before and paths.layer_page(before["slug"]),
-        next=after and paths.layer_page(after["slug"]),
-        up=paths.INDEX,
-    )
-    labels = outputs.get("label")
-    predicted = outputs.get("predicted")
-    for channel in range(layer.count):
-        entries = []
-        for rank, image in enumerate(images[channel].tolist()):
-            if image < 0:
-                continue
-            entries.append(
-                {
-                    "rank": rank,
-                    "value": float(values[channel, rank]),
-                    "image": image,
-                    "position": (int(rows[channel, rank]), int(cols[channel, rank])),
-                    "label": None if labels is None else class_name(int(labels[image])),
-                    "predicted": None
-                    if predicted is None
-                    else class_name(int(predicted[image])),
-                    "stem": paths.entry(layer.slug, channel, rank),
-                }
-            )
-        pages.write(
-            "channel.html",
-            paths.channel_page(layer.slug, channel),
-            layer=summary,
-            channel=channel,
-            entries=entries,
-            dead=channel in dead,
-            prev=channel > 0 and paths.channel_page(layer.slug, channel - 1) or None,
-            next=paths.channel_page(layer.slug, channel + 1)
-            if channel + 1 < layer.count
-            else None,
-            prev_layer=same_channel(before, channel),
-            next_layer=same_channel(after, channel),
-            up=page,
-        )
-
-
-def _image_page(pages, image, ids, position, found, outputs, maps, methods, class_name):
-    def output(name: str):
-        values = outputs.get(name)
-        return None if values is None else values[image].item()
-
-    label, predicted = output("label"), output("predicted")
-    pages.write(
-        "image.html",
-        paths.image_page(image),
-        image=image,
-        label=None if label is None else class_name(label),
-        predicted=None if predicted is None else class_name(predicted),
-        probability=output("probability"),
-        appearances=[
-            {
-                "layer": layer.shown,
-                "slug": layer.slug,
-                "channel": c,
-                "rank": r,
-                "value": v,
-            }
-            for layer, c, r, v in found
-        ],
-        maps=maps,
-        target=None if maps is None else class_name(maps["target"]),
-        class_name=class_name,
-        methods=methods,
-        prev=paths.image_page(ids[position - 1]) if position > 0 else None,
-        next=paths.image_page(ids[position + 1]) if position + 1 < len(ids) else None,
-        up=paths.IMAGES,
-    )

@@ -104,17 +104,7 @@ def from_checkpoint(
         checkpoint, weights_only=True, map_location="cpu"
     )
     model = module.model.eval()
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    settings = saved.get("datamodule_hyper_parameters", {})
-    kind = (
-        ClutteredFashionMNISTDataModule
-        if "fragments" in settings
-        else FashionMNISTDataModule
-    )
-    overrides = {"num_workers": 0} | ({"data_dir": data_dir} if data_dir else {})
-    data = kind.from_checkpoint(checkpoint, **overrides)
-    data.prepare_data()
-    data.setup("test")
+    data = _data_module(checkpoint, data_dir)
     dataset = data.test_set
     if images is not None:
         dataset = Subset(dataset, range(min(images, len(dataset))))
@@ -136,6 +126,24 @@ def from_checkpoint(
         description=f"{Path(checkpoint)} on {len(dataset)} test images of "
         f"{type(data).__name__.removesuffix('DataModule')}",
     )
+
+
+def _data_module(checkpoint: str | os.PathLike, data_dir: str | None):
+    """The checkpoint's (Cluttered) Fashion-MNIST data module, set up for testing."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    settings = saved.get("datamodule_hyper_parameters", {})
+    if "ten_crop_test" in settings:
+        raise ValueError(
+            f"{checkpoint} was trained on ImageNet folders: build a Source with the "
+            "validation images (one crop each) and pass it with --source"
+        )
+    fashion = "fragments" not in settings
+    kind = FashionMNISTDataModule if fashion else ClutteredFashionMNISTDataModule
+    overrides = {"num_workers": 0} | ({"data_dir": data_dir} if data_dir else {})
+    data = kind.from_checkpoint(checkpoint, **overrides)
+    data.prepare_data()
+    data.setup("test")
+    return data
 
 
 def load_source(spec: str) -> Source:
