@@ -50,7 +50,7 @@ class ProjectionWork:
 
     layer_names: Sequence[str]  # qualified, by layer number
     slugs: Sequence[str]  # the layers' folder names
-    fields: Sequence[ReceptiveField | None]  # None: the whole image
+    fields: Sequence[ReceptiveField | None]  # None: cut to the projection's box
     picture: Callable[[Tensor], Tensor]
 
     def __call__(self, model: nn.Module, indices: Tensor, items: tuple) -> tuple:
@@ -123,11 +123,11 @@ class ImageWork:
         if chosen:
             picked = torch.tensor(chosen, device=images.device)
             ids = indices[chosen].tolist()
-            found, record = self._maps(model, images[picked], pictures[picked], ids)
+            found, record = self._maps(model, images[picked], ids)
             files |= found
         return files, record
 
-    def _maps(self, model, images, pictures, ids) -> tuple[dict, dict]:
+    def _maps(self, model, images, ids) -> tuple[dict, dict]:
         layer = model.get_submodule(self.watched)
         window, stride = self.setup.window, self.setup.stride
         maps = OcclusionSensitivity(model).sensitivity_maps(
@@ -151,17 +151,24 @@ class ImageWork:
                 "methods": {},
                 **captions,
             }
-        for name in self.methods:
-            attribution = self._explain(name, model, images, maps.target)
-            if isinstance(attribution, str):
-                for i in ids:
-                    records[i]["methods"][name] = attribution
-                continue
-            heat = diverging(attribution.detach().sum(1))
-            for j, i in enumerate(ids):
-                files[paths.method_png(i, name)] = png(heat[j])
-                records[i]["methods"][name] = ""
+        files |= self._methods(model, images, maps.target, ids, records)
         return files, {str(i): record for i, record in records.items()}
+
+    def _methods(self, model, images, targets, ids, records) -> dict[str, bytes]:
+        """Every method's maps as PNGs; each image's record says, per method, ""
+        or why it failed."""
+        files = {}
+        for name in self.methods:
+            attribution = self._explain(name, model, images, targets)
+            failed = attribution if isinstance(attribution, str) else ""
+            if not failed:
+                heat = diverging(attribution.detach().sum(1))
+                files |= {
+                    paths.method_png(i, name): png(heat[j]) for j, i in enumerate(ids)
+                }
+            for i in ids:
+                records[i]["methods"][name] = failed
+        return files
 
     def _explain(self, name, model, images, targets) -> Tensor | str:
         """The method's attribution, or why it failed (shown on the page)."""
