@@ -256,6 +256,10 @@ def run_batches(
         writer: writes the results on global rank 0.
         trainer: e.g. ``pl.Trainer(strategy="ddp", devices=4, num_nodes=2)``.
         num_workers: data loader workers per process.
+
+    Raises:
+        RuntimeError: if the trainer stopped before every batch was written (what
+            was written stays; a new run does the rest).
     """
     job = BatchScan(model, dataset, batches, compute, writer, num_workers)
     trainer = trainer or default_trainer()
@@ -271,5 +275,14 @@ def run_batches(
         model.to(device)
     # After predict (which skips its hooks when nothing is left to do), the
     # processes are still connected.
-    outcome = writer.close() if trainer.is_global_zero else None
-    return trainer.strategy.broadcast(outcome, src=0)
+    missing, outcome = 0, None
+    if trainer.is_global_zero:
+        missing = len(set(range(len(batches))) - writer.written())
+        outcome = None if missing else writer.close()
+    missing, outcome = trainer.strategy.broadcast((missing, outcome), src=0)
+    if missing:
+        raise RuntimeError(
+            f"{missing} of {len(batches)} batches were not computed: the trainer "
+            "stopped early (limit_predict_batches, max_time?); run again to finish"
+        )
+    return outcome

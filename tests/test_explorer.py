@@ -20,10 +20,11 @@ from captum_deconvnet import (
     normalize_projection,
     receptive_field,
 )
-from explorer import Source
+from explorer import Source, build_site
 from explorer.stages import ProjectionWork
 from lightning_zfnet import FileWriter, TopKWriter
 from lightning_zfnet import scan as scan_module
+from lightning_zfnet.batches import default_trainer
 
 from .explorer_site import (  # noqa: F401 (site_fixture: the fixture `site`)
     DEAD,
@@ -190,3 +191,9 @@ def test_without_a_traced_field_pictures_are_cut_to_the_projections_box():
         assert fy0 <= y0 < y1 <= fy1 and fx0 <= x0 < x1 <= fx1
         patch = picture_of(files[f"layers/conv2/1/{j}-patch.png"])
         assert torch.equal(patch, as_pixels(images[j, :, y0:y1, x0:x1]))
+
+
+def test_a_trainer_that_stops_early_is_an_error_not_a_site_with_holes(tmp_path):
+    trainer = default_trainer(limit_predict_batches=1)
+    with pytest.raises(RuntimeError, match="2 of 3 batches were not computed"):
+        build_site(tiny_source(), tmp_path, trainer=trainer, **SETTINGS)
