@@ -29,6 +29,8 @@ from .pictures import diverging, occlusion_panels, png
 
 __all__ = ["Entries", "ImageWork", "ProjectionWork"]
 
+MAPS_PIXELS = 16 * 64 * 64  # image pixels whose maps are computed together
+
 
 class Entries(Dataset):
     """Top-k entries as items ``(image, (layer, channel, rank, row, col))``."""
@@ -119,13 +121,16 @@ class ImageWork:
             for i, picture in zip(indices.tolist(), pictures, strict=True)
         }
         chosen = [j for j, i in enumerate(indices.tolist()) if i in self.with_maps]
-        record = {}
-        if chosen:
-            picked = torch.tensor(chosen, device=images.device)
-            ids = indices[chosen].tolist()
-            found, record = self._maps(model, images[picked], ids)
+        # Some methods hold dozens of copies of their images (integrated gradients
+        # 50, with their gradients): large images go a few at a time.
+        step = max(1, MAPS_PIXELS // images[0, 0].numel())
+        records = {}
+        for start in range(0, len(chosen), step):
+            picked = torch.tensor(chosen[start : start + step], device=images.device)
+            found, record = self._maps(model, images[picked], indices[picked].tolist())
             files |= found
-        return files, record
+            records |= record
+        return files, records
 
     def _maps(self, model, images, ids) -> tuple[dict, dict]:
         layer = model.get_submodule(self.watched)
