@@ -268,8 +268,10 @@ def run_batches(
     device = next(model.parameters(), torch.zeros(())).device
     try:
         with eval_mode(model), warnings.catch_warnings():
-            # Our iterable knows its length, and each worker takes its own batches.
+            # Our iterable knows its length, and each worker takes its own batches;
+            # a resumed job may have nothing left to do.
             warnings.filterwarnings("ignore", "Your `IterableDataset` has `__len__`")
+            warnings.filterwarnings("ignore", "Total length of `DataLoader`")
             trainer.predict(job, return_predictions=False)
     finally:
         model.to(device)
