@@ -197,3 +197,23 @@ def test_a_trainer_that_stops_early_is_an_error_not_a_site_with_holes(tmp_path):
     trainer = default_trainer(limit_predict_batches=1)
     with pytest.raises(RuntimeError, match="2 of 3 batches were not computed"):
         build_site(tiny_source(), tmp_path, trainer=trainer, **SETTINGS)
+
+
+def test_the_demo_builds_the_explorer_of_its_checkpoint(
+    tiny_demo, tmp_path, monkeypatch, capsys
+):
+    from reports import demo
+
+    _, result = tiny_demo
+    monkeypatch.setattr(demo, "EXPLORER_IMAGES", 12)
+    monkeypatch.setattr(demo, "EXPLORER_MAPS", 1)
+    demo.explore(result, tmp_path)
+    index = json.loads((tmp_path / "explorer" / "index.json").read_text())
+    assert [layer["name"] for layer in index["layers"]] == [
+        f"conv{i}" for i in range(1, 6)
+    ]
+    assert (
+        f"explorer:   {tmp_path / 'explorer' / 'index.html'}" in capsys.readouterr().out
+    )
+    maps = list((tmp_path / "explorer" / "images").glob("*/occlusion-classes.png"))
+    assert len(maps) == 1
