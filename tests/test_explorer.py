@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +208,7 @@ def test_the_demo_builds_the_explorer_of_its_checkpoint(
     _, result = tiny_demo
     monkeypatch.setattr(demo, "EXPLORER_IMAGES", 12)
     monkeypatch.setattr(demo, "EXPLORER_MAPS", 1)
+    monkeypatch.setattr(demo, "build_site", partial(build_site, channels=2))
     demo.explore(result, tmp_path)
     index = json.loads((tmp_path / "explorer" / "index.json").read_text())
     assert [layer["name"] for layer in index["layers"]] == [
