@@ -1,5 +1,6 @@
 """ZFNet (Zeiler & Fergus, 2014) and its training recipe in PyTorch Lightning."""
 
+from .batches import BatchScan, BatchWriter, FileWriter, fixed_batches, run_batches
 from .callbacks import FilterRenorm, renormalize_filters
 from .data import (
     ClutteredFashionMNISTDataModule,
@@ -11,20 +12,26 @@ from .evolution import FeatureEvolution
 from .model import ZFNet, zfnet
 from .module import ZFNetModule
 from .predictions import PredictionWriter
-from .scan import ActivationScan, scan_top_activations
+from .scan import ScanResult, TopKWriter, scan_top_activations
 
 __all__ = [
     "DEFAULT_CONFIG",
-    "ActivationScan",
+    "BatchScan",
+    "BatchWriter",
     "ClutteredFashionMNISTDataModule",
     "FashionMNISTDataModule",
     "FeatureEvolution",
+    "FileWriter",
     "FilterRenorm",
     "ImageNetDataModule",
     "PredictionWriter",
     "ZFNet",
     "ZFNetModule",
+    "ScanResult",
+    "TopKWriter",
+    "fixed_batches",
     "renormalize_filters",
+    "run_batches",
     "scan_top_activations",
     "train_default",
     "zfnet",

@@ -1,63 +1,151 @@
 """The top-k scan of the paper's Fig. 2 over a whole dataset in Lightning's predict
-loop: under DDP every process scans its share and the states are merged exactly
-(``captum_deconvnet.TopKActivations`` merges in any order to the same state)."""
+loop (:mod:`.batches`): under DDP every process scans its share of the batches and
+rank 0 merges their states exactly (``captum_deconvnet.TopKActivations`` merges in
+any order to the same state). With a file the merged state is saved as it grows, and
+a killed scan resumes from it."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from captum_deconvnet import TopKActivations
-from captum_deconvnet.layers import eval_mode, layer_name, layer_outputs
-from captum_deconvnet.topk import IndexedDataset, first_item
+from captum_deconvnet.layers import layer_name, layer_outputs
+from captum_deconvnet.topk import first_item
 
-__all__ = ["ActivationScan", "scan_top_activations"]
+from .batches import BatchWriter, fixed_batches, run_batches
+
+__all__ = ["ScanResult", "TopKWriter", "scan_top_activations", "top_k_compute"]
+
+SAVE_EVERY_S = 30.0  # how often a TopKWriter with a file saves, by default
 
 
-class ActivationScan(pl.LightningModule):
-    """Runs ``Trainer.predict`` over a dataset to collect a top-k state
-    (:class:`~captum_deconvnet.TopKActivations`).
+@dataclass
+class ScanResult:
+    """What a scan found.
 
-    Batches are ``(image_indices, items)`` as :class:`IndexedDataset` makes them;
-    images are the items, or their first element. At the end the states of all
-    processes are gathered and merged, so every process holds the whole result in
-    :attr:`top`. Use ``strategy="ddp"`` (``ddp_spawn`` does not return the state).
-
-    Args:
-        model: the network; it is used as it is (``Trainer.predict`` puts it in
-            eval mode and back).
-        layers: submodules of ``model`` whose outputs are scanned.
-        k: activations kept per channel.
+    Attributes:
+        top: each channel's top-k activations, keyed by layer name.
+        outputs: per image (by dataset index) ``predicted`` (int64, the class of the
+            largest output), ``probability`` (float32, its softmax probability) and
+            ``label`` (int64, the item's second element when it is a class index),
+            where the scan recorded them; ``-1`` or NaN for images not scanned.
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[nn.Module], k: int = 9):
-        super().__init__()
-        self.model = model
-        self.layer_names = [layer_name(model, layer) for layer in layers]
-        self.top = TopKActivations(k)
+    top: TopKActivations
+    outputs: dict[str, Tensor] = field(default_factory=dict)
 
-    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        indices, items = batch
-        layers = [self.model.get_submodule(name) for name in self.layer_names]
-        outputs, _ = layer_outputs(self.model, layers, first_item(items))
-        for name, output in zip(self.layer_names, outputs, strict=True):
-            self.top.update(name, output, indices)
-        return indices  # returning nothing would make Lightning warn
 
-    def on_predict_end(self) -> None:
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            states: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(states, self.top)
-            merged = TopKActivations(self.top.k)
-            for state in states:
-                merged.merge(state)
-            self.top = merged
+def top_k_compute(layer_names: Sequence[str], k: int, outputs: bool = False):
+    """The compute function of a top-k scan (see :func:`~.batches.run_batches`):
+    a batch's :class:`TopKActivations` of the layers ``layer_names``, and with
+    ``outputs`` its images' predictions and labels (the model then runs to its end).
+    """
+
+    def compute(model: nn.Module, indices: Tensor, items: Any) -> tuple:
+        layers = [model.get_submodule(name) for name in layer_names]
+        with torch.no_grad():
+            maps, output = layer_outputs(
+                model, layers, first_item(items), stop_early=not outputs
+            )
+        top = TopKActivations(k)
+        for name, activations in zip(layer_names, maps, strict=True):
+            top.update(name, activations, indices)
+        per_image = _per_image(output, items) if outputs else {}
+        return top, {"index": indices.cpu(), **per_image}
+
+    return compute
+
+
+def _per_image(output: Any, items: Any) -> dict[str, Tensor]:
+    found = {}
+    if isinstance(output, Tensor) and output.ndim == 2 and output.shape[1] > 1:
+        probability, predicted = output.detach().float().softmax(1).max(1)
+        found |= {"predicted": predicted.cpu(), "probability": probability.cpu()}
+    if isinstance(items, (tuple, list)) and len(items) > 1:
+        labels = items[1]
+        if isinstance(labels, Tensor) and labels.ndim == 1:
+            if not labels.is_floating_point():
+                found["label"] = labels.long().cpu()
+    return found
+
+
+class TopKWriter(BatchWriter):
+    """Merges the batches' top-k states and per-image outputs into a
+    :class:`ScanResult`. With ``path`` it saves the result and the batches it holds
+    at most every ``save_every`` seconds and at the end (replacing the file whole);
+    a writer made on an existing file resumes from it.
+
+    Args:
+        k: activations kept per channel.
+        size: images in the dataset.
+        path: the state file, or ``None`` to keep it in memory only.
+        save_every: seconds between saves (default ``SAVE_EVERY_S``).
+    """
+
+    def __init__(
+        self,
+        k: int,
+        size: int,
+        path: str | os.PathLike | None = None,
+        save_every: float | None = None,
+    ) -> None:
+        self.size = size
+        self.save_every = SAVE_EVERY_S if save_every is None else save_every
+        self.path = None if path is None else Path(path)
+        self.result, self.done = ScanResult(TopKActivations(k)), set()
+        if self.path is not None and self.path.exists():
+            saved = torch.load(self.path, weights_only=False)
+            if saved["k"] != k or saved["size"] != size:
+                raise ValueError(
+                    f"{self.path} holds a top-{saved['k']} scan of {saved['size']} "
+                    f"images, not a top-{k} scan of {size}: remove it to start again"
+                )
+            self.result, self.done = saved["result"], set(saved["done"])
+        self._saved_at = time.monotonic()
+
+    def written(self) -> set[int]:
+        return set(self.done)
+
+    def write(self, batch: int, result: tuple) -> None:
+        top, per_image = result
+        self.result.top.merge(top)
+        index = per_image["index"]
+        for name, values in per_image.items():
+            if name == "index":
+                continue
+            if name not in self.result.outputs:
+                empty = float("nan") if values.is_floating_point() else -1
+                self.result.outputs[name] = torch.full(
+                    (self.size,), empty, dtype=values.dtype
+                )
+            self.result.outputs[name][index] = values
+        self.done.add(batch)
+        if time.monotonic() - self._saved_at >= self.save_every:
+            self._save()
+
+    def close(self) -> ScanResult:
+        self._save()
+        return self.result
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        part = self.path.with_name(self.path.name + ".part")
+        state = {"k": self.result.top.k, "size": self.size, "done": sorted(self.done)}
+        torch.save({**state, "result": self.result}, part)
+        part.replace(self.path)
+        self._saved_at = time.monotonic()
 
 
 def scan_top_activations(
@@ -91,23 +179,14 @@ def scan_top_activations(
         >>> top = scan_top_activations(model, [model.features[4]], val_set)
         >>> top.entries("features.4").images[5]  # images of channel 5's top 9
     """
-    scan = ActivationScan(model, layers, k)
-    loader = DataLoader(
-        IndexedDataset(dataset), batch_size=batch_size, num_workers=num_workers
+    names = [layer_name(model, layer) for layer in layers]
+    result = run_batches(
+        model,
+        dataset,
+        fixed_batches(len(dataset), batch_size),
+        top_k_compute(names, k),
+        TopKWriter(k, len(dataset)),
+        trainer,
+        num_workers,
     )
-    trainer = trainer or pl.Trainer(
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    # Lightning leaves the model on the CPU, and in eval mode if predict raises:
-    # put back its device and each module's mode.
-    device = next(model.parameters(), torch.zeros(())).device
-    try:
-        with eval_mode(model):
-            trainer.predict(scan, loader, return_predictions=False)
-    finally:
-        model.to(device)
-    return scan.top
+    return result.top

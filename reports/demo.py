@@ -1,5 +1,6 @@
 """``make demo``: train the embedded default (or reuse its checkpoint), test it and
-write a report of what it learned (OUT/report.md, figures in OUT/figures).
+write a report of what it learned (OUT/report.md, figures in OUT/figures) and the
+explorer's site (OUT/explorer/index.html).
 
 python -m reports.demo --out runs/demo
 """
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
+from explorer import build_site, from_checkpoint
 from lightning_zfnet import train_default
 
 from .report import write_report
@@ -36,6 +39,19 @@ def main(argv: list[str] | None = None) -> None:
         result["metrics"],
     )
     print(f"\nreport:     {report}")
+    explore(result, args.out)
+
+
+# The explorer's site for the same network (explorer/): every channel of conv1-conv5
+# over the first EXPLORER_IMAGES test images, maps for EXPLORER_MAPS of them.
+EXPLORER_IMAGES, EXPLORER_MAPS = 1000, 32
+
+
+def explore(result: dict, out: Path) -> None:
+    start = time.perf_counter()
+    source = from_checkpoint(result["checkpoint"], result["data_dir"], EXPLORER_IMAGES)
+    index = build_site(source, out / "explorer", maps=EXPLORER_MAPS)
+    print(f"explorer:   {index}  ({time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

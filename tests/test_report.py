@@ -87,6 +87,7 @@ def test_the_demo_writes_the_report_and_says_where(tiny_demo, monkeypatch, capsy
 
     monkeypatch.setattr(demo, "train_default", lambda out: result)
     monkeypatch.setattr(demo, "write_report", record)
+    monkeypatch.setattr(demo, "explore", lambda result, out: None)  # test_explorer
     demo.main(["--out", str(out)])
     assert calls == [
         (

@@ -1,0 +1,163 @@
+"""What the explorer shows: a model, a dataset and some of the model's layers."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
+from torchvision.datasets import FashionMNIST
+
+from lightning_zfnet import (
+    ClutteredFashionMNISTDataModule,
+    FashionMNISTDataModule,
+    ZFNetModule,
+)
+from lightning_zfnet.model import zfnet_layers
+
+__all__ = ["Source", "from_checkpoint", "load_source"]
+
+
+@dataclass
+class Source:
+    """A model, a dataset and the layers to explore.
+
+    Attributes:
+        model: a CNN (any ``nn.Module`` returning class scores ``(N, classes)``).
+        dataset: items are images ``(C, H, W)`` or tuples ``(image, label, ...)``
+            with ``label`` a class index; all images of one size.
+        layers: the layers to show, by the name shown, mapped to the module's
+            qualified name in ``model`` (``{"conv1": "features.1"}``), in the
+            network's order.
+        classes: class names, by index (default: the indices).
+        mean, std: per input channel, what the images were normalised with; pages
+            show ``image * std + mean``. ``None``: each image is stretched to [0, 1].
+        window, stride: the occluder's side and step in pixels (Fig. 7). Default: a
+            quarter of the image's side, and half of that.
+        title: the model's name on the pages.
+        description: a sentence on the model and the data.
+    """
+
+    model: nn.Module
+    dataset: Dataset
+    layers: dict[str, str]
+    classes: Sequence[str] | None = None
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    window: int | None = None
+    stride: int | None = None
+    title: str = "model"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(self.model)}")
+        if not self.layers:
+            raise ValueError("layers is empty: name at least one layer to explore")
+        known = dict(self.model.named_modules())
+        missing = [name for name in self.layers.values() if name not in known]
+        if missing:
+            raise ValueError(
+                f"layers {missing} are not submodules of the model; some that are: "
+                f"{[n for n in known if n][:12]}"
+            )
+        if len(self.dataset) == 0:
+            raise ValueError("the dataset is empty")
+
+    def picture(self, images: Tensor) -> Tensor:
+        """Images ``(N, C, H, W)`` as they look, in ``[0, 1]``."""
+        images = images.detach().float()
+        if self.mean is None or self.std is None:
+            low = images.flatten(1).amin(1)[:, None, None, None]
+            high = images.flatten(1).amax(1)[:, None, None, None]
+            return (images - low) / (high - low).clamp(min=1e-12)
+        mean = torch.as_tensor(self.mean, dtype=images.dtype, device=images.device)
+        std = torch.as_tensor(self.std, dtype=images.dtype, device=images.device)
+        return (images * std[:, None, None] + mean[:, None, None]).clamp(0, 1)
+
+    def occluder(self, image_size: Sequence[int]) -> tuple[int, int]:
+        """``(window, stride)`` for images of ``image_size`` ``(H, W)``."""
+        window = self.window or max(1, min(image_size) // 4)
+        return window, self.stride or max(1, window // 2)
+
+
+def from_checkpoint(
+    checkpoint: str | os.PathLike,
+    data_dir: str | None = None,
+    images: int | None = None,
+) -> Source:
+    """A ``ZFNetModule`` checkpoint (as ``zfnet fit`` and ``make demo`` write) with
+    the test split of the data it was trained on, and the paper's layers conv1 to
+    conv5 (each the ReLU after its convolution, see ``zfnet_layers``).
+
+    Args:
+        checkpoint: the ``.ckpt`` file.
+        data_dir: where the data is (default: the checkpoint's setting).
+        images: only the first ``images`` test images (default: all).
+    """
+    module = ZFNetModule.load_from_checkpoint(
+        checkpoint, weights_only=True, map_location="cpu"
+    )
+    model = module.model.eval()
+    data = _data_module(checkpoint, data_dir)
+    dataset = data.test_set
+    if images is not None:
+        dataset = Subset(dataset, range(min(images, len(dataset))))
+    names = {m: n for n, m in model.named_modules()}
+    layers = {
+        short: names[m] for short, m in zfnet_layers(model).items() if "conv" in short
+    }
+    width = module.hparams.get("width", 1.0)
+    return Source(
+        model=model,
+        dataset=dataset,
+        layers=layers,
+        classes=list(FashionMNIST.classes),
+        mean=[data.mean],
+        std=[data.std],
+        window=max(1, data.image_size // 5),
+        stride=max(1, data.image_size // 10),
+        title=f"ZFNet (width {width:g})",
+        description=f"{Path(checkpoint)} on {len(dataset)} test images of "
+        f"{type(data).__name__.removesuffix('DataModule')}",
+    )
+
+
+def _data_module(checkpoint: str | os.PathLike, data_dir: str | None):
+    """The checkpoint's (Cluttered) Fashion-MNIST data module, set up for testing."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    settings = saved.get("datamodule_hyper_parameters", {})
+    if "ten_crop_test" in settings:
+        raise ValueError(
+            f"{checkpoint} was trained on ImageNet folders: build a Source with the "
+            "validation images (one crop each) and pass it with --source"
+        )
+    fashion = "fragments" not in settings
+    kind = FashionMNISTDataModule if fashion else ClutteredFashionMNISTDataModule
+    overrides = {"num_workers": 0} | ({"data_dir": data_dir} if data_dir else {})
+    data = kind.from_checkpoint(checkpoint, **overrides)
+    data.prepare_data()
+    data.setup("test")
+    return data
+
+
+def load_source(spec: str) -> Source:
+    """The :class:`Source` made by the function ``spec`` names,
+    ``"package.module:function"`` (called without arguments)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(
+            f"source must name a function as 'package.module:function', got {spec!r}"
+        )
+    made: Callable[[], Source] = getattr(
+        importlib.import_module(module_name), attribute
+    )
+    source = made()
+    if not isinstance(source, Source):
+        raise TypeError(f"{spec} returned {type(source)}, not an explorer.Source")
+    return source
