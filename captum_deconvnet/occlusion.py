@@ -31,6 +31,7 @@ from ._occlusion_args import (
     window_shapes,
 )
 from ._scan import OcclusionScan
+from .incremental import Approximation
 
 __all__ = ["OcclusionSensitivity", "SensitivityMaps"]
 
@@ -76,6 +77,9 @@ class OcclusionSensitivity(PerturbationAttribution):
         incremental: recompute only the region an occluder reaches wherever the
             model allows it (exact); ``False`` always runs full forward passes.
         max_batch: most occluded copies in one forward pass, which bounds memory.
+        approximate: opt-in approximate results for speed (Krypton's
+            projective-field threshold and coarse-to-fine drill-down, see
+            :class:`~captum_deconvnet.incremental.Approximation`); ``None`` is exact.
 
     Example::
 
@@ -92,13 +96,19 @@ class OcclusionSensitivity(PerturbationAttribution):
         *,
         incremental: bool = True,
         max_batch: int = 64,
+        approximate: Approximation | None = None,
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {forward_func!r}")
         check_positive("max_batch", max_batch)
+        if approximate is not None and not isinstance(approximate, Approximation):
+            raise TypeError(
+                f"approximate must be an Approximation, got {approximate!r}"
+            )
         super().__init__(forward_func)
         self.incremental = incremental
         self.max_batch = max_batch
+        self.approximate = approximate
 
     @classmethod
     def get_name(cls) -> str:
@@ -163,6 +173,8 @@ class OcclusionSensitivity(PerturbationAttribution):
                     extra,
                     positions,
                     incremental=self.incremental,
+                    adaptive=perturbations_per_eval is None,
+                    approximate=self.approximate,
                 )
                 if unoccluded is None:
                     output = scan.unoccluded_output()
@@ -248,6 +260,8 @@ class OcclusionSensitivity(PerturbationAttribution):
                 positions,
                 layer,
                 self.incremental,
+                adaptive=True,
+                approximate=self.approximate,
             )
             output, sums = scan.unoccluded_output(with_watched=True)
             target = target_classes(output, target)
