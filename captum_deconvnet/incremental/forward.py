@@ -11,6 +11,7 @@ map the node is computed in full, as a full pass would.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,21 +206,32 @@ class IncrementalForward:
             corners: ``(B, 2)`` top-left corner of each copy's box in the input.
             patches: ``(B, C, h, w)`` the box's values in each copy.
         """
-        run = _Run(self, image_index.to(patches.device))
+        run = Chunk(self, image_index.to(patches.device))
+        watched = result = None
+        for node, state in self.states(run, corners, patches):
+            if node is self.watch:
+                watched = self._watched_sums(run, state)
+            if node is self.result:
+                result = run.materialize(node, state)
+        return result, watched
+
+    def states(
+        self, run: Chunk, corners: Tensor, patches: Tensor
+    ) -> Iterator[tuple[fx.Node, State]]:
+        """Each node's state for the copies, in the graph's order (the input's
+        first); a state is dropped once no later node reads it."""
         shape = tuple(self.base[self.placeholder].shape[2:])
         region = Region(corners.cpu().long(), tuple(patches.shape[2:]), shape)
         states: dict[fx.Node, State] = {self.placeholder: Box(region, patches)}
-        watched = None
+        yield self.placeholder, states[self.placeholder]
         for step in self.steps:
             inputs = {n: states[n] for n in step.inputs}
             states[step.node] = step.rule.compute(run, step.node, inputs)
-            if step.node is self.watch:
-                watched = self._watched_sums(run, states[step.node])
+            yield step.node, states[step.node]
             for node in step.done:
                 del states[node]
-        return run.materialize(self.result, states[self.result]), watched
 
-    def _watched_sums(self, run: _Run, state: State) -> Tensor:
+    def _watched_sums(self, run: Chunk, state: State) -> Tensor:
         """Per-channel sums of the watched layer: the unoccluded sums, with the box's
         unoccluded values swapped for its new ones."""
         if isinstance(state, Dense):
@@ -241,8 +253,8 @@ def _mark_done(steps: list[Step], keep: list) -> None:
             step.done.append(node)
 
 
-class _Run:
-    """One chunk of copies being computed (see ``rules.Run``)."""
+class Chunk:
+    """One chunk of copies being computed: what the rules read and call."""
 
     def __init__(self, forward: IncrementalForward, images: Tensor) -> None:
         self.forward = forward

@@ -3,21 +3,24 @@
 A node's value for a batch of occluded copies is held as one of three states:
 :class:`Box` (the unoccluded value except inside one box per copy) or :class:`Dense`
 (the copies' values in full); nodes that do not depend on the input keep their one
-value. Each rule computes its node's state from its inputs' states through a
-:class:`Run`, the chunk of copies being computed; where it cannot keep a box it
+value. Each rule computes its node's state from its inputs' states through the
+chunk of copies being computed (``forward.Chunk``); where it cannot keep a box it
 computes the node in full, so every rule is exact.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.fx as fx
 from torch import Tensor
 
 from .boxes import Region, Window, cap, gather, paste, union, window_region
+
+if TYPE_CHECKING:
+    from .forward import Chunk
 
 __all__ = [
     "Box",
@@ -55,19 +58,6 @@ class Dense:
 State = Box | Dense
 
 
-class Run(Protocol):
-    """The chunk of copies being computed (see ``forward.IncrementalForward``)."""
-
-    images: Tensor  # (B,) the image each copy comes from, on the model's device
-    cap_fraction: float  # projective-field threshold, 1 for exact results
-
-    def call(self, node: fx.Node, values: dict[fx.Node, Any]) -> Any: ...
-    def materialize(self, node: fx.Node, state: State) -> Any: ...
-    def base(self, node: fx.Node) -> Tensor: ...
-    def padded(self, node: fx.Node, pad_value: float) -> tuple[Tensor, tuple]: ...
-    def keep(self, node: fx.Node, region: Region) -> bool: ...
-
-
 class Rule:
     """A layer kind. ``reads`` says which unoccluded values it needs: ``"raw"``
     of its inputs, ``"padded"`` (a window's), or ``""``; ``reads_own`` whether it
@@ -80,7 +70,7 @@ class Rule:
         """The box of the output given the inputs' boxes (``None``: everywhere)."""
         return None
 
-    def compute(self, run: Run, node: fx.Node, states: dict) -> State:
+    def compute(self, run: Chunk, node: fx.Node, states: dict) -> State:
         return Dense(
             run.call(node, {n: run.materialize(n, s) for n, s in states.items()})
         )
@@ -211,7 +201,7 @@ class Concat(Elementwise):
     branches' boxes."""
 
 
-def _in_region(run: Run, node: fx.Node, box: Box, region: Region) -> Tensor:
+def _in_region(run: Chunk, node: fx.Node, box: Box, region: Region) -> Tensor:
     """``box``'s values over the larger ``region``, the unoccluded ones around it."""
     if box.region.size == region.size and torch.equal(box.region.starts, region.starts):
         return box.values
@@ -278,7 +268,7 @@ class Opaque(Rule):
         return _rebox(run, node, value) or state
 
 
-def _rebox(run: Run, node: fx.Node, value: Tensor) -> Box | None:
+def _rebox(run: Chunk, node: fx.Node, value: Tensor) -> Box | None:
     base = run.base(node)
     base = base if base.shape[0] == 1 else base[run.images]
     changed = (value != base).any(1)  # (B, H, W)
