@@ -59,10 +59,15 @@ class OcclusionScan:
         self.watch = watch
         self.adaptive = adaptive
         self.approximate = approximate
+        # what the drill-down refines by: a value per copy of one position's outputs
+        self.score: Callable[[Tensor], Tensor] = lambda outputs: outputs
         self.plan = self.unoccluded = None
         if (incremental or approximate) and self._plannable():
             cap = approximate.projective_field if approximate else 1.0
-            self.plan = IncrementalForward.plan(forward_func, tensors[0], watch, cap)
+            tolerance = approximate.tolerance if approximate else 0.0
+            self.plan = IncrementalForward.plan(
+                forward_func, tensors[0], watch, cap, tolerance
+            )
         if self.plan is not None:
             self.unoccluded = self.plan.output
             if (

@@ -179,6 +179,7 @@ class OcclusionSensitivity(PerturbationAttribution):
                 if unoccluded is None:
                     output = scan.unoccluded_output()
                     unoccluded = select_targets(output, target)
+                scan.score = lambda out: select_targets(out, target)
                 total = tensor.new_zeros(tensor.shape, dtype=unoccluded.dtype)
                 counts = torch.zeros(tensor.shape[1:], device=tensor.device)
                 for chunk, outputs, _ in scan:
@@ -265,6 +266,7 @@ class OcclusionSensitivity(PerturbationAttribution):
             )
             output, sums = scan.unoccluded_output(with_watched=True)
             target = target_classes(output, target)
+            scan.score = lambda out: out.softmax(1)[torch.arange(n), target]
             if layer is not None:
                 channel = watched_channels(channel, sums, layer)
             pick = torch.arange(n, device=images.device)

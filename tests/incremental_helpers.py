@@ -87,7 +87,9 @@ def check_every_node(
             h, w = state.region.size
             for b, (y, x0) in enumerate(state.region.starts.tolist()):
                 inside = reference[b, :, y : y + h, x0 : x0 + w]
-                torch.testing.assert_close(state.values[b], inside, rtol=1e-4, atol=1e-4)
+                torch.testing.assert_close(
+                    state.values[b], inside, rtol=1e-4, atol=1e-4
+                )
                 outside = torch.ones_like(reference[b], dtype=torch.bool)
                 outside[:, y : y + h, x0 : x0 + w] = False
                 torch.testing.assert_close(

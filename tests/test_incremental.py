@@ -170,8 +170,15 @@ def test_a_plan_that_saves_too_little_gives_way_to_full_passes():
     squeeze = Functional(global_layer=True).eval()
     local = calibrated(vgg_style(), 32)
     assert IncrementalForward.plan(squeeze, images(1, 16)) is not None
-    assert OcclusionScan(squeeze, (images(1, 16),), 0, regions, torch.tensor(0), (), 4).plan is None
-    assert OcclusionScan(local, (x,), 0, regions, torch.tensor(0), (), 4).plan is not None
+    assert (
+        OcclusionScan(
+            squeeze, (images(1, 16),), 0, regions, torch.tensor(0), (), 4
+        ).plan
+        is None
+    )
+    assert (
+        OcclusionScan(local, (x,), 0, regions, torch.tensor(0), (), 4).plan is not None
+    )
 
 
 def test_chunks_grow_while_faster_and_max_batch_bounds_them(monkeypatch):

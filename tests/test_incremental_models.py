@@ -96,6 +96,10 @@ def test_a_watched_layer_inside_a_residual_block_gives_the_full_maps(every_plan)
             x, 12, 12, layer=layer
         )
         fast = OcclusionSensitivity(model).sensitivity_maps(x, 12, 12, layer=layer)
-        torch.testing.assert_close(fast.probability, full.probability, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(fast.activation, full.activation, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(
+            fast.probability, full.probability, rtol=1e-4, atol=1e-6
+        )
+        torch.testing.assert_close(
+            fast.activation, full.activation, rtol=1e-4, atol=1e-3
+        )
         assert torch.equal(fast.top_class, full.top_class)

@@ -25,8 +25,13 @@ class Approximation:
         coarse: first compute every ``coarse``-th occluder position along each
             axis (and the last ones), the coarse map; 1 computes every position.
         refine: then compute exactly this share of the other positions, those
-            between coarse positions whose outputs differ most; the rest are
-            interpolated bilinearly from the coarse ones.
+            between coarse positions whose scores differ most (the target's output
+            for ``attribute``, its probability for ``sensitivity_maps``); the rest
+            are interpolated bilinearly from the coarse ones.
+        tolerance: after each convolution or pool, cut the changed box to where
+            the change exceeds this fraction of the layer's mean absolute
+            unoccluded value (changes fade towards the edge of the projective
+            field); 0 keeps boxes whole.
 
     Raises:
         ValueError: a value out of range.
@@ -35,6 +40,7 @@ class Approximation:
     projective_field: float = 1.0
     coarse: int = 1
     refine: float = 1.0
+    tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.projective_field <= 1:
@@ -47,6 +53,8 @@ class Approximation:
             raise ValueError(f"coarse must be a positive int, got {self.coarse!r}")
         if not 0 <= self.refine <= 1:
             raise ValueError(f"refine must be in [0, 1], got {self.refine!r}")
+        if not self.tolerance >= 0:
+            raise ValueError(f"tolerance must be at least 0, got {self.tolerance!r}")
 
     @property
     def drills_down(self) -> bool:
@@ -59,11 +67,13 @@ def _grid(regions: list) -> tuple[int, int]:
     rows = sorted({r[-2].start for r in regions})
     cols = sorted({r[-1].start for r in regions})
     others = {tuple(s.start for s in r[:-2]) for r in regions}
-    ordered = all(
-        (r[-2].start, r[-1].start) == (rows[p // len(cols)], cols[p % len(cols)])
-        for p, r in enumerate(regions)
-    )
-    if len(others) != 1 or len(regions) != len(rows) * len(cols) or not ordered:
+    grid = len(others) == 1 and len(regions) == len(rows) * len(cols)
+    if grid:
+        grid = all(
+            (r[-2].start, r[-1].start) == (rows[p // len(cols)], cols[p % len(cols)])
+            for p, r in enumerate(regions)
+        )
+    if not grid:
         raise ValueError(
             "approximate occlusion with coarse > 1 needs occluder positions on a "
             "grid over height and width: a window over every channel of images "
@@ -109,7 +119,7 @@ def drill_down(scan: Any, approximation: Approximation) -> Iterator[tuple]:
                 w * watched[c] for w, c in zip(weights, corners, strict=True)
             )
         rest.append(p)
-        scores.append(_spread([outputs[c] for c in corners]))
+        scores.append(_spread([scan.score(outputs[c]) for c in corners]))
     chosen = math.ceil(approximation.refine * len(rest))
     if chosen:
         order = torch.tensor(scores).argsort(descending=True)[:chosen]
@@ -140,8 +150,8 @@ def _run(scan: Any, positions: list[int]) -> tuple[dict, dict]:
 
 
 def _spread(values: list[Tensor]) -> float:
-    """How far apart the outputs at the corners of a cell are: the largest distance
+    """How far apart the scores at the corners of a cell are: the largest distance
     between two of them, over the images."""
-    stacked = torch.stack([v.flatten(1).double() for v in values])  # (4, N, K)
+    stacked = torch.stack([v.reshape(len(v), -1).double() for v in values])
     distances = (stacked[:, None] - stacked[None]).norm(dim=-1)
     return float(distances.amax())

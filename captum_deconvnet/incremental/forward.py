@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .boxes import Region, gather, pad, paste
 from .classify import rule_for
 from .graph import has_hooks, in_place_input, node_runner, trace, training_layers
-from .rules import Box, Dense, Rule, SlidingWindow, State
+from .rules import Box, Dense, Rule, SlidingWindow, State, cut
 
 __all__ = ["IncrementalForward", "channel_sums"]
 
@@ -45,9 +45,12 @@ class _Recorder(fx.Interpreter):
     """Runs the traced model once on the unoccluded batch, out of place, choosing
     each node's rule and keeping the unoccluded values the rules will read."""
 
-    def __init__(self, gm: fx.GraphModule, watch: fx.Node | None) -> None:
+    def __init__(
+        self, gm: fx.GraphModule, watch: fx.Node | None, trims: bool = False
+    ) -> None:
         super().__init__(gm)
         self.watch = watch
+        self.trims = trims  # window layers' own values are kept to trim their boxes
         self.steps: list[Step] = []
         self.changing: dict[fx.Node, Any] = {}  # nodes that depend on the input
         self.constants: dict[fx.Node, Any] = {}
@@ -102,7 +105,8 @@ class _Recorder(fx.Interpreter):
             self.pads[key] = [
                 max(a, b) for a, b in zip(self.pads.get(key, sides), sides, strict=True)
             ]
-        if rule.reads_own and isinstance(out, Tensor):
+        trimmed = self.trims and isinstance(rule, SlidingWindow)
+        if (rule.reads_own or trimmed) and isinstance(out, Tensor):
             self.kept[node] = out
         return out
 
@@ -131,13 +135,19 @@ class IncrementalForward:
     """
 
     def __init__(
-        self, recorder: _Recorder, output: Tensor, cap_fraction: float
+        self,
+        recorder: _Recorder,
+        output: Tensor,
+        cap_fraction: float,
+        tolerance: float = 0.0,
     ) -> None:
         self.steps = recorder.steps
         self.constants = recorder.constants
         self.watch = recorder.watch
         self.output = output
         self.cap_fraction = cap_fraction
+        self.tolerance = tolerance
+        self.scales: dict[fx.Node, float] = {}
         graph = recorder.module.graph
         self.placeholder = next(n for n in graph.nodes if n.op == "placeholder")
         self.result = next(n for n in graph.nodes if n.op == "output").args[0]
@@ -164,6 +174,7 @@ class IncrementalForward:
         images: Tensor,
         watch: nn.Module | None = None,
         cap_fraction: float = 1.0,
+        tolerance: float = 0.0,
     ) -> IncrementalForward | None:
         """The plan for ``model`` on ``images`` ``(N, C, H, W)``, or ``None`` when the
         model has hooks, layers in training mode, cannot be traced, does not return
@@ -174,6 +185,9 @@ class IncrementalForward:
                 must run once in the graph (not a container, not a shared layer).
             cap_fraction: 1 for exact results; below 1, Krypton's projective-field
                 threshold (each box at most this fraction of its map's side).
+            tolerance: 0 for exact results; above 0, each window layer's box is
+                cut to where its values change by more than this fraction of the
+                layer's mean absolute unoccluded value.
         """
         if has_hooks(model) or training_layers(model):
             return None
@@ -189,12 +203,12 @@ class IncrementalForward:
             if len(nodes) != 1:
                 return None
             watch_node = nodes[0]
-        recorder = _Recorder(gm, watch_node)
+        recorder = _Recorder(gm, watch_node, tolerance > 0)
         with torch.no_grad():
             output = recorder.run(images)
         if recorder.refused or not isinstance(output, Tensor):
             return None
-        return cls(recorder, output, cap_fraction)
+        return cls(recorder, output, cap_fraction, tolerance)
 
     def __call__(
         self, image_index: Tensor, corners: Tensor, patches: Tensor
@@ -260,6 +274,7 @@ class Chunk:
         self.forward = forward
         self.images = images
         self.cap_fraction = forward.cap_fraction
+        self.tolerance = forward.tolerance
 
     def call(self, node: fx.Node, values: dict[fx.Node, Any]) -> Any:
         constants = self.forward.constants
@@ -284,3 +299,15 @@ class Chunk:
 
     def keep(self, node: fx.Node, region: Region) -> bool:
         return not region.everywhere
+
+    def trim(self, node: fx.Node, box: Box) -> Box:
+        """``box`` cut to where it changes by more than the tolerance (see
+        :meth:`IncrementalForward.plan`)."""
+        base = self.base(node)
+        scales = self.forward.scales
+        if node not in scales:
+            scales[node] = float(base.abs().mean())
+        region = box.region
+        old = gather(base, self.images, region.starts, region.size)
+        changed = (box.values - old).abs().amax(1) > self.tolerance * scales[node]
+        return cut(box, changed)

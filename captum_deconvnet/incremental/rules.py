@@ -171,7 +171,8 @@ class SlidingWindow(Rule):
             state.region.starts + torch.tensor(window.padding) - corners,
             state.values,
         )
-        return Box(region, window.apply(pieces))
+        box = Box(region, window.apply(pieces))
+        return run.trim(node, box) if run.tolerance > 0 else box
 
 
 class Elementwise(Rule):
@@ -271,18 +272,25 @@ class Opaque(Rule):
 def _rebox(run: Chunk, node: fx.Node, value: Tensor) -> Box | None:
     base = run.base(node)
     base = base if base.shape[0] == 1 else base[run.images]
-    changed = (value != base).any(1)  # (B, H, W)
+    shape = tuple(value.shape[2:])
+    whole = Region(torch.zeros(len(value), 2, dtype=torch.long), shape, shape)
+    box = cut(Box(whole, value), (value != base).any(1))
+    return box if run.keep(node, box.region) else None
+
+
+def cut(box: Box, changed: Tensor) -> Box:
+    """``box`` cut to the positions that ``changed`` ``(B, h, w)`` marks, with one
+    size for every copy."""
     starts, size = [], []
     for along in (2, 1):
-        line = changed.any(along)  # (B, H) then (B, W)
+        line = changed.any(along)  # (B, h) then (B, w)
         index = torch.arange(line.shape[1], device=line.device)
         first = torch.where(line, index, line.shape[1]).amin(1)
         last = torch.where(line, index, -1).amax(1)
         length = int((last - first + 1).amax().clamp(min=1))
         starts.append(torch.minimum(first, torch.tensor(line.shape[1] - length)))
         size.append(length)
-    region = Region(torch.stack(starts, 1).cpu(), tuple(size), tuple(value.shape[2:]))
-    if not run.keep(node, region):
-        return None
-    index = torch.arange(len(value), device=value.device)
-    return Box(region, gather(value, index, region.starts, region.size))
+    offsets = torch.stack(starts, 1).cpu()
+    region = Region(box.region.starts + offsets, tuple(size), box.region.shape)
+    index = torch.arange(len(box.values), device=box.values.device)
+    return Box(region, gather(box.values, index, offsets, region.size))
