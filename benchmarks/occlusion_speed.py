@@ -55,11 +55,13 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
 QUICK = {"resnet18": 64}
 
 
-def build(name: str, size: int, device: str) -> tuple[nn.Module, torch.Tensor]:
-    """The model with random weights, its batch norm's statistics taken from random
-    images (so activations neither vanish nor saturate), and one image."""
+def calibrated(
+    model: nn.Module, size: int, device: str = "cpu", channels: int = 3
+) -> nn.Module:
+    """``model`` in eval mode with its batch norm's statistics taken from random
+    images (so activations neither vanish nor saturate) and linear layers of unit
+    gain (so occluding changes the outputs measurably)."""
     torch.manual_seed(0)
-    model = MODELS[name][0]()
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for norm in norms:
         norm.reset_running_stats()
@@ -69,9 +71,15 @@ def build(name: str, size: int, device: str) -> tuple[nn.Module, torch.Tensor]:
             nn.init.normal_(layer.weight, std=layer.in_features**-0.5)
     model = model.to(device).train()
     with torch.no_grad():
-        if norms:
-            model(torch.randn(2, 3, size, size, device=device))
-    model.eval()
+        for _ in range(4 if norms else 0):  # a running average over 8 images
+            model(torch.randn(2, channels, size, size, device=device))
+    return model.eval()
+
+
+def build(name: str, size: int, device: str) -> tuple[nn.Module, torch.Tensor]:
+    """The model with random weights, calibrated, and one image."""
+    torch.manual_seed(0)
+    model = calibrated(MODELS[name][0](), size, device)
     return model, torch.randn(1, 3, size, size, device=device)
 
 

@@ -4,29 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.fx as fx
-from torch import nn
 
 from captum_deconvnet.incremental import IncrementalForward
 from captum_deconvnet.incremental.forward import Chunk
 from captum_deconvnet.incremental.rules import Box, Dense
-
-
-def calibrated(model: nn.Module, size: int, channels: int = 3) -> nn.Module:
-    """Eval mode, batch norm statistics taken from random images and an output
-    layer of unit gain, so that occluding changes the outputs measurably."""
-    torch.manual_seed(0)
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    for layer in model.modules():
-        if isinstance(layer, nn.Linear):
-            nn.init.normal_(layer.weight, std=layer.in_features**-0.5)
-    if norms:
-        model.train()
-        with torch.no_grad():
-            model(torch.randn(4, channels, size, size))
-    return model.eval()
 
 
 def images(n: int, size: int, channels: int = 3, seed: int = 0) -> torch.Tensor:
@@ -77,9 +58,10 @@ def check_every_node(
         chunk = Chunk(plan, index)
         for node, state in plan.states(chunk, torch.tensor(corners), patches):
             reference = full[node]
+            tolerance = {"rtol": 1e-4, "atol": 1e-4 * max(1.0, _largest(reference))}
             if isinstance(state, Dense):
                 kinds["dense"] += 1
-                torch.testing.assert_close(state.value, reference, rtol=1e-4, atol=1e-4)
+                torch.testing.assert_close(state.value, reference, **tolerance)
                 continue
             assert isinstance(state, Box)
             kinds["box"] += 1
@@ -93,6 +75,10 @@ def check_every_node(
                 outside = torch.ones_like(reference[b], dtype=torch.bool)
                 outside[:, y : y + h, x0 : x0 + w] = False
                 torch.testing.assert_close(
-                    reference[b][outside], base[b][outside], rtol=1e-4, atol=1e-4
+                    reference[b][outside], base[b][outside], **tolerance
                 )
     return kinds
+
+
+def _largest(value) -> float:
+    return float(value.abs().max()) if isinstance(value, torch.Tensor) else 0.0

@@ -7,12 +7,13 @@ import torch.nn.functional as F
 from captum.attr import Occlusion
 from torch import nn
 
+from benchmarks.occlusion_speed import calibrated
 from captum_deconvnet import OcclusionSensitivity
 from captum_deconvnet._scan import OcclusionScan
 from captum_deconvnet.incremental import IncrementalForward, count_multiply_adds
 from captum_deconvnet.incremental.rules import Opaque
 
-from .incremental_helpers import calibrated, check_every_node, images
+from .incremental_helpers import check_every_node, images
 
 
 def vgg_style() -> nn.Sequential:

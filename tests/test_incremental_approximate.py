@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks.occlusion_speed import calibrated
 from captum_deconvnet import OcclusionSensitivity
 from captum_deconvnet._occlusion_args import occluder_regions
 from captum_deconvnet._scan import OcclusionScan
@@ -14,7 +15,7 @@ from captum_deconvnet.incremental import Approximation, IncrementalForward
 from captum_deconvnet.incremental.forward import Chunk
 from captum_deconvnet.incremental.rules import Box
 
-from .incremental_helpers import calibrated, images
+from .incremental_helpers import images
 
 
 def small_net() -> nn.Sequential:

@@ -8,12 +8,13 @@ import torch
 from captum.attr import Occlusion
 from torchvision import models
 
+from benchmarks.occlusion_speed import calibrated
 from captum_deconvnet import OcclusionSensitivity
 from captum_deconvnet._scan import OcclusionScan
 from captum_deconvnet.incremental import IncrementalForward
 from lightning_zfnet import ZFNet
 
-from .incremental_helpers import calibrated, check_every_node, images
+from .incremental_helpers import check_every_node, images
 
 
 def lite0():
