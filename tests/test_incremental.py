@@ -121,6 +121,9 @@ def test_models_that_get_no_plan():
     batch_norm = nn.Sequential(nn.BatchNorm2d(3), conv)
     assert IncrementalForward.plan(batch_norm.train(), x) is None
     assert IncrementalForward.plan(batch_norm.eval(), x) is not None
+    batch_statistics = nn.Sequential(nn.BatchNorm2d(3, track_running_stats=False))
+    plan = IncrementalForward.plan(nn.Sequential(batch_statistics, conv).eval(), x)
+    assert isinstance(plan.steps[0].rule, Opaque)  # computed in full on the copies
     kwargs = {"sliding_window_shapes": (3, 2, 2), "strides": 2, "target": 0}
     torch.testing.assert_close(
         OcclusionSensitivity(Aliased()).attribute(x, **kwargs),

@@ -132,6 +132,8 @@ def _several(node: fx.Node, args: tuple, inputs: dict, out: Tensor) -> Rule:
 
 def _module_rule(module: nn.Module, x: Tensor, out: Tensor) -> Rule:
     kind = type(module)
+    if kind is nn.BatchNorm2d and module.running_mean is None:
+        return Opaque()  # normalises by the batch's statistics even in eval mode
     if kind in _POINTWISE_MODULES:
         return Pointwise()
     if kind in _IDENTITY_MODULES:
