@@ -210,6 +210,7 @@ class IncrementalForward:
             return None
         return cls(recorder, output, cap_fraction, tolerance)
 
+    @torch.no_grad()
     def __call__(
         self, image_index: Tensor, corners: Tensor, patches: Tensor
     ) -> tuple[Tensor, Tensor | None]:
