@@ -18,10 +18,12 @@ allocated). Rows of models run before are kept in the results file.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -157,7 +159,9 @@ def peak_memory(
 
 
 def _probe(name: str, method: str, per_eval: int, device: str, quick: bool) -> None:
-    """Print the MiB that one run adds to the peak (32x32 occluder, stride 24)."""
+    """Print the MiB that one run adds to the memory in use at its peak (32x32
+    occluder, stride 24): on CUDA the peak allocated, on the CPU the resident set
+    sampled every millisecond, after freed memory went back to the system."""
     size = QUICK[name] if quick else MODELS[name][1]
     model, image = build(name, size, device)
     window = 16 if quick else 32
@@ -169,14 +173,29 @@ def _probe(name: str, method: str, per_eval: int, device: str, quick: bool) -> N
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.max_memory_allocated()
-    else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        occlusion.attribute(image, **kwargs)
+        print((torch.cuda.max_memory_allocated() - before) / 2**20)
+        return
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before, peak, done = _resident(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _resident())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     occlusion.attribute(image, **kwargs)
-    if device.startswith("cuda"):
-        after = torch.cuda.max_memory_allocated()
-    else:
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print((after - before) / 2**20)
+    done.set()
+    sampler.join()
+    print((max(peak[0], _resident()) - before) / 2**20)
+
+
+def _resident() -> int:
+    """Bytes of this process's resident set."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
 
 
 def table(results: dict) -> str:
@@ -226,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     extra.add_argument("--models", nargs="+", choices=list(MODELS))
     extra.add_argument("--occluders", nargs="+", default=["32/16", "16/8"])
     extra.add_argument("--memory", action="store_true")
+    extra.add_argument("--memory-only", action="store_true", help="keep the times")
     extra.add_argument("--probe", nargs=3)
     options, rest = extra.parse_known_args(argv)
     args = parse_speed_args(
@@ -250,7 +270,9 @@ def main(argv: list[str] | None = None) -> dict:
         size = QUICK[name] if args.quick else MODELS[name][1]
         model, image = build(name, size, args.device)
         entry = {"size": size, "environment": environment(args.device), "occluders": []}
-        for window, stride in occluders:
+        if options.memory_only:
+            entry = results["models"][name]
+        for window, stride in [] if options.memory_only else occluders:
             row = occluder_row(model, image, window, stride, args.device)
             entry["occluders"].append(row)
             print(
@@ -258,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"(limit {row['multiply_adds']['limit']:.2f}x)",
                 flush=True,
             )
-        if options.memory:
+        if options.memory or options.memory_only:
             entry["memory_mib"] = {
                 f"{method}_{p}": peak_memory(name, method, p, args.device, args.quick)
                 for p in (16, 64)
