@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
         model, image = build(name, size, args.device)
         entry = {"size": size, "environment": environment(args.device), "occluders": []}
         if options.memory_only:
-            entry = results["models"][name]
+            entry = results["models"].get(name, entry)
         for window, stride in [] if options.memory_only else occluders:
             row = occluder_row(model, image, window, stride, args.device)
             entry["occluders"].append(row)
