@@ -1,143 +1,293 @@
-"""Occlusion's cost against Captum's, on ZFNet at 224 with 1000 classes.
+"""Occlusion's cost against Captum's on today's CNNs, and the arithmetic limit.
 
     python -m benchmarks.occlusion_speed [--quick] [--device cuda] [--out DIR]
+        [--models resnet50 vgg16 ...] [--occluders 32/16 16/8] [--memory]
 
-For occluders 16/8, 32/16 and 48/16 (side/stride) on one image: ``captum.attr.
-Occlusion`` at each ``perturbations_per_eval`` tried (the best one is the baseline),
-``OcclusionSensitivity`` with full forward passes and with incremental inference
-(the default), whether their maps equal Captum's, and the multiply-add ratio that
-bounds the incremental speed-up: convolutions and linear layers of full passes
-against those of the incremental ones, counted from the boxes it computes.
+Per model (random weights, batch norm calibrated on random images; one image at
+224x224, 299x299 for Inception v3) and occluder (side/stride), in one run:
+``captum.attr.Occlusion`` at ``perturbations_per_eval`` 1, 16 and 64 (the best is the
+baseline), ``OcclusionSensitivity`` with full passes (``incremental=False``) and by
+default (incremental where its plan pays), each speed-up over Captum's best, the
+multiply-add limit of incremental inference (``count_multiply_adds``) and how much
+of it the default reaches, and the largest difference from Captum's map. With
+``--memory``, peak memory of Captum and of ours at ``perturbations_per_eval`` 16 and
+64 (each in a fresh process: the rise of its peak resident set; on CUDA the peak
+allocated). Rows of models run before are kept in the results file.
 """
 
 from __future__ import annotations
 
+import argparse
+import ctypes
+import json
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
 import torch
 from captum.attr import Occlusion
 from torch import nn
+from torchvision import models
 
 from captum_deconvnet import OcclusionSensitivity
-from captum_deconvnet._incremental import IncrementalForward
+from captum_deconvnet._occlusion_args import occluder_regions
+from captum_deconvnet._scan import OcclusionScan
+from captum_deconvnet.incremental import count_multiply_adds
 from lightning_zfnet import zfnet
 
-from .timing import environment, median_seconds, parse_speed_args, write_results
+from .timing import environment, parse_speed_args, write_results
 
-OCCLUDERS = ((16, 8), (32, 16), (48, 16))
 PER_EVAL = (1, 16, 64)
+MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
+    "zfnet": (lambda: zfnet(num_classes=1000, input_size=224), 224),
+    "resnet18": (models.resnet18, 224),
+    "resnet50": (models.resnet50, 224),
+    "googlenet": (lambda: models.googlenet(init_weights=True, aux_logits=False), 224),
+    "inception_v3": (
+        lambda: models.inception_v3(init_weights=True, aux_logits=False),
+        299,
+    ),
+    "vgg16": (models.vgg16, 224),
+    "mobilenet_v2": (models.mobilenet_v2, 224),
+    "efficientnet_b0": (models.efficientnet_b0, 224),
+}
+QUICK = {"resnet18": 64}
 
 
-def multiply_adds(model: nn.Module, image: torch.Tensor, window: int) -> dict:
-    """Multiply-adds of one full forward pass and of one incremental copy (an
-    interior position), from the layers' output sizes and the plan's boxes."""
-    sizes: dict[nn.Module, tuple[int, ...]] = {}
-    hooks = [
-        m.register_forward_hook(lambda m, a, out: sizes.__setitem__(m, out.shape))
-        for m in model.modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
+def calibrated(
+    model: nn.Module, size: int, device: str = "cpu", channels: int = 3
+) -> nn.Module:
+    """``model`` in eval mode with its batch norm's statistics taken from random
+    images (so activations neither vanish nor saturate) and linear layers of unit
+    gain (so occluding changes the outputs measurably)."""
+    torch.manual_seed(0)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    for layer in model.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, std=layer.in_features**-0.5)
+    model = model.to(device).train()
     with torch.no_grad():
-        model(image)
-    for hook in hooks:
-        hook.remove()
-    plan = IncrementalForward.plan(model, image)
-    corner = torch.tensor([[image.shape[2] // 2] * 2])
-    patch = torch.zeros(1, image.shape[1], window, window, device=image.device)
-    with torch.no_grad():
-        plan(torch.tensor([0]), corner, patch)
-    names = {m: n.replace(".", "_") for n, m in model.named_modules()}
-    full = incremental = 0
-    for module, shape in sizes.items():
-        if isinstance(module, nn.Linear):
-            per_output, positions = module.in_features, 1
-        else:
-            kernel = module.kernel_size[0] * module.kernel_size[1]
-            per_output = module.in_channels // module.groups * kernel
-            positions = shape[2] * shape[3]
-        macs = per_output * shape[1]
-        full += macs * positions
-        box = plan.box_sizes.get(names[module])
-        incremental += macs * (box[0] * box[1] if box else positions)
-    return {"full": full, "incremental": incremental, "limit": full / incremental}
+        for _ in range(4 if norms else 0):  # a running average over 8 images
+            model(torch.randn(2, channels, size, size, device=device))
+    return model.eval()
 
 
-def occluder_speed(model, image, window: int, stride: int, device: str, repeats: int):
+def build(name: str, size: int, device: str) -> tuple[nn.Module, torch.Tensor]:
+    """The model with random weights, calibrated, and one image."""
+    torch.manual_seed(0)
+    model = calibrated(MODELS[name][0](), size, device)
+    return model, torch.randn(1, 3, size, size, device=device)
+
+
+def timed(fn: Callable[[], torch.Tensor], device: str) -> tuple[float, torch.Tensor]:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result
+
+
+def occluder_row(model, image, window: int, stride: int, device: str) -> dict:
     kwargs = {"sliding_window_shapes": (3, window, window), "strides": stride}
     kwargs["target"] = 0
-    captum = Occlusion(model)
-    captum_s = {
-        str(per_eval): median_seconds(
+    with torch.no_grad():
+        model(image)  # warm up
+    captum, captum_s, maps = Occlusion(model), {}, {}
+    for per_eval in PER_EVAL:
+        captum_s[str(per_eval)], maps[per_eval] = timed(
             lambda p=per_eval: captum.attribute(
                 image, perturbations_per_eval=p, **kwargs
             ),
-            repeats,
-            1,
             device,
         )
-        for per_eval in PER_EVAL
-    }
     best = int(min(captum_s, key=captum_s.get))
-    reference = captum.attribute(image, perturbations_per_eval=best, **kwargs)
-    full = OcclusionSensitivity(model, incremental=False)
-    fast = OcclusionSensitivity(model)
+    reference = maps[best]
     row = {"window": window, "stride": stride, "captum_s": captum_s}
     row["captum_best_per_eval"] = best
-    for name, occlusion in (("full", full), ("incremental", fast)):
-        row[f"{name}_s"] = median_seconds(
-            lambda o=occlusion: o.attribute(image, **kwargs), repeats, 1, device
+    row["positions"] = len(
+        occluder_regions(
+            image.shape[1:], kwargs["sliding_window_shapes"], (stride,) * 3
         )
-        difference = (occlusion.attribute(image, **kwargs) - reference).abs().max()
-        row[f"{name}_max_relative_difference"] = (
-            difference / reference.abs().max()
-        ).item()
+    )
+    for name, occlusion in (
+        ("full", OcclusionSensitivity(model, incremental=False)),
+        ("default", OcclusionSensitivity(model)),
+    ):
+        row[f"{name}_s"], result = timed(
+            lambda o=occlusion: o.attribute(image, **kwargs), device
+        )
+        difference = (result - reference).abs().max() / reference.abs().max()
+        row[f"{name}_max_relative_difference"] = difference.item()
         row[f"{name}_speedup"] = captum_s[str(best)] / row[f"{name}_s"]
-    row["multiply_adds"] = multiply_adds(model, image, window)
+    row["default_path"] = _path(model, image, window, stride)
+    counted = count_multiply_adds(model, image, window, stride)
+    row["multiply_adds"] = {
+        "full": counted.full,
+        "incremental": counted.incremental,
+        "limit": counted.limit,
+    }
+    row["share_of_limit"] = row["default_speedup"] / counted.limit
     return row
 
 
+def _path(model, image, window: int, stride: int) -> str:
+    """Which way the default ran: incremental, or full passes (no plan, or one
+    that would save too little)."""
+    regions = occluder_regions(image.shape[1:], (3, window, window), (stride,) * 3)
+    scan = OcclusionScan(model, (image,), 0, regions, torch.tensor(0.0), (), 64)
+    return "incremental" if scan.plan is not None else "full passes"
+
+
+def peak_memory(
+    name: str, method: str, per_eval: int, device: str, quick: bool
+) -> float:
+    """MiB of memory one occlusion run adds at its peak, in a fresh process."""
+    command = [
+        sys.executable, "-m", "benchmarks.occlusion_speed", "--probe", name, method,
+        str(per_eval), "--device", device,
+    ] + (["--quick"] if quick else [])  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _probe(name: str, method: str, per_eval: int, device: str, quick: bool) -> None:
+    """Print the MiB that one run adds to the memory in use at its peak (32x32
+    occluder, stride 24): on CUDA the peak allocated, on the CPU the resident set
+    sampled every millisecond, after freed memory went back to the system."""
+    size = QUICK[name] if quick else MODELS[name][1]
+    model, image = build(name, size, device)
+    window = 16 if quick else 32
+    kwargs = {"sliding_window_shapes": (3, window, window), "strides": window * 3 // 4}
+    kwargs.update(target=0, perturbations_per_eval=per_eval)
+    occlusion = Occlusion(model) if method == "captum" else OcclusionSensitivity(model)
+    with torch.no_grad():
+        model(image)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.max_memory_allocated()
+        occlusion.attribute(image, **kwargs)
+        print((torch.cuda.max_memory_allocated() - before) / 2**20)
+        return
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before, peak, done = _resident(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _resident())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    occlusion.attribute(image, **kwargs)
+    done.set()
+    sampler.join()
+    print((max(peak[0], _resident()) - before) / 2**20)
+
+
+def _resident() -> int:
+    """Bytes of this process's resident set."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
 def table(results: dict) -> str:
+    env = results["environment"]
     lines = [
-        f"Occlusion speed, {results['model']}, {results['environment']['device']}"
-        f" ({results['environment']['threads']} threads)",
+        f"Occlusion speed, one image, random weights, {env['device']} "
+        f"({env['threads']} threads); times in seconds",
         "",
-        "| occluder | positions | Captum best (s) | ours, full passes (s) "
-        "| ours, incremental (s) | speed-up, full | speed-up, incremental "
-        "| multiply-add limit | max rel. difference |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | occluder | positions | Captum, ppe 1 / 16 / 64 | Captum best "
+        "| ours, full passes | ours, default | speed-up, full | speed-up, default "
+        "| multiply-add limit | share of limit | max rel. difference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results["occluders"]:
-        best = r["captum_best_per_eval"]
-        lines.append(
-            f"| {r['window']}x{r['window']} / {r['stride']} | {r['positions']} "
-            f"| {r['captum_s'][str(best)]:.2f} (per_eval {best}) | {r['full_s']:.2f} "
-            f"| {r['incremental_s']:.2f} | {r['full_speedup']:.2f}x "
-            f"| {r['incremental_speedup']:.2f}x | {r['multiply_adds']['limit']:.2f}x "
-            f"| {r['incremental_max_relative_difference']:.1e} |"
-        )
+    for name, model in results["models"].items():
+        for r in model["occluders"]:
+            c, best = r["captum_s"], r["captum_best_per_eval"]
+            lines.append(
+                f"| {name} ({model['size']}) | {r['window']}/{r['stride']} "
+                f"| {r['positions']} | {c['1']:.2f} / {c['16']:.2f} / {c['64']:.2f} "
+                f"| {c[str(best)]:.2f} | {r['full_s']:.2f} | {r['default_s']:.2f} "
+                f"({r['default_path']}) | {r['full_speedup']:.2f}x "
+                f"| **{r['default_speedup']:.2f}x** "
+                f"| {r['multiply_adds']['limit']:.2f}x | {r['share_of_limit']:.0%} "
+                f"| {r['default_max_relative_difference']:.1e} |"
+            )
+    memory = [
+        (n, m["memory_mib"]) for n, m in results["models"].items() if "memory_mib" in m
+    ]
+    if memory:
+        lines += [
+            "",
+            "Peak memory added by one run (MiB), 32x32 occluder at stride 24",
+            "",
+            "| model | Captum, ppe 16 | ours, ppe 16 | Captum, ppe 64 | ours, ppe 64 |",
+            "|---|---|---|---|---|",
+        ]
+        for name, m in memory:
+            lines.append(
+                f"| {name} | {m['captum_16']:.0f} | {m['ours_16']:.0f} "
+                f"| {m['captum_64']:.0f} | {m['ours_64']:.0f} |"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--models", nargs="+", choices=list(MODELS))
+    extra.add_argument("--occluders", nargs="+", default=["32/16", "16/8"])
+    extra.add_argument("--memory", action="store_true")
+    extra.add_argument("--memory-only", action="store_true", help="keep the times")
+    extra.add_argument("--probe", nargs=3)
+    options, rest = extra.parse_known_args(argv)
     args = parse_speed_args(
-        argv, __doc__.splitlines()[0], quick_help="a 64x64 model, 1 run"
+        rest, __doc__.splitlines()[0], quick_help="ResNet-18 at 64x64, a 16x16 occluder"
     )
-    size, repeats = (64, 1) if args.quick else (224, 3)
-    occluders = ((16, 8),) if args.quick else OCCLUDERS
-    torch.manual_seed(0)
-    model = zfnet(num_classes=1000, input_size=size).to(args.device).eval()
-    nn.init.normal_(model.classifier[-1].weight, std=0.01)
-    image = torch.randn(1, 3, size, size, device=args.device)
-    results = {
-        "environment": environment(args.device),
-        "model": f"ZFNet, 1000 classes, {size}x{size}, one image",
-        "occluders": [],
-    }
-    for window, stride in occluders:
-        row = occluder_speed(model, image, window, stride, args.device, repeats)
-        row["positions"] = ((size - window + stride - 1) // stride + 1) ** 2
-        results["occluders"].append(row)
-        print(f"{window}/{stride}: {row['incremental_speedup']:.2f}x", flush=True)
-    text = table(results)
-    write_results(args.out, "occlusion_speed", args, results, text)
+    if options.probe:
+        name, method, per_eval = options.probe
+        _probe(name, method, int(per_eval), args.device, args.quick)
+        return {}
+    names = list(QUICK) if args.quick else options.models or list(MODELS)
+    occluders = (
+        [(16, 8)]
+        if args.quick
+        else [tuple(map(int, o.split("/"))) for o in options.occluders]
+    )
+    stem = "occlusion_speed" + ("_quick" if args.quick else "") + f"_{args.device}"
+    previous = args.out / f"{stem}.json"
+    results = json.loads(previous.read_text()) if previous.exists() else {}
+    results["environment"] = environment(args.device)
+    results.setdefault("models", {})
+    for name in names:
+        size = QUICK[name] if args.quick else MODELS[name][1]
+        model, image = build(name, size, args.device)
+        entry = {"size": size, "environment": environment(args.device), "occluders": []}
+        if options.memory_only:
+            entry = results["models"].get(name, entry)
+        for window, stride in [] if options.memory_only else occluders:
+            row = occluder_row(model, image, window, stride, args.device)
+            entry["occluders"].append(row)
+            print(
+                f"{name} {window}/{stride}: {row['default_speedup']:.2f}x "
+                f"(limit {row['multiply_adds']['limit']:.2f}x)",
+                flush=True,
+            )
+        if options.memory or options.memory_only:
+            entry["memory_mib"] = {
+                f"{method}_{p}": peak_memory(name, method, p, args.device, args.quick)
+                for p in (16, 64)
+                for method in ("captum", "ours")
+            }
+        results["models"][name] = entry
+    write_results(args.out, "occlusion_speed", args, results, table(results))
     return results
 
 

@@ -1,19 +1,26 @@
 """The occluded copies of an input, run through the model chunk by chunk: as full
-forward passes, or incrementally where the model allows it (see ``_incremental``)."""
+forward passes, or incrementally where the model allows it and it pays (see
+``incremental``), optionally approximately."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
-from ._incremental import IncrementalForward, channel_sums
 from ._occlusion_args import Region
+from .incremental import Approximation, IncrementalForward, channel_sums, drill_down
+from .incremental.count import position_limit
 from .layers import layer_tensor
 
 __all__ = ["OcclusionScan"]
+
+# A plan whose boxes save less than this share of the multiply-adds costs more in
+# gathering and pasting than it saves: such models run full passes.
+MIN_LIMIT = 1.5
 
 
 class OcclusionScan:
@@ -22,8 +29,11 @@ class OcclusionScan:
     Iterating yields ``(regions, outputs, watched)``: the chunk's occluder regions,
     the model's outputs for them (position-major: copy ``p * N + n`` is image ``n``
     under region ``p``) and the watched layer's per-channel sums (or ``None``).
-    Copies run incrementally when ``incremental`` is on and the model is an
-    ``nn.Module`` taking one batch of images alone; otherwise as full passes.
+    Copies run incrementally when ``incremental`` is on, the model is an
+    ``nn.Module`` taking one batch of images alone and its plan saves enough;
+    otherwise as full passes. ``adaptive`` lets the chunk size grow from small while
+    the time per copy falls (at most ``positions``); else chunks hold ``positions``.
+    ``approximate`` trades exactness for speed (see :class:`Approximation`).
     """
 
     def __init__(
@@ -37,17 +47,10 @@ class OcclusionScan:
         positions: int,
         watch: nn.Module | None = None,
         incremental: bool = True,
+        adaptive: bool = False,
+        approximate: Approximation | None = None,
     ) -> None:
         self.forward_func = forward_func
-        self.plan = None
-        if (
-            incremental
-            and isinstance(forward_func, nn.Module)
-            and len(tensors) == 1
-            and tensors[0].ndim == 4
-            and not extra
-        ):
-            self.plan = IncrementalForward.plan(forward_func, tensors[0], watch)
         self.tensors = tensors
         self.index = index
         self.regions = regions
@@ -55,26 +58,85 @@ class OcclusionScan:
         self.extra = extra
         self.positions = positions
         self.watch = watch
+        self.adaptive = adaptive
+        self.approximate = approximate
+        # what the drill-down refines by: a value per copy of one position's outputs
+        self.score: Callable[[Tensor], Tensor] = lambda outputs: outputs
+        self.plan = self.unoccluded = None
+        if (incremental or approximate) and self._plannable():
+            cap = approximate.projective_field if approximate else 1.0
+            tolerance = approximate.tolerance if approximate else 0.0
+            self.plan = IncrementalForward.plan(
+                forward_func, tensors[0], watch, cap, tolerance
+            )
+        if self.plan is not None:
+            self.unoccluded = self.plan.output
+            if (
+                approximate is None
+                and position_limit(self.plan, self._box()) < MIN_LIMIT
+            ):
+                self.plan = None
+
+    def _plannable(self) -> bool:
+        return (
+            isinstance(self.forward_func, nn.Module)
+            and len(self.tensors) == 1
+            and self.tensors[0].ndim == 4
+            and not self.extra
+        )
 
     def unoccluded_output(self, with_watched: bool = False):
-        if self.plan is not None and not with_watched:
-            return self.plan.output  # the plan ran it already
+        if self.unoccluded is not None and not with_watched:
+            return self.unoccluded  # the plan ran it already
         with self._watching() as sums:
             output = self.forward_func(*self.tensors, *self.extra)
         return (output, sums[0] if sums else None) if with_watched else output
 
     def __iter__(self) -> Iterator[tuple[list[Region], Tensor, Tensor | None]]:
-        for start in range(0, len(self.regions), self.positions):
-            chunk = self.regions[start : start + self.positions]
-            if self.plan is not None:
-                outputs, watched = self._incremental(chunk)
-            else:
-                with self._watching() as sums:
-                    outputs = self.forward_func(
-                        *self._copies(chunk), *self._extra(chunk)
-                    )
-                watched = sums[0] if sums else None
+        if self.approximate is not None and self.approximate.drills_down:
+            yield from drill_down(self, self.approximate)
+            return
+        yield from self.run(self.regions)
+
+    def run(
+        self, regions: list[Region]
+    ) -> Iterator[tuple[list[Region], Tensor, Tensor | None]]:
+        """The copies of ``regions``, chunk by chunk."""
+        start, size, best = 0, self._first_size(), None
+        while start < len(regions):
+            chunk = regions[start : start + size]
+            began = time.perf_counter()
+            outputs, watched = self._chunk(chunk)
+            if outputs.is_cuda:
+                torch.cuda.synchronize(outputs.device)
+            per_copy = (time.perf_counter() - began) / len(chunk)
             yield chunk, outputs, watched
+            start += len(chunk)
+            if best is not None and best[0] == size:
+                continue  # settled
+            if best is None or per_copy < best[1]:
+                best = (size, per_copy)
+                size = min(2 * size, self.positions) if self.adaptive else size
+                if size == best[0]:
+                    continue
+            else:
+                size = best[0]  # larger was no faster: keep the best size
+
+    def _first_size(self) -> int:
+        """The chunk size to start from: the largest allowed, or with ``adaptive`` a
+        small one (whole copies' forward passes are cheapest at some batch that
+        only a measurement finds)."""
+        if not self.adaptive:
+            return self.positions
+        copies = 8 if self.plan is not None else 2
+        return max(1, min(self.positions, copies // len(self.tensors[0])))
+
+    def _chunk(self, chunk: list[Region]) -> tuple[Tensor, Tensor | None]:
+        if self.plan is not None:
+            return self._incremental(chunk)
+        with self._watching() as sums:
+            outputs = self.forward_func(*self._copies(chunk), *self._extra(chunk))
+        return outputs, sums[0] if sums else None
 
     def _copies(self, chunk: list[Region]) -> tuple[Tensor, ...]:
         """Every input repeated once per region, the occluded one filled there."""
@@ -93,12 +155,17 @@ class OcclusionScan:
             for a in self.extra
         )
 
+    def _box(self, chunk: list[Region] | None = None) -> list[int]:
+        """The box size of a chunk: its largest window."""
+        chunk = self.regions if chunk is None else chunk
+        return [max(r[d].stop - r[d].start for r in chunk) for d in (1, 2)]
+
     def _incremental(self, chunk: list[Region]) -> tuple[Tensor, Tensor | None]:
         """The copies as boxes of a fixed size (the window's, moved inside the image
         where the last positions are clipped) for the incremental forward."""
         images = self.tensors[0]
         n, _, height, width = images.shape
-        box = [max(r[d].stop - r[d].start for r in chunk) for d in (1, 2)]
+        box = self._box(chunk)
         corners, patches = [], []
         for region in chunk:
             y0 = min(region[1].start, height - box[0])

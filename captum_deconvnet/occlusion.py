@@ -1,9 +1,9 @@
 """Occlusion sensitivity (Zeiler & Fergus 2014, Sec. 4.2, Fig. 7), Captum style.
 
 Both entry points slide an occluder over the input and run the model on every
-occluded copy. When the model's first layers form a chain of convolutions, pools and
-pointwise layers, each copy is computed incrementally: only the region the occluder
-reaches is recomputed (see ``_incremental``), with the same results as full passes.
+occluded copy. Where the model's traced graph allows it, each copy is computed
+incrementally: only the boxes the occluder reaches are recomputed (see
+``incremental``), with the same results as full passes.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from ._occlusion_args import (
     window_shapes,
 )
 from ._scan import OcclusionScan
+from .incremental import Approximation
 from .layers import guarded, layer_did_not_run, model_output
 
 __all__ = ["OcclusionSensitivity", "SensitivityMaps"]
@@ -89,6 +90,9 @@ class OcclusionSensitivity(PerturbationAttribution):
         incremental: recompute only the region an occluder reaches wherever the
             model allows it (exact); ``False`` always runs full forward passes.
         max_batch: most occluded copies in one forward pass, which bounds memory.
+        approximate: opt-in approximate results for speed (Krypton's
+            projective-field threshold and coarse-to-fine drill-down, see
+            :class:`~captum_deconvnet.incremental.Approximation`); ``None`` is exact.
 
     Example::
 
@@ -105,13 +109,19 @@ class OcclusionSensitivity(PerturbationAttribution):
         *,
         incremental: bool = True,
         max_batch: int = 64,
+        approximate: Approximation | None = None,
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {forward_func!r}")
         check_positive("max_batch", max_batch)
+        if approximate is not None and not isinstance(approximate, Approximation):
+            raise TypeError(
+                f"approximate must be an Approximation, got {approximate!r}"
+            )
         super().__init__(forward_func)
         self.incremental = incremental
         self.max_batch = max_batch
+        self.approximate = approximate
 
     @classmethod
     def get_name(cls) -> str:
@@ -185,10 +195,13 @@ class OcclusionSensitivity(PerturbationAttribution):
                     extra,
                     positions,
                     incremental=self.incremental,
+                    adaptive=perturbations_per_eval is None,
+                    approximate=self.approximate,
                 )
                 if unoccluded is None:
                     output = model_output(scan.unoccluded_output(), n)
                     unoccluded = widened(select_targets(output, target))
+                scan.score = lambda out: select_targets(out, target)
                 total = tensor.new_zeros(tensor.shape, dtype=unoccluded.dtype)
                 counts = torch.zeros(tensor.shape[1:], device=tensor.device)
                 for chunk, outputs, _ in scan:
@@ -275,9 +288,12 @@ class OcclusionSensitivity(PerturbationAttribution):
             scan = OcclusionScan(
                 model, (images,), 0, regions, fills, (), positions, layer,
                 self.incremental,
+                adaptive=True,
+                approximate=self.approximate,
             )  # fmt: skip
             output, sums = scan.unoccluded_output(with_watched=True)
             target = target_classes(model_output(output, n), target)
+            scan.score = lambda out: out.softmax(1)[torch.arange(n), target]
             if layer is not None:
                 if sums is None:
                     raise layer_did_not_run(layer)

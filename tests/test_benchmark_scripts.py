@@ -18,9 +18,10 @@ def test_deconvnet_speed_quick_run_writes_its_results(tmp_path):
 def test_occlusion_speed_quick_run_writes_its_results(tmp_path):
     results = occlusion_speed.main(["--quick", "--out", str(tmp_path)])
     written = json.loads((tmp_path / "occlusion_speed_quick_cpu.json").read_text())
-    (row,) = written["occluders"]
-    assert row == results["occluders"][0]
-    assert row["incremental_max_relative_difference"] < 1e-4
+    (row,) = written["models"]["resnet18"]["occluders"]
+    assert row == results["models"]["resnet18"]["occluders"][0]
+    assert row["default_max_relative_difference"] < 1e-4
     assert row["full_max_relative_difference"] < 1e-4
     assert row["multiply_adds"]["limit"] > 1
-    assert "| 16x16 / 8 |" in (tmp_path / "occlusion_speed_quick_cpu.md").read_text()
+    table = (tmp_path / "occlusion_speed_quick_cpu.md").read_text()
+    assert "| resnet18 (64) | 16/8 | 49 |" in table

@@ -1,30 +1,26 @@
-"""Incremental occlusion equals full forward passes on the models it serves."""
+"""The incremental plan's mechanics: which models get one, what it never does to a
+model, layers it does not know, the multiply-add count, how chunks are sized."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import Occlusion
 from torch import nn
-from torchvision.models import alexnet, resnet18
 
+from benchmarks.occlusion_speed import calibrated
 from captum_deconvnet import OcclusionSensitivity
-from captum_deconvnet._incremental import IncrementalForward
-from lightning_zfnet import ZFNet
+from captum_deconvnet._scan import OcclusionScan
+from captum_deconvnet.incremental import IncrementalForward, count_multiply_adds
+from captum_deconvnet.incremental.rules import Opaque
 
-
-def randomised(model: nn.Module) -> nn.Module:
-    """Eval mode, with a non-zero output layer (ZFNet starts it at zero)."""
-    torch.manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=module.in_features**-0.5)
-    return model.eval()
+from .incremental_helpers import check_every_node, images
 
 
 def vgg_style() -> nn.Sequential:
-    """3x3 convolutions, batch norm, ceil-mode and average pooling, a dilation."""
+    """3x3 convolutions, batch norm, ceil-mode and average pooling, a dilation,
+    a grouped convolution, in-place activations."""
     torch.manual_seed(0)
-    layers = [
+    return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),
         nn.BatchNorm2d(8),
         nn.ReLU(inplace=True),
@@ -39,117 +35,62 @@ def vgg_style() -> nn.Sequential:
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(16, 10),
-    ]
-    model = nn.Sequential(*layers)
-    for bn in model.modules():
-        if isinstance(bn, nn.BatchNorm2d):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
-class Scale(nn.Module):
-    """A layer the incremental path does not know: a learnt global rescaling."""
-
-    def forward(self, x):
-        return x * x.mean((1, 2, 3), keepdim=True)  # depends on the whole map
-
-
-class FunctionalNet(nn.Module):
-    """ReLUs as functions, and an unknown layer in the middle of the chain."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 6, 5, stride=2, padding=2)
-        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
-        self.scale = Scale()
-        self.conv3 = nn.Conv2d(8, 8, 3, padding=1)
-        self.fc = nn.Linear(8 * 16 * 16, 10)
-
-    def forward(self, x):
-        x = F.relu(self.conv1(x))
-        x = self.conv2(x).relu()
-        x = torch.relu(self.conv3(self.scale(x)))
-        return self.fc(x.flatten(1))
-
-
-def chain(model: nn.Module, x: torch.Tensor) -> list[str]:
-    plan = IncrementalForward.plan(model, x)
-    return [] if plan is None else [s.node.name for s in plan.steps]
-
-
-# (model, input size, window, stride, the layers the incremental path takes)
-CASES = {
-    "zfnet": (lambda: ZFNet(num_classes=10, width=0.25), 224, 32, 16, 15),
-    "vgg_style": (vgg_style, 40, 9, 5, 11),  # adaptive pool 1x1 ends the chain
-    "alexnet": (lambda: alexnet(num_classes=10), 224, 48, 40, 14),  # 13 + 6x6 avgpool
-    "fallback": (FunctionalNet, 32, 6, 5, 4),  # conv, relu, conv, relu; then scale
-    "resnet18": (lambda: resnet18(num_classes=10), 64, 16, 12, 4),  # the stem
-}
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_incremental_equals_full_recomputation(name):
-    build, size, window, stride, chain_length = CASES[name]
-    model = randomised(build())
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    assert len(chain(model, x)) == chain_length
-    kwargs = {"sliding_window_shapes": (3, window, window), "strides": stride}
-    kwargs["target"] = [1, 7]
-    full = OcclusionSensitivity(model, incremental=False).attribute(x, **kwargs)
-    fast = OcclusionSensitivity(model, max_batch=16).attribute(x, **kwargs)
-    # within 1e-4 of the map's largest value: float32 sums in another order
-    torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-4 * full.abs().max())
-    assert full.abs().max() > 0
-
-
-@pytest.mark.parametrize("layer", ["features.12", "classifier.4"])
-def test_incremental_sensitivity_maps_equal_full_ones(layer):
-    model = randomised(ZFNet(num_classes=10, width=0.25, input_size=96))
-    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
-    watched = model.get_submodule(layer)
-    full = OcclusionSensitivity(model, incremental=False).sensitivity_maps(
-        x, 20, 9, layer=watched
     )
-    fast = OcclusionSensitivity(model).sensitivity_maps(x, 20, 9, layer=watched)
-    torch.testing.assert_close(fast.probability, full.probability, rtol=1e-4, atol=0)
-    torch.testing.assert_close(fast.activation, full.activation, rtol=1e-4, atol=1e-3)
-    assert torch.equal(fast.top_class, full.top_class)
 
 
-def test_the_boxes_cover_what_changes_and_stay_within_the_hand_count_for_zfnet():
-    """The issue's count for a 32x32 occluder at 224 (at most 19 after conv1, 8
-    after conv2, then 7, 9, 11 after conv3-5), against the region that really
-    changes in a full forward pass."""
-    model = randomised(ZFNet(num_classes=10, width=0.25))
-    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    convs = [0, 4, 8, 10, 12]
-    corners = [(96, 96), (48, 112), (16, 0)]  # on the stride-16 grid
-    occluded = x.repeat(len(corners), 1, 1, 1)
-    for b, (y, x0) in enumerate(corners):
-        occluded[b, :, y : y + 32, x0 : x0 + 32] = 0
-    outputs = []
-    hooks = [
-        model.features[i].register_forward_hook(lambda m, a, o: outputs.append(o))
-        for i in convs
-    ]
-    with torch.no_grad():
-        model(torch.cat([x, occluded]))
-    for h in hooks:
-        h.remove()
-    changed = [
-        int((out[1:] != out[:1]).any(1).any(2).sum(1).max()) for out in outputs
-    ]  # rows that change, the most over the corners
+class Functional(nn.Module):
+    """TensorFlow-style layers as EfficientNet-Lite writes them (``F.pad`` then
+    ``F.conv2d`` on a parameter, ``x.view(x.size(0), -1)``), a layer the plan does
+    not know but that is local (softsign), and one that is global (a rescaling by
+    the map's mean)."""
+
+    def __init__(self, global_layer: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(6, 3, 3, 3) / 5)
+        self.conv = nn.Conv2d(6, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 8 * 8, 10)
+        self.global_layer = global_layer
+
+    def forward(self, x):
+        x = F.conv2d(F.pad(x, [0, 1, 0, 1]), self.weight, stride=2)
+        x = F.softsign(x)
+        if self.global_layer:
+            x = x * x.mean((1, 2, 3), keepdim=True)
+        x = torch.relu(self.conv(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+@pytest.mark.parametrize("global_layer", [False, True])
+def test_an_unknown_layer_is_computed_in_full_and_a_local_one_keeps_its_box(
+    global_layer,
+):
+    model, x = Functional(global_layer).eval(), images(2, 16)
     plan = IncrementalForward.plan(model, x)
-    patches = occluded[:, :, :32, :32].zero_()
-    with torch.no_grad():
-        plan(torch.zeros(3, dtype=torch.long), torch.tensor(corners), patches)
-    boxes = [plan.box_sizes[f"features_{i}"][0] for i in convs]
-    hand_count = [19, 8, 7, 9, 11]
-    assert all(c <= b <= h for c, b, h in zip(changed, boxes, hand_count, strict=True))
+    assert sum(isinstance(s.rule, Opaque) for s in plan.steps) >= 2  # softsign, view
+    kinds = check_every_node(plan, x, [(0, 0), (4, 8), (12, 12), (6, 2)], 4)
+    # the conv after softsign runs on a box unless the rescaling spread the change
+    assert kinds["box"] == (4 if global_layer else 6)
+    kwargs = {"sliding_window_shapes": (3, 4, 4), "strides": 3, "target": 2}
+    theirs = Occlusion(model).attribute(x, perturbations_per_eval=5, **kwargs)
+    ours = OcclusionSensitivity(model).attribute(x, **kwargs)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
-def test_models_it_cannot_trace_or_use_run_in_full():
+def test_multiply_adds_counted_by_hand_on_two_layers():
+    """8x8 input, 2x2 occluder at stride 2 (16 positions); conv1 1->2 channels and
+    conv2 2->3, both 3x3 with padding 1. A full pass: 9*2*64 + 18*3*64 = 4608.
+    Along each axis the occluder starts at 0, 2, 4, 6; conv1's box then spans rows
+    0-2, 1-4, 3-6, 5-7 (3+4+4+3 = 14) and conv2's 0-3, 0-5, 2-7, 4-7 (4+6+6+4 =
+    20), so over the 16 positions conv1 computes 14*14 outputs and conv2 20*20."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 3, 3, padding=1))
+    counted = count_multiply_adds(model, torch.randn(1, 1, 8, 8), 2, 2)
+    assert counted.positions == 16
+    assert counted.full == 17 * 4608  # the unoccluded pass and one per position
+    assert counted.incremental == 4608 + 9 * 2 * 14 * 14 + 18 * 3 * 20 * 20
+    assert counted.limit == pytest.approx(78336 / 29736)
+
+
+def test_models_that_get_no_plan():
     class Branchy(nn.Module):
         def __init__(self):
             super().__init__()
@@ -160,22 +101,42 @@ def test_models_it_cannot_trace_or_use_run_in_full():
                 x = x * 2
             return self.conv(x).flatten(1)
 
+    class TwoOutputs(nn.Sequential):
+        def forward(self, x):
+            y = super().forward(x)
+            return y, y.sum(1)
+
+    class Aliased(nn.Module):
+        def forward(self, x):
+            y = x.relu()
+            z = y.add_(1)  # overwrites y, which is read again below
+            return (z * y).flatten(1)
+
     x = torch.randn(1, 3, 8, 8)
-    assert chain(Branchy(), x) == []
-    hooked = nn.Sequential(nn.Conv2d(3, 3, 3), nn.ReLU(), nn.Flatten())
-    hooked[1].register_forward_hook(lambda m, a, out: out * 2)
-    assert chain(hooked, x) == []  # any hook: full passes (see below)
-    training = nn.Sequential(nn.Conv2d(3, 3, 3), nn.Dropout(), nn.Flatten()).train()
-    assert chain(training, x) == ["_0"]  # dropout in training mode is not local
+    conv = nn.Sequential(nn.Conv2d(3, 3, 3), nn.Flatten())
+    assert IncrementalForward.plan(Branchy(), x) is None
+    assert IncrementalForward.plan(TwoOutputs(nn.Conv2d(3, 3, 3)), x) is None
+    assert IncrementalForward.plan(Aliased(), x) is None
+    assert IncrementalForward.plan(nn.Sequential(conv, nn.Dropout()).train(), x) is None
+    batch_norm = nn.Sequential(nn.BatchNorm2d(3), conv)
+    assert IncrementalForward.plan(batch_norm.train(), x) is None
+    assert IncrementalForward.plan(batch_norm.eval(), x) is not None
+    batch_statistics = nn.Sequential(nn.BatchNorm2d(3, track_running_stats=False))
+    plan = IncrementalForward.plan(nn.Sequential(batch_statistics, conv).eval(), x)
+    assert isinstance(plan.steps[0].rule, Opaque)  # computed in full on the copies
+    kwargs = {"sliding_window_shapes": (3, 2, 2), "strides": 2, "target": 0}
+    torch.testing.assert_close(
+        OcclusionSensitivity(Aliased()).attribute(x, **kwargs),
+        Occlusion(Aliased()).attribute(x, **kwargs),
+    )
 
 
 @pytest.mark.parametrize("where", ["root", "inner", "inner-pre", "global"])
 def test_hooks_send_occlusion_to_full_passes(where):
     """A traced graph drops the hooks of the modules it inlines and would run a kept
     module's hooks on boxes: any hook must give Captum's numbers, not the graph's."""
-
-    model = vgg_style()
-    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    model = vgg_style().eval()
+    x = images(2, 16, seed=3)
     softmax = lambda m, a, out: out.softmax(1)  # noqa: E731
     if where == "root":
         handle = model.register_forward_hook(softmax)
@@ -194,3 +155,55 @@ def test_hooks_send_occlusion_to_full_passes(where):
     finally:
         handle.remove()
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_the_model_is_left_as_it_was():
+    model = calibrated(vgg_style(), 24)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    OcclusionSensitivity(model).attribute(images(2, 24), (3, 6, 6), 4, target=0)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert model[2].inplace and model[4].inplace and not model.training
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_a_plan_that_saves_too_little_gives_way_to_full_passes():
+    """A global layer at the input spreads every occluder over the whole network;
+    a stack of 3x3 convolutions keeps the boxes small."""
+    x = images(1, 32)
+    regions = [(slice(None), slice(0, 4), slice(0, 4))]
+    squeeze = Functional(global_layer=True).eval()
+    local = calibrated(vgg_style(), 32)
+    assert IncrementalForward.plan(squeeze, images(1, 16)) is not None
+    assert (
+        OcclusionScan(
+            squeeze, (images(1, 16),), 0, regions, torch.tensor(0), (), 4
+        ).plan
+        is None
+    )
+    assert (
+        OcclusionScan(local, (x,), 0, regions, torch.tensor(0), (), 4).plan is not None
+    )
+
+
+def test_chunks_grow_while_faster_and_max_batch_bounds_them(monkeypatch):
+    model = calibrated(vgg_style(), 24)
+    sizes = []
+    call = IncrementalForward.__call__
+
+    def recording(self, index, corners, patches):
+        sizes.append(len(index))
+        return call(self, index, corners, patches)
+
+    monkeypatch.setattr(IncrementalForward, "__call__", recording)
+    monkeypatch.setattr("captum_deconvnet._scan.MIN_LIMIT", 0.0)
+    x = images(2, 24)
+    kwargs = {"sliding_window_shapes": (3, 4, 4), "strides": 3, "target": 0}
+    reference = Occlusion(model).attribute(x, perturbations_per_eval=8, **kwargs)
+    result = OcclusionSensitivity(model, max_batch=16).attribute(x, **kwargs)
+    torch.testing.assert_close(result, reference, rtol=1e-5, atol=1e-6)
+    assert sizes[0] == 8 and max(sizes) <= 16  # 4 positions of 2 images, then up
+    sizes.clear()
+    OcclusionSensitivity(model, max_batch=16).attribute(
+        x, perturbations_per_eval=3, **kwargs
+    )
+    assert set(sizes[:-1]) == {6}  # a fixed perturbations_per_eval is kept

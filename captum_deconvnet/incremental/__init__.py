@@ -1,0 +1,15 @@
+"""Exact incremental inference for occlusion, its approximate variants, and the
+arithmetic it saves."""
+
+from .approximate import Approximation, drill_down
+from .count import MultiplyAdds, count_multiply_adds
+from .forward import IncrementalForward, channel_sums
+
+__all__ = [
+    "Approximation",
+    "IncrementalForward",
+    "MultiplyAdds",
+    "channel_sums",
+    "count_multiply_adds",
+    "drill_down",
+]

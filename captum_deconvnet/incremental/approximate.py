@@ -1,0 +1,157 @@
+"""Approximate occlusion: Krypton's projective-field threshold and coarse-to-fine
+drill-down (Nakandala et al., SIGMOD 2019, Sec. 4), opt-in."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["Approximation", "drill_down"]
+
+
+@dataclass(frozen=True)
+class Approximation:
+    """How far occlusion may depart from exact results, for speed.
+
+    Attributes:
+        projective_field: Krypton's threshold: each changed box is cut to at most
+            this fraction of its map's side, about its centre; what it cuts keeps
+            its unoccluded value. 1 keeps boxes whole.
+        coarse: first compute every ``coarse``-th occluder position along each
+            axis (and the last ones), the coarse map; 1 computes every position.
+        refine: then compute exactly this share of the other positions, those
+            between coarse positions whose scores differ most (the target's output
+            for ``attribute``, its probability for ``sensitivity_maps``); the rest
+            are interpolated bilinearly from the coarse ones.
+        tolerance: after each convolution or pool, cut the changed box to where
+            the change exceeds this fraction of the layer's mean absolute
+            unoccluded value (changes fade towards the edge of the projective
+            field); 0 keeps boxes whole.
+
+    Raises:
+        ValueError: a value out of range.
+    """
+
+    projective_field: float = 1.0
+    coarse: int = 1
+    refine: float = 1.0
+    tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.projective_field <= 1:
+            raise ValueError(
+                f"projective_field must be in (0, 1], got {self.projective_field!r}"
+            )
+        if isinstance(self.coarse, bool) or not isinstance(self.coarse, int):
+            raise ValueError(f"coarse must be a positive int, got {self.coarse!r}")
+        if self.coarse < 1:
+            raise ValueError(f"coarse must be a positive int, got {self.coarse!r}")
+        if not 0 <= self.refine <= 1:
+            raise ValueError(f"refine must be in [0, 1], got {self.refine!r}")
+        if not self.tolerance >= 0:
+            raise ValueError(f"tolerance must be at least 0, got {self.tolerance!r}")
+
+    @property
+    def drills_down(self) -> bool:
+        return self.coarse > 1 and self.refine < 1
+
+
+def _grid(regions: list) -> tuple[int, int]:
+    """``(rows, cols)`` of occluder positions that form a row-major grid over the
+    last two dimensions (one position along the others)."""
+    rows = sorted({r[-2].start for r in regions})
+    cols = sorted({r[-1].start for r in regions})
+    others = {tuple(s.start for s in r[:-2]) for r in regions}
+    grid = len(others) == 1 and len(regions) == len(rows) * len(cols)
+    if grid:
+        grid = all(
+            (r[-2].start, r[-1].start) == (rows[p // len(cols)], cols[p % len(cols)])
+            for p, r in enumerate(regions)
+        )
+    if not grid:
+        raise ValueError(
+            "approximate occlusion with coarse > 1 needs occluder positions on a "
+            "grid over height and width: a window over every channel of images "
+            "(N, C, H, W)"
+        )
+    return len(rows), len(cols)
+
+
+def _coarse_lines(count: int, step: int) -> list[int]:
+    return sorted(set(range(0, count, step)) | {count - 1})
+
+
+def _corners(lines: list[int], count: int) -> list[tuple[int, int, float]]:
+    """Per line index: the coarse lines around it and the weight of the second."""
+    result = []
+    for i in range(count):
+        high = next(line for line in lines if line >= i)
+        low = max(line for line in lines if line <= i)
+        weight = 0.0 if high == low else (i - low) / (high - low)
+        result.append((low, high, weight))
+    return result
+
+
+def drill_down(scan: Any, approximation: Approximation) -> Iterator[tuple]:
+    """``scan``'s chunks (see ``OcclusionScan``), with the positions between the
+    coarse ones computed only where the coarse outputs differ most."""
+    rows, cols = _grid(scan.regions)
+    row_lines = _coarse_lines(rows, approximation.coarse)
+    col_lines = _coarse_lines(cols, approximation.coarse)
+    coarse = [r * cols + c for r in row_lines for c in col_lines]
+    outputs, watched = _run(scan, coarse)
+    row_corners, col_corners = _corners(row_lines, rows), _corners(col_lines, cols)
+    rest, scores = [], []
+    for p in range(rows * cols):
+        if p in outputs:
+            continue
+        (r0, r1, wr), (c0, c1, wc) = row_corners[p // cols], col_corners[p % cols]
+        corners = [r0 * cols + c0, r0 * cols + c1, r1 * cols + c0, r1 * cols + c1]
+        weights = [(1 - wr) * (1 - wc), (1 - wr) * wc, wr * (1 - wc), wr * wc]
+        outputs[p] = sum(w * outputs[c] for w, c in zip(weights, corners, strict=True))
+        if watched:
+            watched[p] = sum(
+                w * watched[c] for w, c in zip(weights, corners, strict=True)
+            )
+        rest.append(p)
+        scores.append(_spread([scan.score(outputs[c]) for c in corners]))
+    chosen = math.ceil(approximation.refine * len(rest))
+    if chosen:
+        order = torch.tensor(scores).argsort(descending=True)[:chosen]
+        exact, exact_watched = _run(scan, sorted(rest[i] for i in order.tolist()))
+        outputs.update(exact)
+        watched.update(exact_watched)
+    for start in range(0, rows * cols, scan.positions):
+        chunk = range(start, min(start + scan.positions, rows * cols))
+        yield (
+            [scan.regions[p] for p in chunk],
+            torch.cat([outputs[p] for p in chunk]),
+            torch.cat([watched[p] for p in chunk]) if watched else None,
+        )
+
+
+def _run(scan: Any, positions: list[int]) -> tuple[dict, dict]:
+    """Each position's outputs ``(N, ...)`` and watched sums, computed."""
+    outputs, watched = {}, {}
+    index = iter(positions)
+    n = len(scan.tensors[0])
+    for chunk, out, sums in scan.run([scan.regions[p] for p in positions]):
+        for k in range(len(chunk)):
+            p = next(index)
+            outputs[p] = out[k * n : (k + 1) * n]
+            if sums is not None:
+                watched[p] = sums[k * n : (k + 1) * n]
+    return outputs, watched
+
+
+def _spread(values: list[Tensor]) -> float:
+    """How far apart the scores at the corners of a cell are: the largest distance
+    between two of them, over the images."""
+    stacked = torch.stack([v.reshape(len(v), -1).double() for v in values])
+    distances = (stacked[:, None] - stacked[None]).norm(dim=-1)
+    return float(distances.amax())

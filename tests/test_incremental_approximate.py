@@ -1,0 +1,129 @@
+"""Approximate occlusion: the coarse-to-fine drill-down against exact outputs and
+their bilinear interpolation, and the projective-field cap on the boxes."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.occlusion_speed import calibrated
+from captum_deconvnet import OcclusionSensitivity
+from captum_deconvnet._occlusion_args import occluder_regions
+from captum_deconvnet._scan import OcclusionScan
+from captum_deconvnet.incremental import Approximation, IncrementalForward
+from captum_deconvnet.incremental.forward import Chunk
+from captum_deconvnet.incremental.rules import Box
+
+from .incremental_helpers import images
+
+
+def small_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+    )  # fmt: skip
+
+
+def per_position(model, x, window, stride, approximate=None) -> torch.Tensor:
+    """``(rows, cols, N, classes)``: the outputs at each occluder position."""
+    regions = occluder_regions(x.shape[1:], (3, window, window), (3, stride, stride))
+    scan = OcclusionScan(
+        model, (x,), 0, regions, torch.tensor(0.0), (), 5, approximate=approximate
+    )
+    with torch.no_grad():
+        outputs = torch.cat([out for _, out, _ in scan])
+    side = round(math.sqrt(len(regions)))
+    return outputs.reshape(side, side, len(x), -1)
+
+
+def test_drill_down_computes_the_coarse_grid_and_interpolates_the_rest():
+    model, x = calibrated(small_net(), 20), images(2, 20)
+    exact = per_position(model, x, 4, 2, None)  # a 9x9 grid of positions
+    coarse = per_position(model, x, 4, 2, Approximation(coarse=3, refine=0.0))
+    lines = [0, 3, 6, 8]  # every third, and the last
+    for r in range(9):
+        for c in range(9):
+            r0, r1 = max(i for i in lines if i <= r), min(i for i in lines if i >= r)
+            c0, c1 = max(i for i in lines if i <= c), min(i for i in lines if i >= c)
+            wr = 0.0 if r1 == r0 else (r - r0) / (r1 - r0)
+            wc = 0.0 if c1 == c0 else (c - c0) / (c1 - c0)
+            expected = (
+                (1 - wr) * (1 - wc) * exact[r0, c0] + (1 - wr) * wc * exact[r0, c1]
+                + wr * (1 - wc) * exact[r1, c0] + wr * wc * exact[r1, c1]
+            )  # fmt: skip
+            torch.testing.assert_close(coarse[r, c], expected, rtol=1e-5, atol=1e-5)
+    refined = per_position(model, x, 4, 2, Approximation(coarse=3, refine=0.5))
+    computed = (refined - exact).abs().amax((2, 3)) < 1e-5
+    assert computed.sum() == 16 + math.ceil(0.5 * (81 - 16))  # coarse + refined
+    everything = per_position(model, x, 4, 2, Approximation(coarse=3, refine=1.0))
+    torch.testing.assert_close(everything, exact, rtol=1e-5, atol=1e-5)
+
+
+def test_the_projective_field_cap_bounds_every_box():
+    model, x = calibrated(small_net(), 24), images(1, 24)
+    plan = IncrementalForward.plan(model, x, cap_fraction=0.4)
+    corners = torch.tensor([[8, 8], [0, 16]])
+    patches = torch.zeros(2, 3, 8, 8)
+    sizes = []
+    with torch.no_grad():
+        for node, state in plan.states(
+            Chunk(plan, torch.zeros(2, dtype=torch.long)), corners, patches
+        ):
+            if isinstance(state, Box) and node is not plan.placeholder:
+                limit = [math.ceil(0.4 * s) for s in state.region.shape]
+                sizes.append(state.region.size)
+                assert all(
+                    s <= m for s, m in zip(state.region.size, limit, strict=True)
+                )
+    assert sizes
+    kwargs = {"sliding_window_shapes": (3, 8, 8), "strides": 4, "target": 0}
+    exact = OcclusionSensitivity(model).attribute(x, **kwargs)
+    capped = OcclusionSensitivity(model, approximate=Approximation(0.4)).attribute(
+        x, **kwargs
+    )
+    assert not torch.allclose(capped, exact)  # an approximation, close to the map
+    assert torch.corrcoef(torch.stack([capped.flatten(), exact.flatten()]))[0, 1] > 0.5
+
+
+def test_a_tolerance_cuts_the_boxes_to_where_they_change():
+    model, x = calibrated(small_net(), 24), images(1, 24)
+    kwargs = {"sliding_window_shapes": (3, 6, 6), "strides": 3, "target": 0}
+    exact = OcclusionSensitivity(model).attribute(x, **kwargs)
+    areas = {}
+    for tolerance in (1e-7, 0.5):
+        plan = IncrementalForward.plan(model, x, tolerance=tolerance)
+        chunk = Chunk(plan, torch.zeros(1, dtype=torch.long))
+        states = plan.states(chunk, torch.tensor([[9, 9]]), torch.zeros(1, 3, 6, 6))
+        with torch.no_grad():
+            areas[tolerance] = sum(
+                s.region.area for _, s in states if isinstance(s, Box)
+            )
+        approximate = Approximation(tolerance=tolerance)
+        result = OcclusionSensitivity(model, approximate=approximate).attribute(
+            x, **kwargs
+        )
+        close = torch.allclose(result, exact, rtol=1e-4, atol=1e-5)
+        assert close == (tolerance < 1e-6)  # what is cut changed too little to see
+    assert areas[0.5] < areas[1e-7]
+
+
+def test_bad_approximations_are_refused():
+    with pytest.raises(ValueError, match="projective_field"):
+        Approximation(projective_field=0.0)
+    with pytest.raises(ValueError, match="coarse"):
+        Approximation(coarse=0)
+    with pytest.raises(ValueError, match="refine"):
+        Approximation(refine=1.5)
+    with pytest.raises(ValueError, match="tolerance"):
+        Approximation(tolerance=-1.0)
+    with pytest.raises(TypeError, match="Approximation"):
+        OcclusionSensitivity(small_net(), approximate=0.5)
+    drill = OcclusionSensitivity(
+        small_net(), approximate=Approximation(coarse=2, refine=0)
+    )
+    with pytest.raises(ValueError, match="grid"):  # a window over some channels only
+        drill.attribute(images(1, 8), (1, 4, 4), strides=(1, 2, 2), target=0)
