@@ -54,7 +54,7 @@ def torchray_hit(mask: list[list[bool]], point: tuple[int, int], tolerance: floa
     )
 
 
-@pytest.mark.parametrize("tolerance", [0.0, 1.0, 2.0, 2.5, 3.0, 3.01, 4.29])
+@pytest.mark.parametrize("tolerance", [0.0, 1.0, 2.0, 2.5, 3.0, 3.01, 4.29, 5.0])
 def test_the_tolerance_equals_torchray_s_rule(tolerance):
     mask = torch.zeros(12, 12, dtype=torch.bool)
     mask[4:7, 5:8] = True  # rows 4-6, columns 5-7

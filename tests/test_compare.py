@@ -8,10 +8,12 @@ import sys
 
 import pytest
 import torch
+from captum.attr import LayerAttribution, LayerGradCam
 from PIL import Image
 from torch import nn
 
 from benchmarks import compare, imagenet
+from benchmarks.methods import METHODS
 from benchmarks.track import HIGHER_IS_BETTER
 
 ZFNET_METRICS = set(HIGHER_IS_BETTER) | {"pointing_game_strict"}
@@ -200,3 +202,15 @@ def test_a_newcomer_is_told_before_anything_runs(tmp_path, monkeypatch, capsys):
         "compare-"
     )
     assert compare.parse_args(["--images", "8"]).subset == 8
+
+
+def test_gradcam_is_rectified_as_published():
+    model = StandIn().eval()
+    images = stand_in_photos(["a", "b"])
+    targets = torch.tensor([1, 2])
+    ours = METHODS["LayerGradCam"].explain(
+        model, images, targets, imagenet.setup_for(model, 32)
+    )
+    plain = LayerGradCam(model, model.head).attribute(images, target=targets)
+    expected = LayerAttribution.interpolate(plain.clamp(min=0), (32, 32), "bilinear")
+    torch.testing.assert_close(ours, expected.expand_as(images))
