@@ -31,7 +31,12 @@ from .track import Images, Settings, evaluate_track
 
 MODELS = ("all", "zfnet", imagenet.MODEL)
 TRAIN_MINUTES = 8  # train_default on 2 CPU cores
+DEFAULT_MINUTES = 10  # the default run on 2 CPU cores
 PHOTOS = imagenet.PHOTOS
+QUICK_SKIPS_IMAGENET = (
+    "left out of --quick (it takes minutes at 224 px); "
+    f"`--quick --model {imagenet.MODEL}` runs it alone on two photos"
+)
 # Run sizes: (default, --quick).
 SIZES = {
     "images": (128, 8),
@@ -58,9 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--data", help="Fashion-MNIST data_dir (default: the checkpoint's)")
     add("--images", type=int, help="ZFNet test images (128; --quick 8)")
     add("--subset", type=int, help="of them, for cost, robustness, sanity (16; 4)")
-    add(
-        "--photos", nargs="+", default=list(imagenet.PHOTOS), help="skimage.data photos"
-    )
+    add("--photos", nargs="+", help=f"skimage.data photos ({' '.join(PHOTOS)}; 2)")
     add("--centred-ckpt", type=Path, default=zfnet.CENTRED_CHECKPOINT)
     add("--reinits", type=int, help="random re-initialisations for sanity (3; 2)")
     add("--out", type=Path, help="output folder (default: a fresh one in runs/)")
@@ -71,8 +74,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, (full, quick) in SIZES.items():  # what the user did not set
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
-    if args.images < 2 or args.subset < 2 or args.reinits < 1:
-        parser.error("--images and --subset need at least 2 (intervals), --reinits 1")
+    if min(args.images, args.subset, len(args.photos)) < 2 or args.reinits < 1:
+        parser.error(
+            "--images, --subset and --photos need at least 2 (for intervals), "
+            "--reinits at least 1"
+        )
     args.subset = min(args.subset, args.images)
     if args.out is None:
         args.out = Path("runs/benchmarks") / time.strftime("compare-%Y%m%d-%H%M%S")
@@ -82,12 +88,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
     """Every track ``args`` asks for; writes and returns the results."""
     start = time.perf_counter()
+    print(_plan(args), flush=True)
     torch.manual_seed(args.seed)
     tracks, shown = {}, {}
     if args.model in ("all", "zfnet"):
         tracks["zfnet"], shown["zfnet"] = _zfnet_track(args)
-    if args.model in ("all", imagenet.MODEL):
+    if _runs_imagenet(args):
         tracks[imagenet.MODEL], shown[imagenet.MODEL] = _imagenet_track(args)
+    elif args.model == "all":
+        print(f"the ImageNet track is {QUICK_SKIPS_IMAGENET}", flush=True)
+        tracks[imagenet.MODEL] = {"skipped": QUICK_SKIPS_IMAGENET}
     centred = _centred(args) if args.model in ("all", "zfnet") else None
     results = {
         "schema": 2,
@@ -107,6 +117,28 @@ def run(args: argparse.Namespace) -> dict:
     results["wall_seconds"] = time.perf_counter() - start
     write(results, shown, args.out)
     return results
+
+
+def _runs_imagenet(args) -> bool:
+    return args.model == imagenet.MODEL or (args.model == "all" and not args.quick)
+
+
+def _plan(args) -> str:
+    """What the run will do, said before it starts."""
+    parts = []
+    if args.model in ("all", "zfnet"):
+        parts.append(
+            f"ZFNet on {args.images} Cluttered Fashion-MNIST images (cost, robustness "
+            f"and sanity on {args.subset}, {args.reinits} re-initialisations), the "
+            f"pointing game on {args.images} centred items"
+        )
+    if _runs_imagenet(args):
+        parts.append(f"{imagenet.MODEL} on the photos {', '.join(args.photos)}")
+    minutes = "about a minute" if args.quick else f"up to {DEFAULT_MINUTES} minutes"
+    return (
+        f"benchmarks.compare: {'; '.join(parts)}; {minutes} on 2 CPU cores; "
+        f"writing to {args.out}"
+    )
 
 
 def _settings(args, subset: int, repeats: int, samples: int, reinits: int):
@@ -183,8 +215,8 @@ def _imagenet_track(args):
     size = images.shape[-1]
     setup = imagenet.setup_for(model, size)
     data = Images(images, targets, torch.zeros_like(images), _blurred(images))
-    samples, reinits = (2, 1) if args.quick else (4, min(args.reinits, 2))
-    settings = _settings(args, len(images), 1, samples, reinits)
+    samples = 2 if args.quick else 3
+    settings = _settings(args, len(images), 1, samples, min(args.reinits, 2))
     track, attributions = evaluate_track(
         model, data, setup, imagenet.cascade(model), settings, args.device
     )

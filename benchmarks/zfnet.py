@@ -49,16 +49,24 @@ def setup_for(model: nn.Module) -> Setup:
     return Setup(names[-1], output, window=10, stride=3)
 
 
+def _test_items(kind, checkpoint: Path, data_dir: str | None, count: int):
+    """The data module a checkpoint was trained with, and the fields of its first
+    ``count`` test items, stacked."""
+    overrides = {} if data_dir is None else {"data_dir": data_dir}
+    data = kind.from_checkpoint(checkpoint, **overrides)
+    data.prepare_data()
+    data.setup("test")
+    items = [data.test_set[i] for i in range(min(count, len(data.test_set)))]
+    return data, [torch.stack(field) for field in zip(*items, strict=True)]
+
+
 def load_cluttered(checkpoint: Path, data_dir: str | None, count: int, device: str):
     """The model and the first ``count`` test images of the data it was trained on:
     ``(model, images, labels, boxes, background)``, background a black canvas."""
     model = load_model(checkpoint, device)
-    overrides = {} if data_dir is None else {"data_dir": data_dir}
-    data = ClutteredFashionMNISTDataModule.from_checkpoint(checkpoint, **overrides)
-    data.prepare_data()
-    data.setup("test")
-    items = [data.test_set[i] for i in range(min(count, len(data.test_set)))]
-    images, labels, boxes = (torch.stack([it[k] for it in items]) for k in range(3))
+    data, (images, labels, boxes) = _test_items(
+        ClutteredFashionMNISTDataModule, checkpoint, data_dir, count
+    )
     background = torch.full_like(images, -data.mean / data.std)
     return model, images.to(device), labels.to(device), boxes, background.to(device)
 
@@ -76,13 +84,10 @@ def centred_pointing_game(
     images), against the items' pixel masks: TorchRay's protocol and the strict one.
     """
     model = load_model(checkpoint, device)
-    overrides = {} if data_dir is None else {"data_dir": data_dir}
-    data = FashionMNISTDataModule.from_checkpoint(checkpoint, **overrides)
-    data.prepare_data()
-    data.setup("test")
-    items = [data.test_set[i] for i in range(min(count, len(data.test_set)))]
-    images = torch.stack([it[0] for it in items]).to(device)
-    labels = torch.stack([it[1] for it in items]).to(device)
+    data, (images, labels) = _test_items(
+        FashionMNISTDataModule, checkpoint, data_dir, count
+    )
+    images, labels = images.to(device), labels.to(device)
     masks = item_masks(images, data.mean, data.std)
     tolerance = published_tolerance(images.shape[-1])
     setup = setup_for(model)

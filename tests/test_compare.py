@@ -56,24 +56,22 @@ def stand_in_photos(names, size=32):
 
 @pytest.fixture(scope="module")
 def quick_run(tiny_demo, fake_data_dir, tmp_path_factory):
+    """``--quick`` (ZFNet and the centred pointing game), and ``--quick --model
+    efficientnet-lite0`` with the network and photos replaced by stand-ins."""
+    out = tmp_path_factory.mktemp("bench")
+    checkpoint = tiny_demo[1]["checkpoint"]
+    args = ["--quick", "--ckpt", checkpoint, "--data", str(fake_data_dir)]
+    args += ["--subset", "2", "--centred-ckpt", checkpoint]
+    results = compare.main([*args, "--out", str(out / "zfnet")])
     patch = pytest.MonkeyPatch()
     patch.setattr(imagenet, "load_network", lambda: StandIn().eval())
     patch.setattr(imagenet, "load_photos", stand_in_photos)
-    out = tmp_path_factory.mktemp("bench")
-    args = [
-        "--quick",
-        "--ckpt",
-        tiny_demo[1]["checkpoint"],
-        "--data",
-        str(fake_data_dir),
-    ]
-    args += ["--subset", "2", "--out", str(out)]
-    args += ["--centred-ckpt", tiny_demo[1]["checkpoint"]]
     try:
-        results = compare.main(args)
+        imagenet_args = ["--quick", "--model", imagenet.MODEL]
+        stand_in = compare.main([*imagenet_args, "--out", str(out / "imagenet")])
     finally:
         patch.undo()
-    return out, results
+    return out, results, stand_in
 
 
 def check_metric(metric: dict, count: int) -> None:
@@ -110,34 +108,38 @@ def check_track(track: dict, metrics: set, count: int, subset: int) -> None:
 
 
 def test_the_results_schema(quick_run):
-    out, results = quick_run
-    written = json.loads((out / "results.json").read_text())
-    assert written == json.loads(json.dumps(results))
-    assert {"torch", "captum", "device", "threads"} <= written["environment"].keys()
-    assert written["settings"]["seed"] == 0 and written["settings"]["quick"]
-    assert {"pointing_game", "relevance_mass", "LayerGradCam"} <= written[
-        "definitions"
-    ].keys()
-    check_track(written["tracks"]["zfnet"], ZFNET_METRICS, 8, 2)
-    check_track(written["tracks"][imagenet.MODEL], IMAGENET_METRICS, 2, 2)
-    centred = written["centred"]["methods"]
+    out, results, stand_in = quick_run
+    for folder, run in (("zfnet", results), ("imagenet", stand_in)):
+        written = json.loads((out / folder / "results.json").read_text())
+        assert written == json.loads(json.dumps(run))
+        assert {"torch", "captum", "device", "threads"} <= written["environment"].keys()
+        assert written["settings"]["seed"] == 0 and written["settings"]["quick"]
+        definitions = written["definitions"].keys()
+        assert {"pointing_game", "relevance_mass", "LayerGradCam"} <= definitions
+        assert set(written["tracks"]) == {"zfnet", imagenet.MODEL} or folder != "zfnet"
+    check_track(results["tracks"]["zfnet"], ZFNET_METRICS, 8, 2)
+    assert "--quick" in results["tracks"][imagenet.MODEL]["skipped"]
+    check_track(stand_in["tracks"][imagenet.MODEL], IMAGENET_METRICS, 2, 2)
+    centred = results["centred"]["methods"]
     assert "Occlusion" not in centred  # the same maps as OcclusionSensitivity
     for row in centred.values():
         for metric in row["metrics"].values():
             check_metric(metric, 8)
-    verdicts = {
-        (f["track"], f["source"].split()[0]): f["verdict"] for f in written["findings"]
-    }
-    assert len(verdicts) == 5
-    assert set(verdicts.values()) <= {
-        "reproduced",
-        "not reproduced",
-        "not testable here",
-    }
+    findings = results["findings"] + stand_in["findings"]
+    tracks = [f["track"] for f in findings]
+    assert tracks.count("centred") == 1 and tracks.count(imagenet.MODEL) == 2
+    assert tracks.count("zfnet") == 2
+    for finding in findings:
+        assert finding["verdict"] in {
+            "reproduced",
+            "not reproduced",
+            "not testable here",
+        }
+        assert finding["why"]
 
 
 def test_the_zfnet_track_counts_passes_and_shares_occlusion_maps(quick_run):
-    _, results = quick_run
+    _, results, _ = quick_run
     methods = results["tracks"]["zfnet"]["methods"]
     # One pass without occluder, then one (partial) pass per position, like Captum.
     ours = methods["OcclusionSensitivity"]["cost"]["forward_passes_per_image"]
@@ -147,7 +149,7 @@ def test_the_zfnet_track_counts_passes_and_shares_occlusion_maps(quick_run):
 
 
 def test_the_imagenet_track_reports_relu6_and_what_it_implies(quick_run):
-    out, results = quick_run
+    out, _, results = quick_run
     track = results["tracks"][imagenet.MODEL]
     assert track["config"]["gradcam_layer"] == "head"  # the last conv stage
     assert any("hardtanh" in w for w in track["methods"]["DeconvNet"]["warnings"])
@@ -162,22 +164,23 @@ def test_the_imagenet_track_reports_relu6_and_what_it_implies(quick_run):
     assert track["cascade"]["steps"][0] == "fc"
     predictions = track["config"]["predictions"]
     assert [p["photo"] for p in predictions] == ["chelsea", "coffee"]
-    text = (out / "results.md").read_text()
+    text = (out / "imagenet" / "results.md").read_text()
     assert "hardtanh" in text and "chelsea" in text
 
 
-def test_the_report_says_what_ran_and_links_its_figures(quick_run):
-    out, _ = quick_run
-    text = (out / "results.md").read_text()
+def test_the_report_says_what_ran_and_links_its_figures(quick_run, capsys):
+    out, _, _ = quick_run
+    text = (out / "zfnet" / "results.md").read_text()
     assert "Cost, robustness and sanity on the first 2 images" in text
     assert "on the first 16" not in text
     assert "| DeconvNet | ours | " in text
     assert "| Occlusion | captum | " in text and "= OcclusionSensitivity" in text
     assert "## Published findings, checked here" in text
-    for prefix in ("", f"{imagenet.MODEL}_"):
+    for folder, prefix in (("zfnet", ""), ("imagenet", f"{imagenet.MODEL}_")):
+        text = (out / folder / "results.md").read_text()
         for picture in ("metrics.png", "randomisation.png", "attributions.png"):
             assert f"]({prefix}{picture})" in text
-            with Image.open(out / f"{prefix}{picture}") as image:
+            with Image.open(out / folder / f"{prefix}{picture}") as image:
                 assert image.size[0] > 100
 
 
