@@ -101,7 +101,8 @@ def class_names() -> list[str]:
 
 def setup_for(model: nn.Module, size: int) -> Setup:
     """Grad-CAM on the last convolutional stage; an occluder of a quarter of the
-    image in steps of an eighth (7x7 positions at 224)."""
+    image in steps of an eighth (7x7 positions at 224); integrated gradients in 25
+    steps."""
     layers = [
         name
         for name, m in model.named_modules()
@@ -113,6 +114,7 @@ def setup_for(model: nn.Module, size: int) -> Setup:
         output_layer=layers[-1],
         window=size // 4,
         stride=size // 8,
+        ig_steps=25,  # half Captum's 50: each step is a pass through a deep network
         ig_batch=max(1, 256 * 64**2 // size**2),
     )
 
