@@ -97,7 +97,15 @@ def _judge(
     tests: Sequence[tuple[str, str, str]], values: dict, metric: str, seed: int
 ) -> dict:
     """Paired tests (Benjamini-Hochberg adjusted within the finding); the claim is
-    reproduced when every test comes out as it expects."""
+    reproduced when every test comes out as it expects. With fewer than 6 images no
+    sign-flip test can reach p < 0.05 (its smallest p is 2 / 2**n): not testable."""
+    count = len(values[tests[0][0]])
+    if 2 / 2**count >= 0.05:
+        why = (
+            f"{count} images: no paired difference can reach p < 0.05 (a sign-flip "
+            f"test's smallest p is 2/2^{count}); run with more"
+        )
+        return {"verdict": "not testable here", "why": why}
     results = []
     for method, against, expect in tests:
         result = paired_test(values[method], values[against], seed)

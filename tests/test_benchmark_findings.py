@@ -111,3 +111,15 @@ def test_the_real_network_knows_the_real_photos():
     names = imagenet.class_names()
     assert {"tabby", "tiger cat", "Egyptian cat"} & {names[i] for i in top[0]}
     assert names[top[1, 0]] == "espresso"
+
+
+def test_too_few_images_test_nothing():
+    centred = {
+        "methods": {
+            "DeconvNet": {"metrics": {"pointing_game": scored([1.0] * 5)}},
+            "centre Gaussian": {"metrics": {"pointing_game": scored([0.0] * 5)}},
+        }
+    }
+    found = check_findings({}, centred, seed=0)[0]
+    assert found["verdict"] == "not testable here"
+    assert "2/2^5" in found["why"]
