@@ -143,7 +143,10 @@ def _plan(args) -> str:
         parts.append(f"the pointing game on {args.images} centred items")
     if _runs_imagenet(args):
         parts.append(f"{imagenet.MODEL} on the photos {', '.join(args.photos)}")
-    minutes = "about a minute" if args.quick else f"up to {DEFAULT_MINUTES} minutes"
+    if not args.quick:
+        minutes = f"up to {DEFAULT_MINUTES} minutes"
+    else:  # the ImageNet track runs at 224 px even then
+        minutes = "a few minutes" if _runs_imagenet(args) else "about a minute"
     return (
         f"benchmarks.compare: {'; '.join(parts)}; {minutes} on 2 CPU cores; "
         f"writing to {args.out}"
