@@ -1,10 +1,12 @@
-"""Each measurement of one method on one model and image set, as plain dictionaries."""
+"""Each measurement of one method on one model and image set: one value per image
+(per-image tensors), so that every mean can carry an interval and every difference a
+paired test."""
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -19,19 +21,26 @@ from .methods import Method, Setup
 from .metrics import (
     deletion_insertion_auc,
     pointing_game,
+    published_tolerance,
     rank_correlation,
     relevance_mass,
     spatial,
 )
+from .timing import median_seconds
 
 __all__ = [
+    "Cascade",
     "cost",
     "faithfulness",
+    "forward_seconds",
     "localisation",
     "randomisation_layers",
     "robustness",
     "sanity",
 ]
+
+# Adebayo et al.'s cascade: named steps, each re-initialising a group of layers.
+Cascade = Sequence[tuple[str, Sequence[str]]]
 
 
 @contextmanager
@@ -56,28 +65,48 @@ def count_passes(output_layer: nn.Module) -> Iterator[dict[str, int]]:
         handle.remove()
 
 
+def forward_seconds(model: nn.Module, images: Tensor, device: str = "cpu") -> float:
+    """Median seconds of one inference forward pass per image (warmed up, 5 runs):
+    the unit in which every method's cost is also given."""
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(images)
+
+    return median_seconds(forward, repeats=5, device=device) / len(images)
+
+
 def cost(
-    method: Method, model, images, targets, setup: Setup, repeats: int = 3
+    method: Method,
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+    setup: Setup,
+    forward: float,
+    repeats: int = 3,
 ) -> dict:
-    """Median seconds per image over ``repeats`` calls, and passes per image. Call it
-    after a first, warm-up call of the method on the same images."""
+    """Median seconds per image over ``repeats`` calls (and their range), the same in
+    forward passes of ``forward`` seconds, and passes per image. Call it after a
+    first, warm-up call of the method.
+
+    The passes are counted in a separate call on two images: the counting hook
+    would send incremental occlusion to full passes, so the timed calls run
+    without it."""
+    with count_passes(model.get_submodule(setup.output_layer)) as counts:
+        method.explain(model, images[:2], targets[:2], setup)
+    counted = len(images[:2])
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        with count_passes(setup.output_layer) as counts:
-            method.explain(model, images, targets, setup)
-        times.append(time.perf_counter() - start)
-    n = len(images)
-    with torch.no_grad():
-        start = time.perf_counter()
-        model(images)
-        forward = (time.perf_counter() - start) / n
-    seconds = sorted(times)[len(times) // 2] / n
+        method.explain(model, images, targets, setup)
+        times.append((time.perf_counter() - start) / len(images))
+    seconds = sorted(times)[len(times) // 2]
     return {
         "seconds_per_image": seconds,
+        "seconds_range": [min(times), max(times)],
         "forward_equivalents": seconds / forward,
-        "forward_passes_per_image": counts["forward"] / n,
-        "backward_passes_per_image": counts["backward"] / n,
+        "forward_passes_per_image": counts["forward"] / counted,
+        "backward_passes_per_image": counts["backward"] / counted,
     }
 
 
@@ -90,30 +119,34 @@ def _target_probability(model: nn.Module, targets: Tensor):
     return score
 
 
-def faithfulness(model, images, targets, attribution, background, blurred) -> dict:
-    """RISE deletion (towards ``background``) and insertion (from ``blurred``) AUC."""
+def faithfulness(
+    model, images, targets, attribution, deleted_to, inserted_from
+) -> dict[str, Tensor]:
+    """RISE deletion (towards ``deleted_to``) and insertion (from ``inserted_from``)
+    AUC of the target class probability, per image."""
     score = _target_probability(model, targets)
-    maps = spatial(attribution)
-    deletion, _ = deletion_insertion_auc(score, images, maps, background)
-    _, insertion = deletion_insertion_auc(score, images, maps, blurred)
-    return {
-        "deletion_auc": deletion.mean().item(),
-        "insertion_auc": insertion.mean().item(),
-    }
+    deletion, insertion = deletion_insertion_auc(
+        score, images, spatial(attribution), deleted_to, inserted_from
+    )
+    return {"deletion_auc": deletion, "insertion_auc": insertion}
 
 
-def localisation(attribution: Tensor, boxes: Tensor) -> dict:
+def localisation(attribution: Tensor, masks: Tensor) -> dict[str, Tensor]:
+    """Per image: the pointing game by TorchRay's protocol (15 pixels at 224,
+    scaled; the first maximum), the strict one (no tolerance), relevance mass."""
     maps = spatial(attribution)
+    tolerance = published_tolerance(min(maps.shape[-2:]))
     return {
-        "pointing_game": pointing_game(maps, boxes).mean().item(),
-        "relevance_mass": relevance_mass(maps, boxes).mean().item(),
+        "pointing_game": pointing_game(maps, masks, tolerance),
+        "pointing_game_strict": pointing_game(maps, masks),
+        "relevance_mass": relevance_mass(maps, masks),
     }
 
 
 def robustness(
     method: Method, model, images, targets, attribution, setup, samples
-) -> dict:
-    """Captum's max-sensitivity and (normalised) infidelity."""
+) -> dict[str, Tensor]:
+    """Captum's max-sensitivity and (normalised) infidelity, per image."""
 
     def explain(inputs, target):
         x = inputs[0] if isinstance(inputs, tuple) else inputs
@@ -138,34 +171,47 @@ def robustness(
         n_perturb_samples=samples,
         normalize=True,
     )
-    return {
-        "sensitivity_max": sensitivity.mean().item(),
-        "infidelity": fidelity.mean().item(),
-    }
+    return {"sensitivity_max": sensitivity.detach(), "infidelity": fidelity.detach()}
 
 
-def randomisation_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Layers with weights, from the output down (Adebayo et al.'s cascade order)."""
+def randomisation_layers(model: nn.Module) -> list[tuple[str, list[str]]]:
+    """Every layer with weights, one cascade step each, from the output down
+    (Adebayo et al.'s order)."""
     named = [
-        (name, m)
+        name
         for name, m in model.named_modules()
         if isinstance(m, (nn.Conv2d, nn.Linear))
     ]
-    return named[::-1]
+    return [(name, [name]) for name in named[::-1]]
 
 
 def sanity(
-    method: Method, model, images, targets, attribution, setup_for
-) -> list[dict]:
-    """Cascading randomisation: re-initialise layers from the top down; after each step,
-    the Spearman rank correlation of the absolute maps with the trained model's."""
-    torch.manual_seed(0)
-    randomised = copy.deepcopy(model)
+    method: Method,
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+    attribution: Tensor,
+    setup: Setup,
+    cascade: Cascade,
+    seeds: Sequence[int],
+) -> list[list[list[float]]]:
+    """Cascading randomisation (Adebayo et al. 2018): re-initialise the cascade's
+    layers from the top down (``reset_parameters``, seeded); after each step, the
+    Spearman rank correlation of each image's absolute map with the trained model's.
+
+    Returns:
+        ``[seed][step][image]`` correlations.
+    """
     reference = spatial(attribution).abs()
-    curve = []
-    for name, layer in randomisation_layers(randomised):
-        layer.reset_parameters()
-        maps = method.explain(randomised, images, targets, setup_for(randomised))
-        correlation = rank_correlation(reference, spatial(maps).abs())
-        curve.append({"layer": name, "spearman": correlation.mean().item()})
-    return curve
+    curves = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        randomised = copy.deepcopy(model)
+        curve = []
+        for _, layers in cascade:
+            for name in layers:
+                randomised.get_submodule(name).reset_parameters()
+            maps = method.explain(randomised, images, targets, setup)
+            curve.append(rank_correlation(reference, spatial(maps).abs()).tolist())
+        curves.append(curve)
+    return curves

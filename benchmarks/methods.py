@@ -2,6 +2,9 @@
 
 Each entry turns ``(model, images, targets)`` into attributions of the images' shape.
 The registry refuses duplicate names; the table's row order is registration order.
+Each method is called as its source defines it: Grad-CAM rectifies its weighted sum
+(Selvaraju et al. 2017, Eq. 2; Captum's ``LayerGradCam`` leaves the ReLU out unless
+``relu_attributions=True``).
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ __all__ = ["METHODS", "Method", "Setup"]
 
 @dataclass(frozen=True)
 class Setup:
-    """What some methods need to know about the model and the images."""
+    """What some methods need to know about the model and the images. Layers are
+    named (``model.get_submodule``), so a copy of the model finds its own."""
 
-    gradcam_layer: nn.Module  # the last conv layer
-    output_layer: nn.Module  # where the passes are counted
+    gradcam_layer: str  # the last conv layer
+    output_layer: str  # where the passes are counted
     window: int  # occluder side, pixels
     stride: int  # occluder step, pixels
     ig_steps: int = 50
+    ig_batch: int = 256  # integrated gradients' internal batch (memory)
 
 
 @dataclass(frozen=True)
@@ -44,16 +49,23 @@ class Method:
     kind: str  # "ours", "captum" or "control"
     explain: Callable[[nn.Module, Tensor, Tensor, Setup], Tensor]
     multiplies_by_inputs: bool = False  # how captum.metrics.infidelity must perturb
+    # A method documented and tested to give the same maps as an earlier one: the
+    # benchmark times it, checks the maps match, and scores it only if they do not.
+    same_as: str | None = None
 
 
 METHODS: dict[str, Method] = {}
 
 
-def _register(name: str, kind: str, multiplies_by_inputs: bool = False):
+def _register(
+    name: str, kind: str, multiplies_by_inputs: bool = False, same_as: str | None = None
+):
     def add(explain: Callable) -> Callable:
         if name in METHODS:
             raise ValueError(f"method {name!r} is registered twice")
-        METHODS[name] = Method(name, kind, explain, multiplies_by_inputs)
+        if same_as is not None and same_as not in METHODS:
+            raise ValueError(f"{name!r} is the same as {same_as!r}, not registered")
+        METHODS[name] = Method(name, kind, explain, multiplies_by_inputs, same_as)
         return explain
 
     return add
@@ -84,7 +96,7 @@ def _deconvolution(model, images, targets, setup):
     return Deconvolution(model).attribute(images, target=targets)
 
 
-@_register("Occlusion", "captum", multiplies_by_inputs=True)
+@_register("Occlusion", "captum", True, same_as="OcclusionSensitivity")
 def _occlusion(model, images, targets, setup):
     return Occlusion(model).attribute(
         images,
@@ -96,15 +108,21 @@ def _occlusion(model, images, targets, setup):
 
 @_register("LayerGradCam", "captum")
 def _gradcam(model, images, targets, setup):
-    cam = LayerGradCam(model, setup.gradcam_layer).attribute(images, target=targets)
+    layer = model.get_submodule(setup.gradcam_layer)
+    cam = LayerGradCam(model, layer).attribute(
+        images, target=targets, relu_attributions=True
+    )
     cam = LayerAttribution.interpolate(cam, tuple(images.shape[-2:]), "bilinear")
-    return cam.expand_as(images)
+    return cam.expand_as(images).contiguous()
 
 
 @_register("IntegratedGradients", "captum", multiplies_by_inputs=True)
 def _integrated_gradients(model, images, targets, setup):
     return IntegratedGradients(model).attribute(
-        images, target=targets, n_steps=setup.ig_steps, internal_batch_size=256
+        images,
+        target=targets,
+        n_steps=setup.ig_steps,
+        internal_batch_size=setup.ig_batch,
     )
 
 
@@ -131,7 +149,7 @@ def _centre(model, images, targets, setup):
     xs = torch.arange(w, dtype=images.dtype, device=images.device) - (w - 1) / 2
     sigma = min(h, w) / 4
     bump = torch.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * sigma**2))
-    return bump.expand_as(images)
+    return bump.expand_as(images).contiguous()
 
 
 @_register("Sobel edges", "control")
@@ -140,4 +158,4 @@ def _sobel(model, images, targets, setup):
     kernels = torch.stack([gx, gx.T])[:, None].to(images)
     grey = images.mean(dim=1, keepdim=True)
     edges = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernels)
-    return edges.pow(2).sum(dim=1, keepdim=True).sqrt().expand_as(images)
+    return edges.pow(2).sum(dim=1, keepdim=True).sqrt().expand_as(images).contiguous()

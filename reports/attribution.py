@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks import compare
-from benchmarks.report import markdown
+from benchmarks.report import headline_table
 from captum_deconvnet import (
     FeatureMapDeconvNet,
     OcclusionSensitivity,
@@ -122,11 +122,10 @@ def benchmark_section(ctx: ReportContext) -> str:
     results = compare.run(
         compare.parse_args(
             ["--ckpt", str(ctx.checkpoint), "--images", str(images)]
-            + ["--subset", str(subset), "--out", str(out)]
+            + ["--subset", str(subset), "--out", str(out), "--model", "zfnet"]
         )
     )
-    table = [line for line in markdown(results).splitlines() if line.startswith("|")]
-    return f"""{chr(10).join(table)}
+    return f"""{headline_table(results, "zfnet")}
 
 ![the metrics as bars](benchmark/metrics.png)
 
