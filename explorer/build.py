@@ -244,8 +244,8 @@ def _images_by_rank(layers: list[Layer], scan: ScanResult) -> list[int]:
 
 def _setup(model: nn.Module, window: int, stride: int) -> Setup:
     """The benchmark's settings for any CNN: Grad-CAM on the last convolution."""
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    leaves = [m for m in model.modules() if not list(m.children())]
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    leaves = [n for n, m in model.named_modules() if not list(m.children())]
     if not convs:
         raise ValueError("the model has no nn.Conv2d: the explorer is for CNNs")
     return Setup(convs[-1], leaves[-1], window=window, stride=stride)
