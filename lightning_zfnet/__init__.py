@@ -3,7 +3,9 @@
 from .callbacks import FilterRenorm, renormalize_filters
 from .data import (
     ClutteredFashionMNISTDataModule,
+    DigitsDataModule,
     FashionMNISTDataModule,
+    FewShotImageFolderDataModule,
     ImageNetDataModule,
 )
 from .default import DEFAULT_CONFIG, train_default
@@ -11,17 +13,21 @@ from .evolution import FeatureEvolution
 from .model import ZFNet, zfnet
 from .module import ZFNetModule
 from .scan import ActivationScan, scan_top_activations
+from .transfer import TransferModule
 
 __all__ = [
     "DEFAULT_CONFIG",
     "ActivationScan",
     "ClutteredFashionMNISTDataModule",
+    "DigitsDataModule",
     "FashionMNISTDataModule",
     "FeatureEvolution",
+    "FewShotImageFolderDataModule",
     "FilterRenorm",
     "ImageNetDataModule",
     "ZFNet",
     "ZFNetModule",
+    "TransferModule",
     "renormalize_filters",
     "scan_top_activations",
     "train_default",

@@ -10,7 +10,10 @@ from .module import ZFNetModule
 
 
 class ZFNetCLI(LightningCLI):
-    """LightningCLI whose model takes its input shape and class count from the data."""
+    """LightningCLI whose model takes its input shape and class count from the data.
+
+    The model is :class:`ZFNetModule` or a subclass named by ``class_path`` (such as
+    :class:`~lightning_zfnet.transfer.TransferModule`)."""
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse type)
         for source, target in (
@@ -19,7 +22,7 @@ class ZFNetCLI(LightningCLI):
             ("image_size", "input_size"),
         ):
             parser.link_arguments(
-                f"data.{source}", f"model.{target}", apply_on="instantiate"
+                f"data.{source}", f"model.init_args.{target}", apply_on="instantiate"
             )
 
 
@@ -30,6 +33,7 @@ def run_cli(args: list[str] | None = None) -> ZFNetCLI:
         ZFNetModule,
         SplitDataModule,
         subclass_mode_data=True,
+        subclass_mode_model=True,
         save_config_kwargs={"overwrite": True},
         args=args,
     )
