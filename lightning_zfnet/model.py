@@ -15,7 +15,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["LAYERS", "ZFNet", "zfnet", "contrast_norm", "feature_map_sizes"]
+__all__ = [
+    "LAYERS",
+    "ZFNet",
+    "contrast_norm",
+    "feature_map_sizes",
+    "zfnet",
+    "zfnet_layers",
+]
 
 # Output maps of conv1..conv5, for the paper's model (a) and the wider model (b) of
 # Table 2.
@@ -27,6 +34,17 @@ _WIDTHS = {False: (96, 256, 384, 384, 256), True: (96, 256, 512, 1024, 512)}
 _FIRST_LAYERS = {
     "zfnet": ((7, 2, 1), (5, 2, 0)),
     "krizhevsky": ((11, 4, 2), (5, 1, 2)),
+}
+
+# The ReLU after each layer's convolution or linear map.
+_RELUS = {
+    "conv1": "features.1",
+    "conv2": "features.5",
+    "conv3": "features.9",
+    "conv4": "features.11",
+    "conv5": "features.13",
+    "fc6": "classifier.1",
+    "fc7": "classifier.4",
 }
 
 #: The module whose output is each layer's features: what the next layer reads (after
@@ -290,19 +308,9 @@ def zfnet(
     )
 
 
-def zfnet_layers(model: nn.Module) -> dict[str, nn.Module]:
+def zfnet_layers(model: ZFNet) -> dict[str, nn.Module]:
     """The paper's layers by their names in the paper: ``conv1`` ... ``conv5``,
-    ``fc6``, ``fc7``, each the ReLU after its convolution or linear map."""
-    layers = {}
-    for prefix, stack, kind in (
-        ("conv", model.features, nn.Conv2d),
-        ("fc", model.classifier, nn.Linear),
-    ):
-        relus = [
-            after
-            for before, after in zip(stack, stack[1:], strict=False)
-            if isinstance(before, kind) and isinstance(after, nn.ReLU)
-        ]
-        start = 1 if prefix == "conv" else 6
-        layers.update({f"{prefix}{start + i}": m for i, m in enumerate(relus)})
-    return layers
+    ``fc6``, ``fc7``, each the ReLU after its convolution or linear map. Layers a
+    variant removed (``removed_layers``) are left out."""
+    found = {name: model.get_submodule(path) for name, path in _RELUS.items()}
+    return {name: m for name, m in found.items() if isinstance(m, nn.ReLU)}

@@ -7,7 +7,7 @@ from torch import nn
 
 from captum_deconvnet import receptive_field
 from lightning_zfnet import ZFNetModule, zfnet
-from lightning_zfnet.model import LAYERS
+from lightning_zfnet.model import LAYERS, zfnet_layers
 
 # ZFNet at quarter width: conv1..conv5 maps and fc6/fc7 units.
 C1, C2, C3, C4, C5, FC = 24, 64, 96, 96, 64, 1024
@@ -129,3 +129,13 @@ def test_module_passes_the_variant_options_on():
     assert module.model.features[0].kernel_size == (11, 11)
     assert isinstance(module.model.features[8], nn.Identity)
     assert module.model.classifier[0].out_features == 512
+
+
+def test_the_papers_layer_names_skip_removed_layers():
+    model = zfnet(width=0.25, input_size=64, removed_layers=[3, 4, 7])
+    layers = zfnet_layers(model)
+    assert list(layers) == ["conv1", "conv2", "conv5", "fc6"]
+    assert layers["conv5"] is model.features[13]  # the ReLU after conv5
+    assert model.features[12].out_channels == C5
+    full = zfnet_layers(zfnet(width=0.25, input_size=64))
+    assert list(full) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
