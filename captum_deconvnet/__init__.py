@@ -22,6 +22,7 @@ from .diagnosis import (
     high_frequency_fraction,
     radial_spectrum,
     shift_variation,
+    shifted_activity,
 )
 from .display import normalize_projection, save_grid
 from .filters import filter_images, save_filters
@@ -71,6 +72,7 @@ __all__ = [
     "high_frequency_fraction",
     "radial_spectrum",
     "shift_variation",
+    "shifted_activity",
     "top_activations",
     "project_top_activations",
 ]

@@ -9,10 +9,11 @@ here that works on any CNN:
   energy lies in frequency, in cycles per input pixel (for a first layer);
 - :func:`firing_rates`: how often each map is positive over a set of images; a map
   that never is (rate 0) is dead;
-- :func:`shift_variation`: how much a layer's total activity changes as the input
-  moves by less than the layer's stride. The sum of a map's samples does not depend
-  on such a shift when the map is sampled above its Nyquist rate; what changes it
-  is energy at multiples of the sampling frequency, that is aliasing.
+- :func:`shifted_activity` and :func:`shift_variation`: how much a layer's total
+  activity changes as the input moves by less than the layer's stride. The sum of
+  a map's samples does not depend on such a shift when the map is sampled above
+  its Nyquist rate; what changes it is energy at multiples of the sampling
+  frequency, that is aliasing.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "high_frequency_fraction",
     "radial_spectrum",
     "shift_variation",
+    "shifted_activity",
 ]
 
 
@@ -140,7 +142,7 @@ def firing_rates(
 
 
 @torch.no_grad()
-def shift_variation(
+def shifted_activity(
     model: nn.Module,
     layer: nn.Module,
     images: Tensor,
@@ -148,39 +150,28 @@ def shift_variation(
     pad: int,
     fill: float = 0.0,
 ) -> Tensor:
-    """How much the total activity of ``layer``'s maps changes as the input moves.
+    """The total activity of each of ``layer``'s maps as the input moves.
 
     Each image is padded with ``fill`` by ``pad`` pixels on every side and moved by
-    each ``(down, right)`` of ``shifts`` within that margin; for every image and
-    channel the map's sum ``s`` is recorded per shift. For shifts smaller than the
-    layer's stride (its jump, in input pixels) an alias-free map keeps its sum, so
-    the result measures aliasing:
-
-        sum over images and channels of std over shifts of s
-        / sum over images and channels of mean over shifts of s
-
-    0 when no sum changes; 1 for maps whose activity comes and goes with the shift
-    (for instance a 2-pixel grating sampled every 2 pixels, at shifts 0 and 1).
-    Make ``pad`` at least the largest shift plus half the layer's receptive field,
-    so that the image never reaches the border's padding. The model runs in eval
-    mode and returns to its mode.
+    each ``(down, right)`` of ``shifts`` within that margin. Make ``pad`` at least
+    the largest shift plus half the layer's receptive field, so that the image
+    never reaches the padding of the border. The model runs in eval mode and
+    returns to its mode.
 
     Args:
         model: the network (convolutional up to ``layer``: the padded images are
             larger than its usual input).
-        layer: a submodule whose output is ``(N, C, H, W)`` and not negative (a
-            ReLU's, a pool's after it).
+        layer: a submodule whose output is ``(N, C, H, W)``.
         images: ``(N, C_in, H, W)``.
         shifts: ``(down, right)`` pixel offsets, each in ``[-pad, pad]``.
         pad: margin added on every side, in pixels.
         fill: value of the margin (the images' background).
 
     Returns:
-        A scalar float64 tensor.
+        ``(len(shifts), N, C)`` float64: the sum of each map per shift.
 
     Raises:
-        ValueError: for an empty ``shifts``, a shift beyond ``pad``, or maps that
-            are zero at every shift.
+        ValueError: for an empty ``shifts`` or a shift beyond ``pad``.
     """
     if not shifts or any(max(abs(dy), abs(dx)) > pad for dy, dx in shifts):
         raise ValueError(f"shifts must be non-empty and within pad={pad}: {shifts}")
@@ -191,8 +182,32 @@ def shift_variation(
             moved = torch.roll(canvas, shifts=(dy, dx), dims=(-2, -1))
             (maps,), _ = layer_outputs(model, [layer], moved)
             sums.append(maps.double().sum(dim=(2, 3)))
-    sums = torch.stack(sums)  # (shifts, N, C)
-    total = sums.mean(dim=0).sum()
+    return torch.stack(sums)
+
+
+def shift_variation(activity: Tensor) -> Tensor:
+    """How much maps' total activity changes with the shift, relative to its size.
+
+    For shifts smaller than the layer's stride (its jump, in input pixels), an
+    alias-free map keeps its sum, so this measures aliasing:
+
+        sum over images and channels of the std over shifts of the activity
+        / sum over images and channels of its mean over shifts
+
+    0 when no sum changes; 1 for maps whose activity comes and goes with the shift
+    (for instance a 2-pixel grating sampled every 2 pixels, at shifts 0 and 1).
+
+    Args:
+        activity: ``(shifts, ...)`` non-negative sums of maps (after a ReLU), such
+            as :func:`shifted_activity` returns.
+
+    Returns:
+        A scalar tensor.
+
+    Raises:
+        ValueError: if the activity is zero at every shift.
+    """
+    total = activity.mean(dim=0).sum()
     if total <= 0:
         raise ValueError("the maps are zero at every shift: nothing to compare")
-    return sums.std(dim=0, correction=0).sum() / total
+    return activity.std(dim=0, correction=0).sum() / total

@@ -11,6 +11,7 @@ from captum_deconvnet import (
     high_frequency_fraction,
     radial_spectrum,
     shift_variation,
+    shifted_activity,
 )
 
 
@@ -110,29 +111,39 @@ def _decimate(pool: nn.Module) -> nn.Sequential:
     return nn.Sequential(identity, nn.ReLU(), pool)
 
 
-def test_shift_variation_of_a_grating_sampled_at_its_period_is_one():
+def test_shift_variation_of_hand_made_activity():
+    assert shift_variation(torch.tensor([[1.0], [0.0]])).item() == 1.0
+    assert shift_variation(torch.full((3, 2, 4), 5.0)).item() == 0.0
+    # sums over images and channels: std (1 and 0) over means (2 and 1)
+    activity = torch.tensor([[[1.0, 1.0]], [[3.0, 1.0]]])
+    assert shift_variation(activity).item() == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="zero at every shift"):
+        shift_variation(torch.zeros(2, 3))
+
+
+def test_a_grating_sampled_at_its_period_comes_and_goes_with_the_shift():
     grating = (torch.arange(16) % 2).float().expand(1, 1, 16, 16)  # columns 0,1,0,1
     model = _decimate(nn.MaxPool2d(kernel_size=1, stride=2))  # keep every 2nd pixel
-    # with pad 4, shift 0 keeps the image's columns of zeros, shift 1 its ones
-    value = shift_variation(model, model[2], grating, [(0, 0), (0, 1)], pad=4)
-    assert value.item() == pytest.approx(1.0)
+    model.train()
+    activity = shifted_activity(model, model[2], grating, [(0, 0), (0, 1)], pad=4)
+    # with pad 4, shift 0 keeps the columns of zeros, shift 1 8 rows x 8 columns of ones
+    torch.testing.assert_close(activity, torch.tensor([[[0.0]], [[64.0]]]).double())
+    assert shift_variation(activity).item() == pytest.approx(1.0)
     # moving by the whole stride keeps the sum: no variation
-    assert shift_variation(model, model[2], grating, [(0, 1), (0, 3)], pad=4) == 0
+    whole = shifted_activity(model, model[2], grating, [(0, 1), (0, 3)], pad=4)
+    assert shift_variation(whole).item() == 0.0
+    assert model.training  # its mode comes back
 
 
 def test_averaging_before_sampling_removes_the_variation():
     grating = (torch.arange(16) % 2).float().expand(1, 1, 16, 16)
     model = _decimate(nn.AvgPool2d(kernel_size=2, stride=2))  # low-pass, then sample
     shifts = [(0, 0), (0, 1), (1, 0), (1, 1)]
-    assert shift_variation(
-        model, model[2], grating, shifts, pad=4
-    ).item() == pytest.approx(0.0, abs=1e-12)
+    activity = shifted_activity(model, model[2], grating, shifts, pad=4)
+    assert shift_variation(activity).item() == pytest.approx(0.0, abs=1e-12)
 
 
-def test_shift_variation_rejects_shifts_beyond_the_margin_and_silent_maps():
+def test_shifts_beyond_the_margin_are_refused():
     model = _decimate(nn.MaxPool2d(kernel_size=1, stride=2))
-    images = torch.ones(1, 1, 8, 8)
     with pytest.raises(ValueError, match="within pad"):
-        shift_variation(model, model[2], images, [(0, 5)], pad=4)
-    with pytest.raises(ValueError, match="zero at every shift"):
-        shift_variation(model, model[2], -images, [(0, 0)], pad=4)
+        shifted_activity(model, model[2], torch.ones(1, 1, 8, 8), [(0, 5)], pad=4)
