@@ -93,20 +93,32 @@ def high_frequency_fraction(
 
 
 def radial_spectrum(
-    weight: Tensor, bins: int = 8, size: int = 64
+    weight: Tensor, bins: int = 8, size: int = 64, relative: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Each filter's energy in ``bins`` rings of equal width from 0 to 0.5 cycles
     per pixel (the corners beyond 0.5 join the last ring).
 
+    Args:
+        weight: ``(out_channels, in_channels, kh, kw)``.
+        bins: number of rings.
+        size: side of the frequency grid.
+        relative: divide each ring's share by the share a flat spectrum (white
+            noise, an impulse) puts there, so that outer rings, which hold more of
+            the grid, do not look stronger for that alone: 1 is flat, more than 1
+            stronger than flat.
+
     Returns:
         ``(edges, energy)``: ``(bins + 1,)`` ring edges and ``(out_channels, bins)``
-        each filter's share of its energy per ring.
+        each filter's share of its energy per ring (or its ratio to a flat one's).
     """
     radius, energy = filter_spectrum(weight, size)
     edges = torch.linspace(0, 0.5, bins + 1, dtype=torch.float64)
-    ring = torch.bucketize(radius, edges[1:-1], right=True)
+    ring = torch.bucketize(radius, edges[1:-1], right=True).flatten()
     shares = energy.new_zeros(energy.shape[0], bins)
-    shares.index_add_(1, ring.flatten(), energy.flatten(1))
+    shares.index_add_(1, ring, energy.flatten(1))
+    if relative:
+        flat = torch.bincount(ring, minlength=bins).double() / ring.numel()
+        shares = shares / flat
     return edges, shares
 
 
@@ -154,9 +166,9 @@ def shifted_activity(
 
     Each image is padded with ``fill`` by ``pad`` pixels on every side and moved by
     each ``(down, right)`` of ``shifts`` within that margin. Make ``pad`` at least
-    the largest shift plus half the layer's receptive field, so that the image
-    never reaches the padding of the border. The model runs in eval mode and
-    returns to its mode.
+    the largest shift plus the layer's receptive field, so that no position sees
+    both the image and the zero padding at the canvas's border. The model runs in
+    eval mode and returns to its mode.
 
     Args:
         model: the network (convolutional up to ``layer``: the padded images are

@@ -80,6 +80,10 @@ def test_radial_rings_hold_all_the_energy_and_agree_with_the_cutoff():
     )
     radius, energy = filter_spectrum(weight)
     assert radius.max() == pytest.approx(math.sqrt(0.5))
+    impulse = torch.zeros(1, 1, 5, 5)
+    impulse[..., 2, 2] = 1.0
+    relative = radial_spectrum(impulse, bins=8, relative=True)[1]
+    torch.testing.assert_close(relative, torch.ones(1, 8, dtype=torch.float64))
 
 
 def test_spectrum_rejects_bad_arguments():
