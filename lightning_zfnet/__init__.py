@@ -5,6 +5,7 @@ from .data import (
     ClutteredFashionMNISTDataModule,
     DigitsDataModule,
     FashionMNISTDataModule,
+    FewShotFashionMNISTDataModule,
     FewShotImageFolderDataModule,
     ImageNetDataModule,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "DigitsDataModule",
     "FashionMNISTDataModule",
     "FeatureEvolution",
+    "FewShotFashionMNISTDataModule",
     "FewShotImageFolderDataModule",
     "FilterRenorm",
     "ImageNetDataModule",

@@ -63,6 +63,44 @@ def test_digits_transfer_config_fits_and_tests(tmp_path):
     assert {"test/top1", "test/mean_class_top1"} <= set(metrics)
 
 
+def test_fashion_mnist_source_and_target_configs_run(fake_data_dir, tmp_path):
+    source = run_cli(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "fashion_mnist.yaml"),
+            "--config",
+            str(ROOT / "configs" / "transfer" / "fashion_mnist_0_4.yaml"),
+            f"--data.init_args.data_dir={fake_data_dir}",
+            "--data.init_args.val_size=16",
+            "--model.width=0.1",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'source'}",
+            *QUIET,
+        ]
+    )
+    assert source.model.hparams.num_classes == 5
+    checkpoint = tmp_path / "source" / "checkpoints" / "last.ckpt"
+    target = run_cli(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "transfer" / "fashion_mnist_5_9.yaml"),
+            f"--model.checkpoint={checkpoint}",
+            f"--data.data_dir={fake_data_dir}",
+            "--data.per_class=2",
+            "--data.test_per_class=2",
+            "--trainer.max_steps=2",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'target'}",
+            *QUIET,
+        ]
+    )
+    assert target.model.hparams.num_classes == 5
+    (metrics,) = target.trainer.test(target.model, datamodule=target.datamodule)
+    assert 0.0 <= metrics["test/mean_class_top1"] <= 1.0
+
+
 def test_caltech_config_runs_on_a_folder_of_classes(tmp_path):
     rng = np.random.default_rng(0)
     for name in ("accordion", "airplanes", "anchor"):

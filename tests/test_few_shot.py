@@ -7,12 +7,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.datasets import FashionMNIST
 
 from lightning_zfnet.data import (
     DigitsDataModule,
+    FashionMNISTDataModule,
+    FewShotFashionMNISTDataModule,
     FewShotImageFolderDataModule,
     draw_per_class,
 )
+from lightning_zfnet.data.fashion_mnist import select_classes
 
 
 def test_each_class_gets_its_budget_and_the_rest_tests():
@@ -82,3 +86,33 @@ def test_class_folders_are_drawn_per_class(tmp_path):
     assert x.shape == (3, 32, 32) and y in (0, 1, 2)
     labels = [data.test_set[i][1] for i in range(len(data.test_set))]
     assert Counter(labels) == {0: 2, 1: 2, 2: 2}
+
+
+def test_select_classes_keeps_and_relabels_in_the_given_order():
+    images = torch.arange(5)[:, None, None].expand(5, 2, 2)
+    labels = torch.tensor([3, 1, 3, 7, 9])
+    kept, relabelled = select_classes(images, labels, [7, 3])
+    assert kept[:, 0, 0].tolist() == [0, 2, 3]
+    assert relabelled.tolist() == [1, 1, 0]
+    for bad in ([], [3, 3], [10]):
+        with pytest.raises(ValueError, match="classes"):
+            select_classes(images, labels, bad)
+
+
+def test_a_source_on_some_classes_leaves_the_others_to_a_target(fake_data_dir):
+    source = FashionMNISTDataModule(str(fake_data_dir), val_size=20, classes=[0, 1, 2])
+    source.setup("fit")
+    assert source.num_classes == 3
+    assert set(source.train_set.labels.tolist()) <= {0, 1, 2}
+    target = FewShotFashionMNISTDataModule(
+        [5, 6, 7, 8, 9], str(fake_data_dir), per_class=2, test_per_class=3
+    )
+    target.setup("fit")
+    assert target.num_classes == 5
+    assert Counter(target.train_set.labels.tolist()) == {c: 2 for c in range(5)}
+    assert Counter(target.test_set.labels.tolist()) == {c: 3 for c in range(5)}
+    # the pool is Fashion-MNIST's training images of classes 5-9, labelled 0-4
+    raw = FashionMNIST(str(fake_data_dir), train=True)
+    wanted = raw.targets >= 5
+    assert torch.equal(target.pool_labels(), raw.targets[wanted] - 5)
+    assert target.train_set[0][0].shape == (1, 64, 64)

@@ -6,6 +6,7 @@ from .cluttered import ClutteredFashionMNISTDataModule, ClutteredImages, FlipShi
 from .digits import DigitsDataModule, load_digits
 from .fashion_mnist import FashionMNISTDataModule, ResizedImages, find_fashion_mnist
 from .few_shot import (
+    FewShotFashionMNISTDataModule,
     FewShotImageFolderDataModule,
     LabelBudgetDataModule,
     draw_per_class,
@@ -16,6 +17,7 @@ __all__ = [
     "ClutteredFashionMNISTDataModule",
     "ClutteredImages",
     "DigitsDataModule",
+    "FewShotFashionMNISTDataModule",
     "FewShotImageFolderDataModule",
     "FlipShift",
     "FashionMNISTDataModule",

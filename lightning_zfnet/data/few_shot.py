@@ -4,7 +4,8 @@ The paper draws 15 or 30 training images per class of Caltech-101 (15 to 60 of
 Caltech-256) at random, tests on up to 50 of the rest per class and repeats the draw
 (5 folds). :class:`LabelBudgetDataModule` is that protocol over any labelled pool;
 :class:`FewShotImageFolderDataModule` serves a folder of class folders such as
-Caltech-101's ``101_ObjectCategories``.
+Caltech-101's ``101_ObjectCategories``, :class:`FewShotFashionMNISTDataModule` the
+Fashion-MNIST classes a source network did not see.
 """
 
 from __future__ import annotations
@@ -20,9 +21,18 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
 
 from .base import SplitDataModule
+from .fashion_mnist import (
+    FashionMNISTDataModule,
+    ResizedImages,
+    check_classes,
+    find_fashion_mnist,
+    load_fashion_mnist,
+    select_classes,
+)
 from .imagenet import paper_transform
 
 __all__ = [
+    "FewShotFashionMNISTDataModule",
     "FewShotImageFolderDataModule",
     "LabelBudgetDataModule",
     "draw_per_class",
@@ -200,3 +210,69 @@ class FewShotImageFolderDataModule(LabelBudgetDataModule):
             split, self.image_size, self.resize, self.ten_crop_test
         )
         return _FolderSplit(self._pool(), indices, transform)
+
+
+class FewShotFashionMNISTDataModule(LabelBudgetDataModule):
+    """Fashion-MNIST's ``classes`` (those a source network was not trained on, see
+    ``FashionMNISTDataModule(classes=...)``), with ``per_class`` labelled images
+    each: a target of the source's domain with new categories, as Caltech-101 is
+    for an ImageNet network.
+
+    The pool is the official training images of ``classes``, labelled ``0..k-1`` in
+    the given order, resized and normalised as the source's images were.
+
+    Args:
+        classes: the target's Fashion-MNIST classes.
+        data_dir, download: as for
+            :class:`~lightning_zfnet.data.FashionMNISTDataModule`.
+        per_class, seed, test_per_class, batch_size, num_workers: as for
+            :class:`LabelBudgetDataModule`.
+        image_size: side of the images served.
+    """
+
+    in_channels = 1
+    mean, std = FashionMNISTDataModule.mean, FashionMNISTDataModule.std
+
+    def __init__(
+        self,
+        classes: list[int],
+        data_dir: str = "data",
+        per_class: int = 5,
+        seed: int = 0,
+        test_per_class: int | None = 50,
+        image_size: int = 64,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        download: bool = True,
+    ) -> None:
+        super().__init__(per_class, seed, test_per_class, batch_size, num_workers)
+        check_classes(classes)
+        self.save_hyperparameters()
+        self.classes = list(classes)
+        self.data_dir = data_dir
+        self.image_size = image_size
+        self.download = download
+        self._pool: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def prepare_data(self) -> None:
+        find_fashion_mnist(self.data_dir, download=self.download)
+
+    def _images(self) -> tuple[Tensor, Tensor]:
+        if self._pool is None:
+            find_fashion_mnist(self.data_dir, download=False)
+            images, labels = load_fashion_mnist(self.data_dir, train=True)
+            self._pool = select_classes(images, labels, self.classes)
+        return self._pool
+
+    def pool_labels(self) -> Tensor:
+        return self._images()[1]
+
+    def make_split(self, indices: Tensor, split: str) -> Dataset:
+        images, labels = self._images()
+        return ResizedImages(
+            images[indices], labels[indices], self.image_size, self.mean, self.std
+        )
