@@ -151,7 +151,7 @@ def measures_figure(
     spectrum.axvline(CUTOFF, color="grey", lw=0.8)
     spectrum.set(
         xlabel="frequency (cycles per pixel)",
-        ylabel="share of filter energy",
+        ylabel="energy against a flat spectrum's",
         title="layer-1 filters: energy per frequency ring",
     )
     shift.set(

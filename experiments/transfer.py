@@ -134,23 +134,26 @@ def summary(values: Sequence[float]) -> tuple[float, float]:
 
 
 def figure(results: dict[str, dict], path: Path) -> None:
-    """Left: accuracy by labels per class, per target and mode. Right: the linear
-    classifier per layer, per target."""
-    canvas = Figure(figsize=(12, 4.2))
-    budgets, layers = canvas.subplots(1, 2)
-    for (target, result), style in zip(results.items(), ("-", "--"), strict=False):
+    """Per target, accuracy by labels per class for each network; last, the linear
+    classifier on each layer's features, for every target."""
+    canvas = Figure(figsize=(5 * (len(results) + 1), 4.2))
+    *panels, layers = canvas.subplots(1, len(results) + 1)
+    for panel, (target, result) in zip(panels, results.items(), strict=True):
         for mode, by_budget in result["modes"].items():
             xs = [int(b) for b in by_budget]
             means, spreads = zip(*map(summary, by_budget.values()), strict=True)
-            budgets.errorbar(
-                xs,
-                means,
-                yerr=spreads,
-                marker="o",
-                capsize=3,
-                ls=style,
-                label=f"{target}: {MODES[mode][0]}",
+            panel.errorbar(
+                xs, means, yerr=spreads, marker="o", capsize=3, label=MODES[mode][0]
             )
+        panel.set(
+            xscale="log",
+            xlabel="labelled images per class",
+            ylabel="test accuracy (%)",
+            title=TARGETS[target],
+            ylim=(0, 100),
+        )
+        panel.set_xticks(xs, [str(x) for x in xs])
+        panel.legend(fontsize=8)
         names = list(result["probe"])
         means, spreads = zip(*map(summary, result["probe"].values()), strict=True)
         layers.errorbar(
@@ -159,21 +162,15 @@ def figure(results: dict[str, dict], path: Path) -> None:
             yerr=spreads,
             marker="o",
             capsize=3,
-            ls=style,
-            label=target,
+            label=TARGETS[target],
         )
-    budgets.set(
-        xscale="log",
-        xlabel="labelled images per class",
+        layers.set_xticks(range(len(names)), names)
+    budget = next(iter(results.values()))["probe_budget"]
+    layers.set(
         ylabel="test accuracy (%)",
-        title="fixed, fine-tuned, from scratch",
+        ylim=(0, 100),
+        title=f"a linear classifier per layer, {budget} per class",
     )
-    budgets.set_xticks(xs)
-    budgets.set_xticklabels([str(x) for x in xs])
-    budgets.legend(fontsize=7)
-    layers.set_xticks(range(len(names)))
-    layers.set_xticklabels(names)
-    layers.set(ylabel="test accuracy (%)", title="a linear classifier per layer")
     layers.legend(fontsize=8)
     canvas.tight_layout()
     canvas.savefig(path, dpi=110)

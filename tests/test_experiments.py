@@ -5,7 +5,7 @@ import json
 import pytest
 
 from experiments import report, transfer
-from experiments.__main__ import run
+from experiments.__main__ import main, run
 from experiments.sources import NETWORKS
 from tests.helpers import tiny_training_args
 
@@ -104,4 +104,9 @@ def test_make_experiments_runs_end_to_end_on_tiny_data(fake_data_dir, tmp_path):
         assert saved["transfer"][target]["probe"].keys() == {"conv1", "fc7"}
     for figure in ("fig6.png", "diagnosis.png", "transfer.png"):
         assert (tmp_path / "out" / "figures" / figure).stat().st_size > 0
-    assert "## 3. Transfer" in (tmp_path / "out" / "report.md").read_text()
+    report_md = tmp_path / "out" / "report.md"
+    written = report_md.read_text()
+    assert "## 3. Transfer" in written
+    report_md.unlink()
+    main(["--out", str(tmp_path / "out"), "--report-only"])
+    assert report_md.read_text() == written
