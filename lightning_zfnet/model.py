@@ -161,33 +161,46 @@ class ZFNet(nn.Module):
         return self.classifier(x)
 
 
-def _check_arguments(**arguments) -> None:
+def _check_arguments(
+    *,
+    num_classes: int,
+    in_channels: int,
+    width: float,
+    dropout: float,
+    conv1_stride: int,
+    init: str,
+    layer1: str,
+    fc_units: int,
+    removed_layers: Sequence[int],
+) -> None:
     """Raise ValueError naming the first argument of :class:`ZFNet` out of range."""
-    for name in ("num_classes", "in_channels", "fc_units"):
-        value = arguments[name]
+    for name, value in (
+        ("num_classes", num_classes),
+        ("in_channels", in_channels),
+        ("fc_units", fc_units),
+    ):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    a = arguments
-    if a["width"] <= 0:
-        raise ValueError(f"width must be positive, got {a['width']!r}")
-    if not 0.0 <= a["dropout"] < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {a['dropout']!r}")
-    if a["conv1_stride"] not in (1, 2):
-        raise ValueError(f"conv1_stride must be 1 or 2, got {a['conv1_stride']!r}")
-    if a["init"] not in ("kaiming", "paper"):
-        raise ValueError(f"init must be 'kaiming' or 'paper', got {a['init']!r}")
-    if a["layer1"] not in _FIRST_LAYERS:
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if conv1_stride not in (1, 2):
+        raise ValueError(f"conv1_stride must be 1 or 2, got {conv1_stride!r}")
+    if init not in ("kaiming", "paper"):
+        raise ValueError(f"init must be 'kaiming' or 'paper', got {init!r}")
+    if layer1 not in _FIRST_LAYERS:
         raise ValueError(
-            f"layer1 must be one of {sorted(_FIRST_LAYERS)}, got {a['layer1']!r}"
+            f"layer1 must be one of {sorted(_FIRST_LAYERS)}, got {layer1!r}"
         )
-    if a["layer1"] == "krizhevsky" and a["conv1_stride"] != 2:
+    if layer1 == "krizhevsky" and conv1_stride != 2:
         raise ValueError(
             "conv1_stride sets ZFNet's layer 1; Krizhevsky's has stride 4 (got "
-            f"conv1_stride={a['conv1_stride']!r} with layer1='krizhevsky')"
+            f"conv1_stride={conv1_stride!r} with layer1='krizhevsky')"
         )
-    if not set(a["removed_layers"]) <= {3, 4, 5, 6, 7}:
+    if not set(removed_layers) <= {3, 4, 5, 6, 7}:
         raise ValueError(
-            f"removed_layers may hold 3, 4, 5, 6 and 7, got {list(a['removed_layers'])}"
+            f"removed_layers may hold 3, 4, 5, 6 and 7, got {list(removed_layers)}"
         )
 
 
