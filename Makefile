@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= runs/demo
 
-.PHONY: install demo test lint data clean
+.PHONY: install demo experiments test lint data clean
 
 install: $(STAMP)
 
@@ -28,6 +28,12 @@ data:
 
 demo: install data
 	$(PY) -m reports.demo --out $(OUT)
+
+# The paper's experiments beyond the pictures (Fig. 6, Table 3, Tables 4-7) on
+# offline data: trains 12 small networks, writes $(EXPERIMENTS)/report.md.
+EXPERIMENTS ?= experiments/results
+experiments: install data
+	$(PY) -m experiments --out $(EXPERIMENTS)
 
 test: install
 	$(PY) -m pytest -q

@@ -16,6 +16,14 @@ from .correspondence import (
     random_masks_like,
 )
 from .deconvnet import DeconvNet, FeatureMapDeconvNet, NeuronDeconvNet
+from .diagnosis import (
+    filter_spectrum,
+    firing_rates,
+    high_frequency_fraction,
+    radial_spectrum,
+    shift_variation,
+    shifted_activity,
+)
 from .display import normalize_projection, save_grid
 from .filters import filter_images, save_filters
 from .invariance import InvarianceCurves, invariance_curves, plot_invariance, transform
@@ -59,6 +67,12 @@ __all__ = [
     "occlude",
     "plot_correspondence",
     "random_masks_like",
+    "filter_spectrum",
+    "firing_rates",
+    "high_frequency_fraction",
+    "radial_spectrum",
+    "shift_variation",
+    "shifted_activity",
     "top_activations",
     "project_top_activations",
 ]

@@ -4,7 +4,10 @@ from .batches import BatchScan, BatchWriter, FileWriter, fixed_batches, run_batc
 from .callbacks import FilterRenorm, renormalize_filters
 from .data import (
     ClutteredFashionMNISTDataModule,
+    DigitsDataModule,
     FashionMNISTDataModule,
+    FewShotFashionMNISTDataModule,
+    FewShotImageFolderDataModule,
     ImageNetDataModule,
 )
 from .default import DEFAULT_CONFIG, train_default
@@ -13,15 +16,19 @@ from .model import ZFNet, zfnet
 from .module import ZFNetModule
 from .predictions import PredictionWriter
 from .scan import ScanResult, TopKWriter, scan_top_activations
+from .transfer import TransferModule
 
 __all__ = [
     "DEFAULT_CONFIG",
     "BatchScan",
     "BatchWriter",
     "ClutteredFashionMNISTDataModule",
+    "DigitsDataModule",
     "FashionMNISTDataModule",
     "FeatureEvolution",
     "FileWriter",
+    "FewShotFashionMNISTDataModule",
+    "FewShotImageFolderDataModule",
     "FilterRenorm",
     "ImageNetDataModule",
     "PredictionWriter",
@@ -29,6 +36,7 @@ __all__ = [
     "ZFNetModule",
     "ScanResult",
     "TopKWriter",
+    "TransferModule",
     "fixed_batches",
     "renormalize_filters",
     "run_batches",

@@ -32,6 +32,9 @@ class ZFNetCLI(LightningCLI):
       checkpoint;
     - ``fast_dev_run`` writes no checkpoint (Lightning's ``save_last`` would, into
       the working directory).
+
+    The model is :class:`ZFNetModule` or a subclass named by ``class_path`` (such as
+    :class:`~lightning_zfnet.transfer.TransferModule`).
     """
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse type)
@@ -41,7 +44,7 @@ class ZFNetCLI(LightningCLI):
             ("image_size", "input_size"),
         ):
             parser.link_arguments(
-                f"data.{source}", f"model.{target}", apply_on="instantiate"
+                f"data.{source}", f"model.init_args.{target}", apply_on="instantiate"
             )
 
     def before_instantiate_classes(self) -> None:
@@ -105,6 +108,7 @@ def run_cli(args: list[str] | None = None) -> ZFNetCLI:
         ZFNetModule,
         SplitDataModule,
         subclass_mode_data=True,
+        subclass_mode_model=True,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={
             **no_abbreviations,

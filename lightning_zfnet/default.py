@@ -29,8 +29,9 @@ def train_default(
     checkpoint = out / "train" / "checkpoints" / "last.ckpt"
 
     def args(stage: str) -> list[str]:
+        # last, so that no config among the extra arguments moves the logs
         save_dir = f"--trainer.logger.init_args.save_dir={out / 'train'}"
-        return [stage, "--config", str(config), save_dir, *extra]
+        return [stage, "--config", str(config), *extra, save_dir]
 
     timings = {}
     if not checkpoint.exists():

@@ -25,7 +25,8 @@ class ZFNetModule(pl.LightningModule):
 
     Args:
         num_classes, in_channels, input_size, width, wide, dropout, conv1_stride,
-            init: passed to :func:`~lightning_zfnet.model.zfnet`.
+            init, layer1, fc_units, removed_layers: passed to
+            :func:`~lightning_zfnet.model.zfnet`.
         lr: SGD learning rate.
         momentum: SGD momentum.
         weight_decay: L2 penalty (the paper states none; Krizhevsky used 5e-4).
@@ -52,6 +53,9 @@ class ZFNetModule(pl.LightningModule):
         dropout: float = 0.5,
         conv1_stride: int = 2,
         init: str = "kaiming",
+        layer1: Literal["zfnet", "krizhevsky"] = "zfnet",
+        fc_units: int = 4096,
+        removed_layers: list[int] | None = None,
         lr: float = 1e-2,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
@@ -75,6 +79,9 @@ class ZFNetModule(pl.LightningModule):
             dropout=dropout,
             conv1_stride=conv1_stride,
             init=init,
+            layer1=layer1,
+            fc_units=fc_units,
+            removed_layers=removed_layers or (),
         )
         top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         top5 = MulticlassAccuracy(
@@ -131,7 +138,7 @@ class ZFNetModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         optimizer = torch.optim.SGD(
-            self.parameters(),
+            [p for p in self.parameters() if p.requires_grad],
             lr=hp.lr,
             momentum=hp.momentum,
             weight_decay=hp.weight_decay,

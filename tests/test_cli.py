@@ -21,7 +21,7 @@ def test_configs_parse(config, capsys):
         main(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["momentum"] == 0.9
+    assert printed["model"]["init_args"]["momentum"] == 0.9
 
 
 def test_imagenet_config_is_for_8_gpus_with_ddp_and_bf16():

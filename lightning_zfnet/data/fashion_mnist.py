@@ -21,7 +21,9 @@ __all__ = [
     "FashionMNISTDataModule",
     "ResizedImages",
     "find_fashion_mnist",
+    "check_classes",
     "load_fashion_mnist",
+    "select_classes",
 ]
 
 # Where Debian's package `dataset-fashion-mnist` installs the gzipped idx files.
@@ -99,6 +101,29 @@ def load_fashion_mnist(
     return dataset.data, dataset.targets
 
 
+def check_classes(classes: Sequence[int]) -> None:
+    """Raise ValueError unless ``classes`` are distinct Fashion-MNIST classes."""
+    if not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be distinct and non-empty, got {classes}")
+    if not all(0 <= c < 10 for c in classes):
+        raise ValueError(f"Fashion-MNIST's classes are 0..9, got {classes}")
+
+
+def select_classes(
+    images: torch.Tensor, labels: torch.Tensor, classes: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images of ``classes`` only, labelled ``0..len(classes)-1`` in that order.
+
+    Raises:
+        ValueError: as :func:`check_classes`.
+    """
+    check_classes(classes)
+    relabel = torch.full((10,), -1, dtype=labels.dtype)
+    relabel[list(classes)] = torch.arange(len(classes), dtype=labels.dtype)
+    kept = relabel[labels] >= 0
+    return images[kept], relabel[labels[kept]]
+
+
 class ResizedImages(Dataset):
     """Grey uint8 images resized to ``size`` and normalised, with their labels."""
 
@@ -145,9 +170,11 @@ class FashionMNISTDataModule(SplitDataModule):
         val_size: training images held out for validation.
         seed: seed of the validation split.
         download: allow torchvision's download as the last resort.
+        classes: train and test on these classes only, labelled ``0..k-1`` in this
+            order (a transfer source that leaves the others for a target); None:
+            all 10.
     """
 
-    num_classes = 10
     in_channels = 1
     mean, std = 0.2860, 0.3530  # of the training images, scaled to [0, 1]
 
@@ -160,6 +187,7 @@ class FashionMNISTDataModule(SplitDataModule):
         val_size: int = 5000,
         seed: int = 0,
         download: bool = True,
+        classes: list[int] | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers)
         self.save_hyperparameters()
@@ -168,6 +196,14 @@ class FashionMNISTDataModule(SplitDataModule):
         self.val_size = val_size
         self.seed = seed
         self.download = download
+        self.classes = classes
+        if classes is not None:
+            check_classes(classes)
+
+    @property
+    def num_classes(self) -> int:
+        """10, or the number of ``classes`` chosen."""
+        return 10 if self.classes is None else len(self.classes)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, **overrides):
@@ -187,7 +223,7 @@ class FashionMNISTDataModule(SplitDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         find_fashion_mnist(self.data_dir, download=False)
-        images, labels = load_fashion_mnist(self.data_dir, train=True)
+        images, labels = self._load(train=True)
         if not 0 < self.val_size < len(labels):
             raise ValueError(
                 f"val_size must be in (0, {len(labels)}), got {self.val_size}"
@@ -196,10 +232,16 @@ class FashionMNISTDataModule(SplitDataModule):
             len(labels), generator=torch.Generator().manual_seed(self.seed)
         )
         train, val = order[: -self.val_size], order[-self.val_size :]
-        test_images, test_labels = load_fashion_mnist(self.data_dir, train=False)
+        test_images, test_labels = self._load(train=False)
         self.train_set = self.make_dataset(images[train], labels[train], "train")
         self.val_set = self.make_dataset(images[val], labels[val], "val")
         self.test_set = self.make_dataset(test_images, test_labels, "test")
+
+    def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = load_fashion_mnist(self.data_dir, train=train)
+        if self.classes is None:
+            return images, labels
+        return select_classes(images, labels, self.classes)
 
     def make_dataset(
         self, images: torch.Tensor, labels: torch.Tensor, split: str

@@ -12,7 +12,7 @@ from torchvision.datasets.folder import find_classes
 
 from .base import SplitDataModule
 
-__all__ = ["ImageNetDataModule", "StackCrops"]
+__all__ = ["ImageNetDataModule", "StackCrops", "paper_transform"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,6 +26,28 @@ class StackCrops:
 
     def __call__(self, crops: tuple) -> torch.Tensor:
         return torch.stack([self.normalize(self.to_tensor(c)) for c in crops])
+
+
+def paper_transform(
+    split: str, image_size: int, resize: int, ten_crop_test: bool
+) -> T.Compose:
+    """Sec. 3's preprocessing of ``split`` (``"train"``, ``"val"`` or ``"test"``).
+
+    The shorter side is resized to ``resize`` and the centre square kept; training
+    takes a random ``image_size`` crop and a random horizontal flip, validation the
+    centre crop, testing the centre crop or (``ten_crop_test``) the four corners and
+    the centre, each also flipped, stacked to ``(10, 3, image_size, image_size)``.
+    Pixels are normalised with ImageNet's mean and std.
+    """
+    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    squared = [T.Resize(resize), T.CenterCrop(resize)]
+    if split == "train":
+        crop = [T.RandomCrop(image_size), T.RandomHorizontalFlip()]
+    elif split == "test" and ten_crop_test:
+        return T.Compose([*squared, T.TenCrop(image_size), StackCrops(normalize)])
+    else:
+        crop = [T.CenterCrop(image_size)]
+    return T.Compose([*squared, *crop, T.ToTensor(), normalize])
 
 
 class ImageNetDataModule(SplitDataModule):
@@ -82,17 +104,7 @@ class ImageNetDataModule(SplitDataModule):
 
     def transform(self, split: str) -> T.Compose:
         """The transform of ``split``: ``"train"``, ``"val"`` or ``"test"``."""
-        normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-        resize = [T.Resize(self.resize), T.CenterCrop(self.resize)]
-        if split == "train":
-            crop = [T.RandomCrop(self.image_size), T.RandomHorizontalFlip()]
-        elif split == "test" and self.ten_crop_test:
-            return T.Compose(
-                [*resize, T.TenCrop(self.image_size), StackCrops(normalize)]
-            )
-        else:
-            crop = [T.CenterCrop(self.image_size)]
-        return T.Compose([*resize, *crop, T.ToTensor(), normalize])
+        return paper_transform(split, self.image_size, self.resize, self.ten_crop_test)
 
     def setup(self, stage: str | None = None) -> None:
         classes = find_classes(self._split_dir("train"))[0]

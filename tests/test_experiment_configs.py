@@ -1,0 +1,130 @@
+"""The variant and transfer configs run through the ``zfnet`` command."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from lightning_zfnet.cli import main, run_cli
+
+from .test_transfer import _source
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = sorted((ROOT / "configs" / "variants").glob("*.yaml"))
+QUIET = [
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.accelerator=cpu",
+]
+
+
+@pytest.mark.parametrize("base", ["fashion_mnist.yaml", "imagenet.yaml"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda p: p.stem)
+def test_variants_overlay_any_base_config(base, variant, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs" / base),
+                "--config",
+                str(variant),
+                "--print_config",
+            ]
+        )
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    overlay = yaml.safe_load(variant.read_text())["model"]
+    assert {key: printed[key] for key in overlay} == overlay
+    assert printed["momentum"] == 0.9  # the base config's settings stay
+
+
+def test_digits_transfer_config_fits_and_tests(tmp_path):
+    pytest.importorskip("sklearn")
+    source = _source(tmp_path / "source.ckpt")
+    args = [
+        "--config",
+        str(ROOT / "configs" / "transfer" / "digits.yaml"),
+        f"--model.checkpoint={source}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.max_steps=3",
+        "--data.per_class=2",
+        "--data.test_per_class=3",
+        *QUIET,
+    ]
+    cli = run_cli(["fit", *args])
+    assert type(cli.model).__name__ == "TransferModule"
+    assert cli.model.hparams.num_classes == 10 and cli.model.frozen
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    tested = run_cli(["test", *args, f"--ckpt_path={ckpt}"])
+    metrics = tested.trainer.callback_metrics
+    assert {"test/top1", "test/mean_class_top1"} <= set(metrics)
+
+
+def test_fashion_mnist_source_and_target_configs_run(fake_data_dir, tmp_path):
+    source = run_cli(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "fashion_mnist.yaml"),
+            "--config",
+            str(ROOT / "configs" / "transfer" / "fashion_mnist_0_4.yaml"),
+            f"--data.init_args.data_dir={fake_data_dir}",
+            "--data.init_args.val_size=16",
+            "--model.width=0.1",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'source'}",
+            *QUIET,
+        ]
+    )
+    assert source.model.hparams.num_classes == 5
+    checkpoint = tmp_path / "source" / "checkpoints" / "last.ckpt"
+    target = run_cli(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "transfer" / "fashion_mnist_5_9.yaml"),
+            f"--model.checkpoint={checkpoint}",
+            f"--data.data_dir={fake_data_dir}",
+            "--data.per_class=2",
+            "--data.test_per_class=2",
+            "--trainer.max_steps=2",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'target'}",
+            *QUIET,
+        ]
+    )
+    assert target.model.hparams.num_classes == 5
+    (metrics,) = target.trainer.test(target.model, datamodule=target.datamodule)
+    assert 0.0 <= metrics["test/mean_class_top1"] <= 1.0
+
+
+def test_caltech_config_runs_on_a_folder_of_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("accordion", "airplanes", "anchor"):
+        (tmp_path / "101" / name).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 255, (70, 80, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "101" / name / f"{i}.jpg")
+    source = _source(tmp_path / "source.ckpt", in_channels=3)
+    run_cli(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "transfer" / "caltech101.yaml"),
+            f"--model.checkpoint={source}",
+            f"--data.data_dir={tmp_path / '101'}",
+            "--data.per_class=2",
+            "--data.image_size=64",
+            "--data.resize=72",
+            "--data.num_workers=0",
+            "--data.batch_size=4",
+            "--trainer.precision=32",
+            "--trainer.max_epochs=1",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            *QUIET,
+        ]
+    )
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
