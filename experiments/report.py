@@ -222,10 +222,10 @@ def _introduction(results: dict) -> str:
     return f"""# The paper's experiments beyond the pictures, on offline data
 
 Written by `make experiments` (`python -m experiments`) on {env["date"]}:
-{env["machine"]}, torch {env["torch"]} with {env["threads"]} threads; the load
-average was {env["load_average"]:.1f} when it started (other programs shared the
-cores). It took {_minutes(times["total"])}: training the {len(results["networks"])}
-networks {_minutes(times["networks"])}, the diagnosis {_minutes(times["diagnosis"])},
+{env["machine"]}, torch {env["torch"]} with {env["threads"]} threads; the
+one-minute load average was {env["load_average"]:.1f} when it started. It took
+{_minutes(times["total"])}: training the {len(results["networks"])} networks
+{_minutes(times["networks"])}, the diagnosis {_minutes(times["diagnosis"])},
 the transfer runs {_minutes(times["transfer"])} ({transfer_times}). Every number
 comes from this run except those marked as the paper's: Zeiler & Fergus's ImageNet
 and Caltech results ({PAPER}), other data at another scale, shown beside ours for
