@@ -4,7 +4,6 @@ snapshot of what an attribution could leave changed in a model."""
 from __future__ import annotations
 
 import gzip
-import os
 import signal
 import struct
 from pathlib import Path
@@ -123,4 +122,7 @@ class SignalAt(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), getattr(signal, self.signal))
+            # raised in this thread, so its handler runs here and now: os.kill may
+            # hand it to another thread, and the main thread meets it later, where
+            # the interrupt can be swallowed (a finaliser), under load
+            signal.raise_signal(getattr(signal, self.signal))
