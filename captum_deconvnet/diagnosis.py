@@ -110,7 +110,12 @@ def radial_spectrum(
     Returns:
         ``(edges, energy)``: ``(bins + 1,)`` ring edges and ``(out_channels, bins)``
         each filter's share of its energy per ring (or its ratio to a flat one's).
+
+    Raises:
+        ValueError: if ``bins`` is not positive.
     """
+    if bins < 1:
+        raise ValueError(f"bins must be positive, got {bins}")
     radius, energy = filter_spectrum(weight, size)
     edges = torch.linspace(0, 0.5, bins + 1, dtype=torch.float64)
     ring = torch.bucketize(radius, edges[1:-1], right=True).flatten()
@@ -140,17 +145,35 @@ def firing_rates(
 
     Returns:
         ``(C,)`` the fraction of positions, over all images, where the map is > 0.
+
+    Raises:
+        ValueError: for no images, a ``batch_size`` below 1, or a layer whose output
+            is not ``(N, C, H, W)`` (a linear layer's, say).
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(
+            f"images must be a non-empty (N, C, H, W) batch, got {tuple(images.shape)}"
+        )
     positive, total = None, 0
     with eval_mode(model):
         for batch in images.split(batch_size):
             (maps,), _ = layer_outputs(model, [layer], batch)
+            _check_maps(maps, layer)
             counts = (maps > 0).sum(dim=(0, 2, 3)).double()
             positive = counts if positive is None else positive + counts
             total += maps.shape[0] * maps.shape[2] * maps.shape[3]
-    if positive is None:
-        raise ValueError("images is empty")
     return positive / total
+
+
+def _check_maps(maps: Tensor, layer: nn.Module) -> None:
+    if maps.ndim != 4:
+        raise ValueError(
+            f"the layer's output must be (N, C, H, W) feature maps, got shape "
+            f"{tuple(maps.shape)} from {type(layer).__name__}: pick a convolutional "
+            "layer or its ReLU"
+        )
 
 
 @torch.no_grad()
@@ -183,7 +206,8 @@ def shifted_activity(
         ``(len(shifts), N, C)`` float64: the sum of each map per shift.
 
     Raises:
-        ValueError: for an empty ``shifts`` or a shift beyond ``pad``.
+        ValueError: for an empty ``shifts``, a shift beyond ``pad``, or a layer
+            whose output is not ``(N, C, H, W)``.
     """
     if not shifts or any(max(abs(dy), abs(dx)) > pad for dy, dx in shifts):
         raise ValueError(f"shifts must be non-empty and within pad={pad}: {shifts}")
@@ -193,6 +217,7 @@ def shifted_activity(
         for dy, dx in shifts:
             moved = torch.roll(canvas, shifts=(dy, dx), dims=(-2, -1))
             (maps,), _ = layer_outputs(model, [layer], moved)
+            _check_maps(maps, layer)
             sums.append(maps.double().sum(dim=(2, 3)))
     return torch.stack(sums)
 

@@ -16,10 +16,11 @@ __all__ = ["FilterRenorm", "renormalize_filters"]
 def renormalize_filters(model: nn.Module, radius: float) -> None:
     """Scale every conv filter whose RMS exceeds ``radius`` back to RMS ``radius``.
 
-    A filter is one output channel's weights, ``weight[o]``; biases are left alone.
+    A filter is one output channel's weights, ``weight[o]``; biases are left alone,
+    and so are frozen weights (``requires_grad`` off: a fixed feature extractor).
     """
     for module in model.modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
+        if isinstance(module, nn.modules.conv._ConvNd) and module.weight.requires_grad:
             weight = module.weight
             rms = weight.flatten(1).pow(2).mean(dim=1).sqrt()
             scale = (radius / rms).clamp(max=1.0)

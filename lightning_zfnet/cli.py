@@ -12,7 +12,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from .data import SplitDataModule
+from .data import LabelBudgetDataModule, SplitDataModule
 from .module import ZFNetModule
 from .resume import keep_logged_rows, last_checkpoint
 
@@ -57,6 +57,34 @@ class ZFNetCLI(LightningCLI):
             config.ckpt_path = _last_of_training(loggers[0])
         for logger in loggers:
             _log_apart(logger, self.subcommand)
+
+    def before_validate(self) -> None:
+        self._check_draw()
+
+    def before_test(self) -> None:
+        self._check_draw()
+
+    def before_predict(self) -> None:
+        self._check_draw()
+
+    def _check_draw(self) -> None:
+        """A label-budget data module must draw as in the fit of the checkpoint:
+        another draw's test images include the fit's training images."""
+        path = self.config_init[self.subcommand].get("ckpt_path")
+        if not isinstance(self.datamodule, LabelBudgetDataModule) or not path:
+            return
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        fitted = saved.get("datamodule_hyper_parameters", {})
+        keys = ("per_class", "seed", "test_per_class")
+        differ = {k: fitted[k] for k in keys if k in fitted}
+        differ = {k: v for k, v in differ.items() if getattr(self.datamodule, k) != v}
+        if differ:
+            options = " ".join(f"--data.{k} {v}" for k, v in differ.items())
+            raise ValueError(
+                f"{path} was fit on another draw of labelled images than this "
+                f"{self.subcommand} would use ({differ}), so its test images would "
+                f"include training images: add {options}"
+            )
 
     def before_fit(self) -> None:
         if self.trainer.fast_dev_run:

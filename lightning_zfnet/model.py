@@ -196,7 +196,8 @@ def _check_arguments(
     if layer1 == "krizhevsky" and conv1_stride != 2:
         raise ValueError(
             "conv1_stride sets ZFNet's layer 1; Krizhevsky's has stride 4 (got "
-            f"conv1_stride={conv1_stride!r} with layer1='krizhevsky')"
+            f"conv1_stride={conv1_stride!r} with layer1='krizhevsky'): leave "
+            "conv1_stride at its default, 2"
         )
     if not set(removed_layers) <= {3, 4, 5, 6, 7}:
         raise ValueError(

@@ -35,10 +35,27 @@ def read_source(checkpoint: str | os.PathLike) -> tuple[dict, dict]:
     checkpoint (keys without the ``model.`` prefix).
 
     Raises:
-        ValueError: if the checkpoint does not hold a ZFNetModule's network.
+        FileNotFoundError: if there is no such file.
+        ValueError: if the file is not a checkpoint, or it does not hold a
+            ZFNetModule's network (a TransferModule's: give its source instead).
     """
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    name = os.fspath(checkpoint)
+    if not os.path.isfile(name):
+        raise FileNotFoundError(f"no checkpoint file {name!r}")
+    try:
+        saved = torch.load(name, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unreadable file: text, empty, pickled objects
+        raise ValueError(
+            f"{name!r} is not a checkpoint torch.load can read safely ({error!r:.200})"
+        ) from error
+    if not isinstance(saved, dict):
+        raise ValueError(f"{name!r} is not a ZFNetModule checkpoint")
     hparams = dict(saved.get("hyper_parameters", {}))
+    if "freeze" in hparams and "checkpoint" in hparams:
+        raise ValueError(
+            f"{name!r} is a TransferModule checkpoint; give the ZFNetModule checkpoint "
+            f"it was made from ({hparams['checkpoint']!r}) as the source"
+        )
     state = {
         key.removeprefix("model."): value
         for key, value in saved.get("state_dict", {}).items()
@@ -157,6 +174,13 @@ class TransferModule(ZFNetModule):
         self.test_metrics.add_metrics(
             {"mean_class_top1": MulticlassAccuracy(num_classes, average="macro")}
         )
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        # A batch of one image has no statistics to standardise with (the last batch
+        # of a draw of, say, 65 images in batches of 64): skip it, as drop_last would.
+        if self.hparams.standardize and len(batch[0]) == 1:
+            return None
+        return super().training_step(batch, batch_idx)
 
     def train(self, mode: bool = True) -> TransferModule:
         """Set the training mode; frozen layers stay in eval mode."""

@@ -109,6 +109,27 @@ def test_firing_rates_count_positive_positions_and_find_dead_maps():
     assert model.training  # its mode comes back
 
 
+def test_firing_rates_and_shifts_name_bad_arguments():
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(1),
+        nn.Linear(8, 2),
+    )
+    images = torch.randn(3, 1, 4, 4)
+    with pytest.raises(ValueError, match="non-empty"):
+        firing_rates(model, model[1], images[:0])
+    with pytest.raises(ValueError, match="batch_size"):
+        firing_rates(model, model[1], images, batch_size=0)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\) feature maps.*Linear"):
+        firing_rates(model, model[4], images)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\) feature maps"):
+        shifted_activity(model, model[4], images, [(0, 0), (0, 1)], pad=4)
+    with pytest.raises(ValueError, match="bins"):
+        radial_spectrum(torch.ones(1, 1, 3, 3), bins=0)
+
+
 def _decimate(pool: nn.Module) -> nn.Sequential:
     identity = nn.Conv2d(1, 1, 1, bias=False)
     nn.init.ones_(identity.weight)

@@ -7,6 +7,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from lightning_zfnet import ZFNetModule
 from lightning_zfnet.cli import main, run_cli
 
 from .test_transfer import _source
@@ -20,7 +21,9 @@ QUIET = [
 ]
 
 
-@pytest.mark.parametrize("base", ["fashion_mnist.yaml", "imagenet.yaml"])
+@pytest.mark.parametrize(
+    "base", ["fashion_mnist.yaml", "cluttered_fashion_mnist.yaml", "imagenet.yaml"]
+)
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda p: p.stem)
 def test_variants_overlay_any_base_config(base, variant, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -39,6 +42,10 @@ def test_variants_overlay_any_base_config(base, variant, capsys):
     overlay = yaml.safe_load(variant.read_text())["model"]
     assert {key: printed[key] for key in overlay} == overlay
     assert printed["momentum"] == 0.9  # the base config's settings stay
+    if base != "imagenet.yaml":  # and the network builds (at the data's size)
+        ZFNetModule(
+            **{**printed, "num_classes": 10, "in_channels": 1, "input_size": 64}
+        )
 
 
 def test_digits_transfer_config_fits_and_tests(tmp_path):
@@ -61,6 +68,10 @@ def test_digits_transfer_config_fits_and_tests(tmp_path):
     tested = run_cli(["test", *args, f"--ckpt_path={ckpt}"])
     metrics = tested.trainer.callback_metrics
     assert {"test/top1", "test/mean_class_top1"} <= set(metrics)
+    # another draw's test images would include this fit's training images
+    for option in ("--data.seed=1", "--data.per_class=3"):
+        with pytest.raises(ValueError, match="another draw.*add --data"):
+            run_cli(["test", *args, option, f"--ckpt_path={ckpt}"])
 
 
 def test_fashion_mnist_source_and_target_configs_run(fake_data_dir, tmp_path):

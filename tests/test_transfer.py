@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_zfnet import TransferModule, ZFNetModule
+from lightning_zfnet import FilterRenorm, TransferModule, ZFNetModule
 from lightning_zfnet.model import LAYERS
 
 ARCH = dict(in_channels=1, input_size=64, width=0.1, dropout=0.5)
@@ -151,3 +151,47 @@ def test_bad_choices_name_what_is_wrong(source, tmp_path):
     with pytest.raises(ValueError, match="removed"):
         _transfer(shallow, layer="fc6")
     _transfer(shallow, layer="conv5")
+
+
+def test_files_that_are_not_a_zfnet_source_are_named(source, tmp_path):
+    text, empty = tmp_path / "notes.txt", tmp_path / "empty.ckpt"
+    text.write_text("not a checkpoint")
+    empty.write_bytes(b"")
+    for path in (text, empty):
+        with pytest.raises(ValueError, match="not a checkpoint"):
+            _transfer(path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        _transfer(tmp_path / "missing.ckpt")
+    transfer = _transfer(source)  # a transfer's checkpoint is not a source
+    trainer = _trainer(max_steps=1)
+    trainer.fit(transfer, _loader())
+    trainer.save_checkpoint(tmp_path / "transfer.ckpt")
+    with pytest.raises(ValueError, match="TransferModule checkpoint.*source.ckpt"):
+        _transfer(tmp_path / "transfer.ckpt", pretrained=False, freeze="none")
+
+
+def test_filter_renorm_leaves_frozen_filters_alone(source):
+    module = _transfer(source, freeze="conv3")
+    before = _weights(module.model)
+    _train(module, [FilterRenorm(radius=1e-3)])  # small: every filter would shrink
+    after = _weights(module.model)
+    for index in (0, 4, 8):  # conv1-conv3, frozen
+        assert torch.equal(
+            after[f"features.{index}.weight"], before[f"features.{index}.weight"]
+        )
+    for index in (10, 12):  # conv4, conv5: trained and renormalised
+        rms = after[f"features.{index}.weight"].flatten(1).pow(2).mean(1).sqrt()
+        assert rms.max() <= 1e-3 * (1 + 1e-5)
+
+
+def test_a_batch_of_one_image_is_skipped_not_standardised(source):
+    module = _transfer(source)
+    x, y = torch.randn(1, 1, 64, 64), torch.tensor([0])
+    assert module.training_step((x, y), 0) is None
+    loss = module.training_step((torch.randn(2, 1, 64, 64), torch.tensor([0, 1])), 0)
+    assert loss.ndim == 0
+    # a draw of 13 images in batches of 6 ends with a batch of one: training runs
+    data = DataLoader(
+        TensorDataset(torch.randn(13, 1, 64, 64), torch.arange(13) % 3), 6
+    )
+    _trainer(max_epochs=1).fit(module, data)
