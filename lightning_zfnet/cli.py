@@ -73,7 +73,10 @@ class ZFNetCLI(LightningCLI):
         path = self.config_init[self.subcommand].get("ckpt_path")
         if not isinstance(self.datamodule, LabelBudgetDataModule) or not path:
             return
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 (Lightning reports an unreadable checkpoint)
+            return
         fitted = saved.get("datamodule_hyper_parameters", {})
         keys = ("per_class", "seed", "test_per_class")
         differ = {k: fitted[k] for k in keys if k in fitted}
