@@ -3,6 +3,7 @@ stray files, exit codes and option spelling, on tiny data."""
 
 import csv
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,10 +36,18 @@ def _fit_args(data_dir, out, *extra):
 
 
 def _zfnet(args, **kwargs):
-    """The command in a process of its own, as a shell or a scheduler starts it."""
+    """The command in a process of its own, as a shell or a scheduler starts it:
+    with Ctrl-C's default action, whatever this process left it at (Lightning's
+    DDP teardown ignores SIGINT for a while, and a child inherits an ignored signal,
+    so that a Ctrl-C would not reach it)."""
     command = [sys.executable, "-m", "lightning_zfnet.cli", *map(str, args)]
     return subprocess.run(
-        command, cwd=kwargs.pop("cwd", ROOT), env=ENV, timeout=300, **kwargs
+        command,
+        cwd=kwargs.pop("cwd", ROOT),
+        env=ENV,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **kwargs,
     )
 
 
@@ -179,9 +188,9 @@ def test_fast_dev_run_writes_nothing_anywhere(fake_data_dir, tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_sigterm_ends_a_fit_with_exit_code_143(fake_data_dir, tmp_path):
-    signal = ["--trainer.callbacks+=tests.helpers.SignalAt"]
-    signal += ["--trainer.callbacks.step=1", "--trainer.callbacks.signal=SIGTERM"]
-    killed = _zfnet([*_fit_args(fake_data_dir, tmp_path), *signal])
+    sigterm = ["--trainer.callbacks+=tests.helpers.SignalAt"]
+    sigterm += ["--trainer.callbacks.step=1", "--trainer.callbacks.signal=SIGTERM"]
+    killed = _zfnet([*_fit_args(fake_data_dir, tmp_path), *sigterm])
     assert killed.returncode == 143  # step 1 of 2: the fit did not finish
 
 
