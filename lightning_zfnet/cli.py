@@ -73,14 +73,16 @@ class ZFNetCLI(LightningCLI):
         path = self.config_init[self.subcommand].get("ckpt_path")
         if not isinstance(self.datamodule, LabelBudgetDataModule) or not path:
             return
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # memory-mapped: only the settings are read, not the weights
+            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception:  # noqa: BLE001 (Lightning reports an unreadable checkpoint)
             return
         fitted = saved.get("datamodule_hyper_parameters", {})
-        keys = ("per_class", "seed", "test_per_class")
-        differ = {k: fitted[k] for k in keys if k in fitted}
-        differ = {k: v for k, v in differ.items() if getattr(self.datamodule, k) != v}
+        differ = {
+            k: fitted[k]
+            for k in ("per_class", "seed", "test_per_class")
+            if k in fitted and getattr(self.datamodule, k) != fitted[k]
+        }
         if differ:
             options = " ".join(f"--data.{k} {v}" for k, v in differ.items())
             raise ValueError(

@@ -62,7 +62,7 @@ def read_source(checkpoint: str | os.PathLike) -> tuple[dict, dict]:
         if key.startswith("model.")
     }
     if "in_channels" not in hparams or "features.0.weight" not in state:
-        raise ValueError(f"{os.fspath(checkpoint)!r} is not a ZFNetModule checkpoint")
+        raise ValueError(f"{name!r} is not a ZFNetModule checkpoint")
     return hparams, state
 
 
