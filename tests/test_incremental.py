@@ -76,6 +76,23 @@ def test_an_unknown_layer_is_computed_in_full_and_a_local_one_keeps_its_box(
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "kernel, stride, dilation",
+    [((3, 3), (1, 1), (1, 1)), ((3, 2), (2, 1), (1, 1)), ((2, 2), (2, 2), (1, 1)),
+     ((3, 3), (2, 3), (2, 1)), ((5, 1), (3, 1), (1, 1))],
+)  # fmt: skip
+def test_max_pool_on_boxes_equals_torch(kernel, stride, dilation):
+    """The incremental path pools on the CPU by rows then columns; it must give
+    ``F.max_pool2d``'s values, NaN and -inf (the padding) included."""
+    from captum_deconvnet.incremental.classify import _separable_max
+
+    x = torch.randn(2, 3, 11, 13)
+    x[0, 1, 4, 5], x[1, 2, :, 3] = float("nan"), -float("inf")
+    theirs = F.max_pool2d(x, kernel, stride, 0, dilation)
+    ours = _separable_max(x, kernel, stride, dilation)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0, equal_nan=True)
+
+
 def test_multiply_adds_counted_by_hand_on_two_layers():
     """8x8 input, 2x2 occluder at stride 2 (16 positions); conv1 1->2 channels and
     conv2 2->3, both 3x3 with padding 1. A full pass: 9*2*64 + 18*3*64 = 4608.

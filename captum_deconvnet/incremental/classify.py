@@ -270,10 +270,28 @@ def _max_pool(arguments: dict) -> Rule:
     padding, dilation = _pair(arguments["padding"]), _pair(arguments["dilation"])
 
     def pool(pieces: Tensor) -> Tensor:
+        if pieces.device.type == "cpu":
+            return _separable_max(pieces, kernel, stride, dilation)
         return F.max_pool2d(pieces, kernel, stride, 0, dilation)
 
     # ceil_mode needs no care: the padding is sized from the output's shape
     return SlidingWindow(Window(kernel, stride, padding, dilation, -float("inf"), pool))
+
+
+def _separable_max(pieces: Tensor, kernel, stride, dilation) -> Tensor:
+    """``F.max_pool2d`` without padding, as a maximum along rows then along
+    columns: the same values (a maximum is exact in any order, NaN included), but
+    several times faster than the CPU kernel on ``(N, C, H, W)`` maps."""
+    for dim in (3, 2):
+        k, s, d = kernel[dim - 2], stride[dim - 2], dilation[dim - 2]
+        outputs = (pieces.shape[dim] - d * (k - 1) - 1) // s + 1
+        result = None
+        for i in range(k):
+            taps = pieces.narrow(dim, i * d, (outputs - 1) * s + 1)
+            taps = taps[..., ::s] if dim == 3 else taps[..., ::s, :]
+            result = taps if result is None else torch.maximum(result, taps)
+        pieces = result
+    return pieces
 
 
 def _avg_pool(arguments: dict) -> Rule:
