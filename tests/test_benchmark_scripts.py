@@ -23,5 +23,9 @@ def test_occlusion_speed_quick_run_writes_its_results(tmp_path):
     assert row["default_max_relative_difference"] < 1e-4
     assert row["full_max_relative_difference"] < 1e-4
     assert row["multiply_adds"]["limit"] > 1
+    # Captum's best is the best of its sweep's run and the repeats
+    assert row["repeats"] == 3
+    swept = row["captum_s"][str(row["captum_best_per_eval"])]
+    assert row["captum_best_s"] <= swept == min(row["captum_s"].values())
     table = (tmp_path / "occlusion_speed_quick_cpu.md").read_text()
     assert "| resnet18 (64) | 16/8 | 49 |" in table
