@@ -93,6 +93,39 @@ def test_max_pool_on_boxes_equals_torch(kernel, stride, dilation):
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0, equal_nan=True)
 
 
+def test_gather_and_paste_agree_with_a_loop_over_copies():
+    """Both ways of each (a slice per copy on the CPU, one indexing or one write
+    per offset on a GPU), against plain indexing, boxes partly outside included."""
+    from captum_deconvnet.incremental import boxes
+
+    source = torch.randn(3, 4, 9, 10)
+    images, corners = (
+        torch.tensor([2, 0, 0, 1]),
+        torch.tensor([[0, 0], [5, 6], [2, 3], [5, 6]]),
+    )
+    expected = torch.stack(
+        [
+            source[i, :, y : y + 4, x : x + 4]
+            for i, (y, x) in zip(images, corners.tolist(), strict=True)
+        ]
+    )
+    for gather in (boxes.gather, boxes._gather_each, boxes._gather_indexed):
+        assert torch.equal(gather(source, images, corners, (4, 4)), expected)
+    values = torch.randn(4, 4, 3, 5)
+    for offsets in ([[0, 0], [-1, 7], [6, 2], [0, 0]], [[1, 2]] * 4):
+        offsets, target = torch.tensor(offsets), torch.randn(4, 4, 9, 10)
+        expected = target.clone()
+        for b, (y, x) in enumerate(offsets.tolist()):
+            for r in range(3):
+                for c in range(5):
+                    if 0 <= y + r < 9 and 0 <= x + c < 10:
+                        expected[b, :, y + r, x + c] = values[b, :, r, c]
+        for paste in (boxes.paste, boxes._paste_each, boxes._paste_grouped):
+            written = target.clone()
+            paste(written, offsets, values)
+            assert torch.equal(written, expected)
+
+
 def test_multiply_adds_counted_by_hand_on_two_layers():
     """8x8 input, 2x2 occluder at stride 2 (16 positions); conv1 1->2 channels and
     conv2 2->3, both 3x3 with padding 1. A full pass: 9*2*64 + 18*3*64 = 4608.

@@ -118,6 +118,19 @@ def _size(size: Tensor) -> tuple[int, int]:
 def gather(source: Tensor, images: Tensor, corners: Tensor, size) -> Tensor:
     """``(B, C, h, w)``: the ``size`` window at ``corners[b]`` of image
     ``images[b]`` of ``source`` ``(N, C, H, W)``, for every copy ``b`` at once."""
+    if source.device.type == "cpu":
+        return _gather_each(source, images, corners, size)
+    return _gather_indexed(source, images, corners, size)
+
+
+def _gather_each(source: Tensor, images: Tensor, corners: Tensor, size) -> Tensor:
+    """A slice per copy: on the CPU several times cheaper than one indexing."""
+    (h, w), pairs = size, zip(images.tolist(), corners.tolist(), strict=True)
+    return torch.stack([source[i, :, y : y + h, x : x + w] for i, (y, x) in pairs])
+
+
+def _gather_indexed(source: Tensor, images: Tensor, corners: Tensor, size) -> Tensor:
+    """One indexing of every window: on a GPU one kernel, not one per copy."""
     h, w = size
     windows = source.unfold(2, h, 1).unfold(3, w, 1).permute(0, 2, 3, 1, 4, 5)
     corners = corners.to(source.device)
@@ -126,25 +139,48 @@ def gather(source: Tensor, images: Tensor, corners: Tensor, size) -> Tensor:
 
 def paste(target: Tensor, offsets: Tensor, values: Tensor) -> None:
     """Write ``values[b]`` into ``target[b]`` with its top-left at ``offsets[b]``,
-    in place, leaving out what falls outside ``target``. Copies that share an
-    offset (most of them) are written together."""
+    in place, leaving out what falls outside ``target``."""
+    if bool((offsets == offsets[0]).all()):
+        into, out_of = _overlap(offsets[0].tolist(), target, values)
+        if into is not None:
+            target[:, :, into[0], into[1]] = values[:, :, out_of[0], out_of[1]]
+    elif target.device.type == "cpu":
+        _paste_each(target, offsets, values)
+    else:
+        _paste_grouped(target, offsets, values)
+
+
+def _paste_each(target: Tensor, offsets: Tensor, values: Tensor) -> None:
+    """A slice per copy: on the CPU several times cheaper than grouping."""
+    for b, offset in enumerate(offsets.tolist()):
+        into, out_of = _overlap(offset, target, values)
+        if into is not None:
+            target[b, :, into[0], into[1]] = values[b, :, out_of[0], out_of[1]]
+
+
+def _paste_grouped(target: Tensor, offsets: Tensor, values: Tensor) -> None:
+    """One write per distinct offset, of every copy that has it: on a GPU fewer
+    kernels than one per copy."""
     unique, inverse = torch.unique(offsets, dim=0, return_inverse=True)
-    (height, width), (h, w) = target.shape[2:], values.shape[2:]
-    for k, (oy, ox) in enumerate(unique.tolist()):
-        rows = slice(max(oy, 0), min(oy + h, height))
-        cols = slice(max(ox, 0), min(ox + w, width))
-        if rows.start >= rows.stop or cols.start >= cols.stop:
-            continue
-        source = (
-            slice(rows.start - oy, rows.stop - oy),
-            slice(cols.start - ox, cols.stop - ox),
-        )
-        part = values[:, :, source[0], source[1]]
-        if len(unique) == 1:
-            target[:, :, rows, cols] = part
-        else:
+    for k, offset in enumerate(unique.tolist()):
+        into, out_of = _overlap(offset, target, values)
+        if into is not None:
             members = (inverse == k).nonzero().flatten().to(target.device)
-            target[:, :, rows, cols].index_copy_(0, members, part[members])
+            part = values[members][:, :, out_of[0], out_of[1]]
+            target[:, :, into[0], into[1]].index_copy_(0, members, part)
+
+
+def _overlap(offset, target: Tensor, values: Tensor):
+    """The slices of ``target`` and of ``values`` where ``values`` placed at
+    ``offset`` ``(row, col)`` meets ``target``; ``(None, None)`` where it misses."""
+    into, out_of = [], []
+    for o, size, length in zip(offset, target.shape[2:], values.shape[2:], strict=True):
+        start, stop = max(o, 0), min(o + length, size)
+        if start >= stop:
+            return None, None
+        into.append(slice(start, stop))
+        out_of.append(slice(start - o, stop - o))
+    return into, out_of
 
 
 def pad(source: Tensor, sides: tuple[int, int, int, int], value: float) -> Tensor:
