@@ -4,6 +4,7 @@ forward passes, or incrementally where the model allows it and it pays (see
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,10 @@ __all__ = ["OcclusionScan"]
 # A plan whose boxes save less than this share of the multiply-adds costs more in
 # gathering and pasting than it saves: such models run full passes.
 MIN_LIMIT = 1.5
+# Chunks timed per size while the adaptive chunk size is searched for.
+TRIALS = 2
+# Input elements in the first chunk of whole copies: two 3x224x224 images.
+FIRST_CHUNK_ELEMENTS = 2 * 3 * 224 * 224
 
 
 class OcclusionScan:
@@ -101,34 +106,48 @@ class OcclusionScan:
     def run(
         self, regions: list[Region]
     ) -> Iterator[tuple[list[Region], Tensor, Tensor | None]]:
-        """The copies of ``regions``, chunk by chunk."""
-        start, size, best = 0, self._first_size(), None
+        """The copies of ``regions``, chunk by chunk.
+
+        With ``adaptive``, each chunk size from the first is timed on ``TRIALS``
+        full chunks (their best time per copy, so one slow moment on a busy machine
+        does not decide) and doubled while that gets cheaper; then the cheapest
+        size measured is kept for the rest."""
+        start, size = 0, self._first_size()
+        per_copy: dict[int, list[float]] = {}
+        settled = not self.adaptive
         while start < len(regions):
             chunk = regions[start : start + size]
             began = time.perf_counter()
             outputs, watched = self._chunk(chunk)
             if outputs.is_cuda:
                 torch.cuda.synchronize(outputs.device)
-            per_copy = (time.perf_counter() - began) / len(chunk)
+            seconds = time.perf_counter() - began
             yield chunk, outputs, watched
             start += len(chunk)
-            if best is not None and best[0] == size:
-                continue  # settled
-            if best is None or per_copy < best[1]:
-                best = (size, per_copy)
-                size = min(2 * size, self.positions) if self.adaptive else size
-                if size == best[0]:
-                    continue
+            if settled or len(chunk) < size:
+                continue
+            per_copy.setdefault(size, []).append(seconds / size)
+            if len(per_copy[size]) < TRIALS:
+                continue
+            best = min(per_copy, key=lambda s: min(per_copy[s]))
+            if best < size or size >= self.positions:
+                size, settled = best, True
             else:
-                size = best[0]  # larger was no faster: keep the best size
+                size = min(2 * size, self.positions)
 
     def _first_size(self) -> int:
-        """The chunk size to start from: the largest allowed, or with ``adaptive`` a
-        small one (whole copies' forward passes are cheapest at some batch that
-        only a measurement finds)."""
+        """The chunk size (in positions) to start from: the largest allowed, or with
+        ``adaptive`` a small one (whole copies' forward passes are cheapest at some
+        batch that only a measurement finds): 8 copies' boxes, or as many whole
+        copies as hold ``FIRST_CHUNK_ELEMENTS`` (2 at 3x224x224, more for small
+        inputs, whose passes are cheap and whose fixed costs weigh more)."""
         if not self.adaptive:
             return self.positions
-        copies = 8 if self.plan is not None else 2
+        if self.plan is not None:
+            copies = 8
+        else:
+            elements = sum(t[0].numel() for t in self.tensors)
+            copies = max(2, math.ceil(FIRST_CHUNK_ELEMENTS / elements))
         return max(1, min(self.positions, copies // len(self.tensors[0])))
 
     def _chunk(self, chunk: list[Region]) -> tuple[Tensor, Tensor | None]:

@@ -1,12 +1,14 @@
 """OcclusionSensitivity: Captum's numbers, the paper's maps, a well-behaved class."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from captum.attr import Occlusion, PerturbationAttribution
 from captum.metrics import sensitivity_max
 from torch import nn
 
-from captum_deconvnet import OcclusionSensitivity
+from captum_deconvnet import OcclusionSensitivity, _scan
 from tests.helpers import snapshot
 
 
@@ -153,6 +155,46 @@ def test_max_batch_bounds_the_copies_per_forward_pass():
     occlusion.attribute(images(3), (3, 4, 4), 2, target=0, perturbations_per_eval=50)
     assert max(sizes) <= 6
     assert sizes[1:-1] == [6] * (len(sizes) - 2)  # then full chunks, 2 positions each
+
+
+def test_adaptive_chunks_settle_on_the_cheapest_size_past_one_slow_chunk(monkeypatch):
+    """A clock the model advances: per copy, chunks of 8 cost least, and the first
+    chunk of 8 meets a slow moment (a busy machine) that its second timing sees
+    through; chunks of 16 cost more, so 8 is kept for the rest."""
+    per_copy = {2: 4.0, 4: 3.0, 8: 2.0, 16: 2.5}
+    clock, sizes = [0.0], []
+
+    def spend(module, args):
+        sizes.append(len(args[0]))
+        slow = 10.0 if sizes.count(8) == 1 and sizes[-1] == 8 else 1.0
+        clock[0] += per_copy.get(sizes[-1], 5.0) * sizes[-1] * slow
+
+    model = small_cnn()
+    model[0].register_forward_pre_hook(spend)
+    monkeypatch.setattr(_scan, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(_scan, "FIRST_CHUNK_ELEMENTS", 2 * 3 * 12 * 12)  # 2 copies
+    occlusion = OcclusionSensitivity(model, incremental=False)
+    occlusion.attribute(torch.randn(1, 3, 12, 12), (3, 2, 2), 1, target=0)
+    # the unoccluded pass, two chunks per size up to 16, then 8 until the 121st copy
+    assert sizes == [1, 2, 2, 4, 4, 8, 8, 16, 16] + [8] * 7 + [5]
+
+
+def test_adaptive_chunks_of_small_inputs_start_large():
+    """Two 3x224x224 images' worth of elements: 2 copies of such an image, all 121
+    positions of a 3x12x12 one at once (as many as max_batch allows)."""
+    model, sizes = small_cnn(), []
+    model[0].register_forward_pre_hook(lambda m, args: sizes.append(len(args[0])))
+    occlusion = OcclusionSensitivity(model, incremental=False, max_batch=100)
+    occlusion.attribute(torch.randn(1, 3, 12, 12), (3, 2, 2), 1, target=0)
+    assert sizes == [1, 100, 21]
+    big = nn.Sequential(nn.Conv2d(3, 1, 1), nn.Flatten(), nn.LazyLinear(2)).eval()
+    big(torch.zeros(1, 3, 224, 224))
+    big[0].register_forward_pre_hook(lambda m, args: sizes.append(len(args[0])))
+    sizes.clear()
+    OcclusionSensitivity(big, incremental=False).attribute(
+        torch.randn(1, 3, 224, 224), (3, 112, 112), 112, target=0
+    )
+    assert sizes[:2] == [1, 2]
 
 
 def totals(output: torch.Tensor) -> torch.Tensor:
