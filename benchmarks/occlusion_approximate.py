@@ -37,6 +37,8 @@ from .timing import environment, parse_speed_args, write_results
 SETTINGS = (
     Approximation(projective_field=0.6),
     Approximation(coarse=2, refine=0.25),
+    Approximation(coarse=2, refine=0.0),
+    Approximation(coarse=3, refine=0.0),
     Approximation(tolerance=0.1),
     Approximation(tolerance=0.3),
     Approximation(coarse=2, refine=0.5, tolerance=0.1),
