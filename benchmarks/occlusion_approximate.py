@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from captum.attr import Occlusion
 from scipy.stats import spearmanr
-from torchmetrics.functional import structural_similarity_index_measure
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from captum_deconvnet import OcclusionSensitivity
 from captum_deconvnet.incremental import Approximation
