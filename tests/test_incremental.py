@@ -181,6 +181,54 @@ def test_models_that_get_no_plan():
     )
 
 
+def _set_first_channel(y):
+    y[:, :1] = 0.5
+    return y
+
+
+class Overwrites(nn.Module):
+    """Two convolutions with an in-place operation between them, and an argument
+    left at its default."""
+
+    def __init__(self, overwrite) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.overwrite = overwrite
+        self.c1, self.c2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x, scale: float = 3.0):
+        y = self.overwrite(self.c1(x) * scale)
+        return self.fc(self.c2(y).mean((2, 3)))
+
+
+@pytest.mark.parametrize(
+    ("overwrite", "planned"),
+    [
+        (lambda y: F.leaky_relu_(y, 0.1), True),  # its result read on
+        (lambda y: F.hardtanh_(y, -0.5, 0.5), True),
+        (lambda y: F.elu_(y), True),
+        (lambda y: [torch.clamp_(y, 0.0, 0.5), y][1], False),  # y read again
+        (lambda y: [y.mul_(2.0), y][1], False),
+        (_set_first_channel, False),  # x[...] = v: overwrites y, read again
+    ],
+)
+def test_in_place_functions_give_captums_numbers(overwrite, planned):
+    """In-place operations (``torch.clamp_``, ``F.leaky_relu_``, ``Tensor.mul_``,
+    item assignment) run on a copy where nothing else reads what
+    they overwrite, and send the model to full passes where something does."""
+    model = Overwrites(overwrite).eval()
+    x = images(2, 16, seed=1)
+    assert (IncrementalForward.plan(model, x) is not None) is planned
+    kwargs = {"sliding_window_shapes": (3, 4, 4), "strides": 2, "target": 1}
+    torch.testing.assert_close(
+        OcclusionSensitivity(model).attribute(x, **kwargs),
+        Occlusion(model).attribute(x, **kwargs),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
 @pytest.mark.parametrize("where", ["root", "inner", "inner-pre", "global"])
 def test_hooks_send_occlusion_to_full_passes(where):
     """A traced graph drops the hooks of the modules it inlines and would run a kept

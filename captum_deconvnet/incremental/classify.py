@@ -45,10 +45,13 @@ _POINTWISE_FUNCTIONS = {
     F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid,
     torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, torch.clamp, torch.clip,
     F.softplus, torch.abs, torch.neg, torch.exp,
+    # in-place forms (run on a copy, see graph.node_runner)
+    torch.sigmoid_, torch.tanh_, torch.clamp_, torch.clip_, torch.abs_, torch.neg_,
+    torch.exp_, F.leaky_relu_, F.elu_, F.hardtanh_, F.celu_, F.selu_,
 }  # fmt: skip
 _POINTWISE_METHODS = {
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_",
-    "clip", "clip_", "abs", "neg", "exp",
+    "clip", "clip_", "abs", "abs_", "neg", "neg_", "exp", "exp_",
 }  # fmt: skip
 _ELEMENTWISE_FUNCTIONS = {
     operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd,

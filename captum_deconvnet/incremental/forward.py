@@ -59,10 +59,13 @@ class _Recorder(fx.Interpreter):
         self.refused = False
 
     def run_node(self, node: fx.Node) -> Any:
-        if node.op == "placeholder":
-            out = super().run_node(node)
+        if node.op == "placeholder" and not self.changing:
+            out = super().run_node(node)  # the images
             self.changing[node] = None
             self.kept[node] = out
+        elif node.op == "placeholder":
+            out = super().run_node(node)  # an argument left at its default
+            self.constants[node] = out
         elif node.op == "get_attr":
             out = super().run_node(node)
             self.constants[node] = out

@@ -15,22 +15,26 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["has_hooks", "in_place_input", "node_runner", "trace", "training_layers"]
 
-_IN_PLACE_FUNCTIONS = {
+# Python's augmented assignments, with the operators they stand for.
+_IN_PLACE_OPERATORS = {
     operator.iadd: operator.add,
     operator.isub: operator.sub,
     operator.imul: operator.mul,
     operator.itruediv: operator.truediv,
-    torch.relu_: torch.relu,
-    F.relu_: F.relu,
-    torch.sigmoid_: torch.sigmoid,
-    torch.tanh_: torch.tanh,
+    operator.ifloordiv: operator.floordiv,
+    operator.imod: operator.mod,
+    operator.ipow: operator.pow,
+    operator.imatmul: operator.matmul,
+    operator.iand: operator.and_,
+    operator.ior: operator.or_,
+    operator.ixor: operator.xor,
+    operator.ilshift: operator.lshift,
+    operator.irshift: operator.rshift,
 }
 # Layers whose result depends on ``training``: in training mode they use batch
 # statistics or randomness, which full passes of other batches would not reproduce.
@@ -68,6 +72,13 @@ def trace(model: nn.Module) -> fx.GraphModule | None:
         return None
 
 
+def _in_place_name(target: Callable | str) -> bool:
+    """PyTorch's naming of in-place operations: ``relu_``, ``clamp_``, ``add_``
+    (not ``__add__``)."""
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    return name.endswith("_") and not name.startswith("__")
+
+
 def _inplace_kwarg(target: Callable, args: tuple, kwargs: dict) -> bool:
     try:
         bound = inspect.signature(target).bind(*args, **kwargs)
@@ -82,12 +93,14 @@ def in_place_input(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     if node.op == "call_module":
         in_place = getattr(gm.get_submodule(node.target), "inplace", False) is True
     elif node.op == "call_function":
-        in_place = node.target in _IN_PLACE_FUNCTIONS or _inplace_kwarg(
-            node.target, node.args, node.kwargs
+        in_place = (
+            node.target in _IN_PLACE_OPERATORS
+            or node.target is operator.setitem
+            or _in_place_name(node.target)
+            or _inplace_kwarg(node.target, node.args, node.kwargs)
         )
     elif node.op == "call_method":
-        name = str(node.target)
-        in_place = name.endswith("_") and not name.startswith("__")
+        in_place = _in_place_name(str(node.target))
     else:
         in_place = False
     return first if in_place and isinstance(first, fx.Node) else None
@@ -103,14 +116,18 @@ def node_runner(gm: fx.GraphModule, node: fx.Node) -> Callable[..., Any]:
         return module
     if node.op == "call_function":
         target = node.target
-        if target in _IN_PLACE_FUNCTIONS:
-            return _IN_PLACE_FUNCTIONS[target]
+        if target in _IN_PLACE_OPERATORS:
+            return _IN_PLACE_OPERATORS[target]
+        if target is operator.setitem or _in_place_name(target):
+            # torch.clamp_, F.leaky_relu_, Tensor.add_ called as a function...:
+            # the same function on a copy of the value it would overwrite
+            return lambda first, *args, **kwargs: target(first.clone(), *args, **kwargs)
         if _inplace_kwarg(target, node.args, node.kwargs):
             return _out_of_place(target)
         return target
     if node.op == "call_method":
         name = str(node.target)
-        if name.endswith("_") and not name.startswith("__"):
+        if _in_place_name(name):
             return lambda first, *args, **kwargs: getattr(first.clone(), name)(
                 *args, **kwargs
             )
