@@ -140,6 +140,12 @@ def select_targets(output: Tensor, target: TargetType) -> Tensor:
             )
         return per_example[:, 0]
     if isinstance(target, Tensor):
+        numeric = target.is_floating_point() or target.is_complex()
+        if numeric or target.dtype == torch.bool:
+            raise TypeError(
+                f"a target tensor holds class indices and must be of an integer "
+                f"dtype, got {target.dtype}"
+            )
         if target.numel() == 1:
             return select_targets(output, int(target.item()))
         if target.shape != (n,):

@@ -68,7 +68,7 @@ class OcclusionScan:
         # what the drill-down refines by: a value per copy of one position's outputs
         self.score: Callable[[Tensor], Tensor] = lambda outputs: outputs
         self.plan = self.unoccluded = None
-        if (incremental or approximate) and self._plannable():
+        if incremental and self._plannable():
             cap = approximate.projective_field if approximate else 1.0
             tolerance = approximate.tolerance if approximate else 0.0
             self.plan = IncrementalForward.plan(
@@ -77,7 +77,7 @@ class OcclusionScan:
         if self.plan is not None:
             self.unoccluded = self.plan.output
             if (
-                approximate is None
+                not (approximate and approximate.needs_plan)
                 and position_limit(self.plan, self._box()) < MIN_LIMIT
             ):
                 self.plan = None

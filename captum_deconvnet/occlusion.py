@@ -88,11 +88,19 @@ class OcclusionSensitivity(PerturbationAttribution):
             compiled or ``DataParallel`` one runs the module it holds) or any
             function, returning one ``(N, ...)`` tensor.
         incremental: recompute only the region an occluder reaches wherever the
-            model allows it (exact); ``False`` always runs full forward passes.
+            model allows it (exact); ``False`` always runs full forward passes
+            (then ``approximate`` may only drill down).
         max_batch: most occluded copies in one forward pass, which bounds memory.
         approximate: opt-in approximate results for speed (Krypton's
             projective-field threshold and coarse-to-fine drill-down, see
             :class:`~captum_deconvnet.incremental.Approximation`); ``None`` is exact.
+
+    Raises:
+        TypeError: ``forward_func`` not callable, ``incremental`` not a bool,
+            ``approximate`` not an ``Approximation``.
+        ValueError: ``max_batch`` not a positive int, or an ``approximate`` that
+            cuts boxes (``projective_field`` or ``tolerance``) with
+            ``incremental=False``.
 
     Example::
 
@@ -114,9 +122,17 @@ class OcclusionSensitivity(PerturbationAttribution):
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {forward_func!r}")
         check_positive("max_batch", max_batch)
+        if not isinstance(incremental, bool):
+            raise TypeError(f"incremental must be True or False, got {incremental!r}")
         if approximate is not None and not isinstance(approximate, Approximation):
             raise TypeError(
                 f"approximate must be an Approximation, got {approximate!r}"
+            )
+        if approximate is not None and approximate.needs_plan and not incremental:
+            raise ValueError(
+                f"{approximate} cuts the boxes of incremental inference, which "
+                "incremental=False turns off: pass incremental=True, or keep only "
+                "coarse and refine"
             )
         super().__init__(forward_func)
         self.incremental = incremental

@@ -229,6 +229,42 @@ def test_in_place_functions_give_captums_numbers(overwrite, planned):
     )
 
 
+class Masked(Overwrites):
+    """An optional argument that changes the graph when given."""
+
+    def __init__(self) -> None:
+        super().__init__(F.relu)
+
+    def forward(self, x, mask=None):
+        y = F.relu(self.c1(x))
+        if mask is not None:
+            y = y * mask
+        return self.fc(self.c2(y).mean((2, 3)))
+
+
+def test_arguments_left_at_their_defaults_are_traced_as_such():
+    model, x = Masked().eval(), images(2, 16, seed=2)
+    assert IncrementalForward.plan(model, x) is not None
+    kwargs = {"sliding_window_shapes": (3, 4, 4), "strides": 2, "target": 0}
+    torch.testing.assert_close(
+        OcclusionSensitivity(model).attribute(x, **kwargs),
+        Occlusion(model).attribute(x, **kwargs),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_a_model_that_raises_raises_its_own_error():
+    """A model that fails on the input fails as in a plain call, not inside the
+    traced graph."""
+    model = vgg_style().eval()
+    with pytest.raises(RuntimeError) as plain:
+        model(images(1, 16).double())
+    with pytest.raises(RuntimeError) as ours:
+        OcclusionSensitivity(model).attribute(images(1, 16).double(), (3, 4, 4), 2, 0)
+    assert str(ours.value) == str(plain.value)
+
+
 @pytest.mark.parametrize("where", ["root", "inner", "inner-pre", "global"])
 def test_hooks_send_occlusion_to_full_passes(where):
     """A traced graph drops the hooks of the modules it inlines and would run a kept

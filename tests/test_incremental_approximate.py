@@ -3,6 +3,7 @@ their bilinear interpolation, and the projective-field cap on the boxes."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -28,12 +29,15 @@ def small_net() -> nn.Sequential:
     )  # fmt: skip
 
 
-def per_position(model, x, window, stride, approximate=None) -> torch.Tensor:
+def per_position(
+    model, x, window, stride, approximate=None, incremental=True
+) -> torch.Tensor:
     """``(rows, cols, N, classes)``: the outputs at each occluder position."""
     regions = occluder_regions(x.shape[1:], (3, window, window), (3, stride, stride))
     scan = OcclusionScan(
-        model, (x,), 0, regions, torch.tensor(0.0), (), 5, approximate=approximate
-    )
+        model, (x,), 0, regions, torch.tensor(0.0), (), 5,
+        incremental=incremental, approximate=approximate,
+    )  # fmt: skip
     with torch.no_grad():
         outputs = torch.cat([out for _, out, _ in scan])
     side = round(math.sqrt(len(regions)))
@@ -59,6 +63,10 @@ def test_drill_down_computes_the_coarse_grid_and_interpolates_the_rest():
     refined = per_position(model, x, 4, 2, Approximation(coarse=3, refine=0.5))
     computed = (refined - exact).abs().amax((2, 3)) < 1e-5
     assert computed.sum() == 16 + math.ceil(0.5 * (81 - 16))  # coarse + refined
+    by_full_passes = per_position(
+        model, x, 4, 2, Approximation(coarse=3, refine=0.5), incremental=False
+    )
+    torch.testing.assert_close(by_full_passes, refined, rtol=1e-5, atol=1e-5)
     everything = per_position(model, x, 4, 2, Approximation(coarse=3, refine=1.0))
     torch.testing.assert_close(everything, exact, rtol=1e-5, atol=1e-5)
 
@@ -120,8 +128,22 @@ def test_bad_approximations_are_refused():
         Approximation(refine=1.5)
     with pytest.raises(ValueError, match="tolerance"):
         Approximation(tolerance=-1.0)
+    with pytest.raises(ValueError, match="tolerance"):
+        Approximation(tolerance=float("inf"))
+    for name in ("projective_field", "refine", "tolerance"):
+        for value in (None, "0.5", True):
+            with pytest.raises(TypeError, match=name):
+                Approximation(**{name: value})
+    with pytest.raises(TypeError, match="coarse"):
+        Approximation(coarse=2.0)
+    assert Approximation(coarse=np.int64(2), refine=np.float32(0.5)).drills_down
     with pytest.raises(TypeError, match="Approximation"):
         OcclusionSensitivity(small_net(), approximate=0.5)
+    with pytest.raises(TypeError, match="incremental"):
+        OcclusionSensitivity(small_net(), incremental="no")
+    for cut in (Approximation(projective_field=0.5), Approximation(tolerance=0.1)):
+        with pytest.raises(ValueError, match="incremental=False"):
+            OcclusionSensitivity(small_net(), incremental=False, approximate=cut)
     drill = OcclusionSensitivity(
         small_net(), approximate=Approximation(coarse=2, refine=0)
     )

@@ -40,6 +40,14 @@ def test_bad_targets_are_named(target, word):
         select_targets(OUTPUT, target)
 
 
+@pytest.mark.parametrize(
+    "target", [torch.tensor(2.0), torch.tensor([0.0, 1, 2, 3]), torch.tensor(True)]
+)
+def test_target_tensors_of_other_than_integers_are_refused(target):
+    with pytest.raises(TypeError, match=str(target.dtype)):
+        select_targets(OUTPUT, target)
+
+
 def test_target_none_with_one_output_per_example():
     torch.testing.assert_close(select_targets(OUTPUT[:, :1], None), OUTPUT[:, 0])
 

@@ -4,6 +4,7 @@ drill-down (Nakandala et al., SIGMOD 2019, Sec. 4), opt-in."""
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ class Approximation:
             field); 0 keeps boxes whole.
 
     Raises:
+        TypeError: a value that is not a number (``coarse``: not an int).
         ValueError: a value out of range.
     """
 
@@ -43,18 +45,33 @@ class Approximation:
     tolerance: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("projective_field", "refine", "tolerance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a number, got {value!r}")
+        if isinstance(self.coarse, bool) or not isinstance(
+            self.coarse, numbers.Integral
+        ):
+            raise TypeError(f"coarse must be an int, got {self.coarse!r}")
         if not 0 < self.projective_field <= 1:
             raise ValueError(
                 f"projective_field must be in (0, 1], got {self.projective_field!r}"
             )
-        if isinstance(self.coarse, bool) or not isinstance(self.coarse, int):
-            raise ValueError(f"coarse must be a positive int, got {self.coarse!r}")
         if self.coarse < 1:
             raise ValueError(f"coarse must be a positive int, got {self.coarse!r}")
         if not 0 <= self.refine <= 1:
             raise ValueError(f"refine must be in [0, 1], got {self.refine!r}")
-        if not self.tolerance >= 0:
-            raise ValueError(f"tolerance must be at least 0, got {self.tolerance!r}")
+        if not 0 <= self.tolerance < math.inf:
+            raise ValueError(
+                f"tolerance must be a finite number of at least 0, got "
+                f"{self.tolerance!r}"
+            )
+
+    @property
+    def needs_plan(self) -> bool:
+        """Whether it changes how each copy is computed (which needs the
+        incremental plan), not only which copies are."""
+        return self.projective_field < 1 or self.tolerance > 0
 
     @property
     def drills_down(self) -> bool:

@@ -180,8 +180,9 @@ class IncrementalForward:
         tolerance: float = 0.0,
     ) -> IncrementalForward | None:
         """The plan for ``model`` on ``images`` ``(N, C, H, W)``, or ``None`` when the
-        model has hooks, layers in training mode, cannot be traced, does not return
-        one tensor, or overwrites in place a value that is read again.
+        model has hooks, layers in training mode, cannot be traced, raises on the
+        traced graph, does not return one tensor, or overwrites in place a value
+        that is read again.
 
         Args:
             watch: a submodule whose per-channel output sums are returned too; it
@@ -207,8 +208,11 @@ class IncrementalForward:
                 return None
             watch_node = nodes[0]
         recorder = _Recorder(gm, watch_node, tolerance > 0)
-        with torch.no_grad():
-            output = recorder.run(images)
+        try:
+            with torch.no_grad():
+                output = recorder.run(images)
+        except Exception:  # noqa: BLE001 - the full pass shows the model's own error
+            return None
         if recorder.refused or not isinstance(output, Tensor):
             return None
         return cls(recorder, output, cap_fraction, tolerance)

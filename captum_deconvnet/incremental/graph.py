@@ -66,8 +66,20 @@ def training_layers(model: nn.Module) -> bool:
 
 
 def trace(model: nn.Module) -> fx.GraphModule | None:
+    """The graph of ``model`` called on its first argument alone, the others at
+    their defaults (fixed while tracing, so that ``if mask is not None:`` takes the
+    branch a call takes); ``None`` where fx cannot trace it."""
     try:
-        return fx.symbolic_trace(model)
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        parameters = []
+    defaults = {
+        p.name: p.default
+        for p in parameters[1:]
+        if p.default is not inspect.Parameter.empty
+    }
+    try:
+        return fx.symbolic_trace(model, concrete_args=defaults or None)
     except Exception:  # noqa: BLE001 - any model fx cannot trace runs in full
         return None
 
