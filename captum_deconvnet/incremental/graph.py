@@ -131,8 +131,8 @@ def node_runner(gm: fx.GraphModule, node: fx.Node) -> Callable[..., Any]:
         if target in _IN_PLACE_OPERATORS:
             return _IN_PLACE_OPERATORS[target]
         if target is operator.setitem or _in_place_name(target):
-            # torch.clamp_, F.leaky_relu_, Tensor.add_ called as a function...:
-            # the same function on a copy of the value it would overwrite
+            # torch.clamp_, F.leaky_relu_, x[...] = v: the same function on a
+            # copy of the value it would overwrite
             return lambda first, *args, **kwargs: target(first.clone(), *args, **kwargs)
         if _inplace_kwarg(target, node.args, node.kwargs):
             return _out_of_place(target)
