@@ -186,6 +186,16 @@ def _set_first_channel(y):
     return y
 
 
+def assert_gives_captums_numbers(model: nn.Module, x: torch.Tensor, target: int):
+    kwargs = {"sliding_window_shapes": (3, 4, 4), "strides": 2, "target": target}
+    torch.testing.assert_close(
+        OcclusionSensitivity(model).attribute(x, **kwargs),
+        Occlusion(model).attribute(x, **kwargs),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
 class Overwrites(nn.Module):
     """Two convolutions with an in-place operation between them, and an argument
     left at its default."""
@@ -215,18 +225,12 @@ class Overwrites(nn.Module):
 )
 def test_in_place_functions_give_captums_numbers(overwrite, planned):
     """In-place operations (``torch.clamp_``, ``F.leaky_relu_``, ``Tensor.mul_``,
-    item assignment) run on a copy where nothing else reads what
-    they overwrite, and send the model to full passes where something does."""
+    item assignment) run on a copy where nothing else reads what they overwrite,
+    and send the model to full passes where something does."""
     model = Overwrites(overwrite).eval()
     x = images(2, 16, seed=1)
     assert (IncrementalForward.plan(model, x) is not None) is planned
-    kwargs = {"sliding_window_shapes": (3, 4, 4), "strides": 2, "target": 1}
-    torch.testing.assert_close(
-        OcclusionSensitivity(model).attribute(x, **kwargs),
-        Occlusion(model).attribute(x, **kwargs),
-        rtol=1e-5,
-        atol=1e-6,
-    )
+    assert_gives_captums_numbers(model, x, target=1)
 
 
 class Masked(Overwrites):
@@ -245,13 +249,7 @@ class Masked(Overwrites):
 def test_arguments_left_at_their_defaults_are_traced_as_such():
     model, x = Masked().eval(), images(2, 16, seed=2)
     assert IncrementalForward.plan(model, x) is not None
-    kwargs = {"sliding_window_shapes": (3, 4, 4), "strides": 2, "target": 0}
-    torch.testing.assert_close(
-        OcclusionSensitivity(model).attribute(x, **kwargs),
-        Occlusion(model).attribute(x, **kwargs),
-        rtol=1e-5,
-        atol=1e-6,
-    )
+    assert_gives_captums_numbers(model, x, target=0)
 
 
 def test_a_model_that_raises_raises_its_own_error():
