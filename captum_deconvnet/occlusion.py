@@ -90,7 +90,8 @@ class OcclusionSensitivity(PerturbationAttribution):
         incremental: recompute only the region an occluder reaches wherever the
             model allows it (exact); ``False`` always runs full forward passes
             (then ``approximate`` may only drill down).
-        max_batch: most occluded copies in one forward pass, which bounds memory.
+        max_batch: most occluded copies in one forward pass, which bounds memory
+            (one position's copies of all ``N`` images at the least).
         approximate: opt-in approximate results for speed (Krypton's
             projective-field threshold and coarse-to-fine drill-down, see
             :class:`~captum_deconvnet.incremental.Approximation`); ``None`` is exact.
@@ -254,7 +255,8 @@ class OcclusionSensitivity(PerturbationAttribution):
                 where the square lies wholly inside the image are used.
             target: the class of ``probability``, in Captum's forms; ``None`` takes
                 each image's predicted class.
-            layer: a submodule whose channel to watch; ``None`` skips ``activation``.
+            layer: a submodule whose channel to watch (its first call, where it
+                runs more than once); ``None`` skips ``activation``.
             channel: the channel of ``layer``, one for all images or one per image;
                 ``None`` takes each image's strongest channel without occluder.
             fill: the square's value: ``None`` is each image's mean per channel

@@ -1,6 +1,8 @@
 """The incremental plan's mechanics: which models get one, what it never does to a
 model, layers it does not know, the multiply-add count, how chunks are sized."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -246,10 +248,52 @@ class Masked(Overwrites):
         return self.fc(self.c2(y).mean((2, 3)))
 
 
+class Scaled(Overwrites):
+    def __init__(self) -> None:
+        super().__init__(F.relu)
+
+    def forward(self, x, scale=torch.tensor(2.0)):  # noqa: B008 - what users write
+        return self.fc(self.c2(F.relu(self.c1(x)) * scale).mean((2, 3)))
+
+
 def test_arguments_left_at_their_defaults_are_traced_as_such():
     model, x = Masked().eval(), images(2, 16, seed=2)
     assert IncrementalForward.plan(model, x) is not None
     assert_gives_captums_numbers(model, x, target=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert_gives_captums_numbers(Scaled().eval(), x, target=0)
+    assert not caught  # fx's notes on a tensor default stay inside
+
+
+class Stores(nn.Module):
+    """A forward that keeps what it computed: a lazily built constant, the last
+    features, every call's features in a list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 5)
+        self.ramp, self.features, self.seen = None, None, []
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        if self.ramp is None:
+            self.ramp = torch.linspace(0, 1, h.shape[-1])
+        self.features = h
+        self.seen.append(h)
+        return self.fc((h + self.ramp).mean((2, 3)))
+
+
+def test_tracing_leaves_what_the_forward_stores_as_it_was():
+    """Tracing runs the forward on fx proxies; none may stay in the model."""
+    model, x = Stores().eval(), images(2, 16)
+    assert IncrementalForward.plan(model, x) is not None
+    assert model.ramp is None and model.features is None and model.seen == []
+    assert_gives_captums_numbers(model, x, target=0)
+    plain = Stores().eval()
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(model(x), plain(x))
+    assert all(isinstance(h, torch.Tensor) for h in model.seen)
 
 
 def test_a_model_that_raises_raises_its_own_error():

@@ -198,8 +198,9 @@ def test_adaptive_chunks_of_small_inputs_start_large():
 
 
 def totals(output: torch.Tensor) -> torch.Tensor:
-    """Each channel's total activation (a linear layer's outputs are its channels)."""
-    return output.sum((2, 3)) if output.ndim == 4 else output
+    """Each channel's total activation (a linear layer's outputs are its channels,
+    copied before a following in-place layer overwrites them)."""
+    return output.sum((2, 3)) if output.ndim == 4 else output.clone()
 
 
 def naive_maps(model, layer, x, window, stride, fill, target, channel):
@@ -250,6 +251,31 @@ def test_sensitivity_maps_equal_a_naive_double_loop(incremental, layer_index):
     torch.testing.assert_close(maps.probability, probability, rtol=1e-4, atol=1e-6)
     assert torch.equal(maps.top_class, top)
     torch.testing.assert_close(maps.activation, activation, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("incremental", [True, False])
+def test_a_watched_layer_followed_by_an_in_place_layer_keeps_its_own_values(
+    incremental,
+):
+    """A linear layer's output, overwritten by the in-place ReLU after it: the maps
+    report the layer's values (negative ones too), not the ReLU's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 10 * 10, 8),
+        nn.ReLU(inplace=True), nn.Linear(8, 5),
+    ).eval()  # fmt: skip
+    x = images(2)
+    with torch.no_grad():
+        linear = model[:3](x)
+    channel = linear.argmin(1)  # a negative value, which the ReLU would zero
+    occlusion = OcclusionSensitivity(model, incremental=incremental)
+    maps = occlusion.sensitivity_maps(x, 4, 4, layer=model[2], channel=channel)
+    expected = linear[torch.arange(2), channel]
+    assert (expected < 0).all()
+    torch.testing.assert_close(maps.unoccluded_activation, expected)
+    fill = x.mean((2, 3), keepdim=True)
+    *_, activation = naive_maps(model, model[2], x, 4, 4, fill, maps.target, channel)
+    torch.testing.assert_close(maps.activation, activation, rtol=1e-4, atol=1e-5)
 
 
 def test_sensitivity_maps_with_chosen_target_channel_and_fill():

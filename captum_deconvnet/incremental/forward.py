@@ -28,8 +28,9 @@ __all__ = ["IncrementalForward", "channel_sums"]
 
 
 def channel_sums(output: Tensor) -> Tensor:
-    """``(N, C)``: each channel's total over the remaining dimensions."""
-    return output.flatten(2).sum(2) if output.ndim > 2 else output
+    """``(N, C)``: each channel's total over the remaining dimensions; a new
+    tensor, which a later in-place layer cannot overwrite."""
+    return output.flatten(2).sum(2) if output.ndim > 2 else output.clone()
 
 
 @dataclass

@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import inspect
 import operator
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch.fx as fx
@@ -79,9 +81,38 @@ def trace(model: nn.Module) -> fx.GraphModule | None:
         if p.default is not inspect.Parameter.empty
     }
     try:
-        return fx.symbolic_trace(model, concrete_args=defaults or None)
+        with _state_kept(model), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fx's notes on specialised defaults
+            return fx.symbolic_trace(model, concrete_args=defaults or None)
     except Exception:  # noqa: BLE001 - any model fx cannot trace runs in full
         return None
+
+
+@contextmanager
+def _state_kept(model: nn.Module) -> Iterator[None]:
+    """Tracing runs the model's Python code on fx proxies: what it stores on a
+    module (``self.cache = h``, ``self.seen.append(h)``) is put back as it was."""
+    saved = []
+    for module in model.modules():
+        attributes = dict(vars(module))
+        contents = {
+            name: copy.copy(value)
+            for name, value in attributes.items()
+            if isinstance(value, (list, dict, set))
+        }
+        saved.append((module, attributes, contents))
+    try:
+        yield
+    finally:
+        for module, attributes, contents in saved:
+            vars(module).clear()
+            vars(module).update(attributes)
+            for name, value in contents.items():
+                attributes[name].clear()
+                if isinstance(value, list):
+                    attributes[name].extend(value)
+                else:
+                    attributes[name].update(value)
 
 
 def _in_place_name(target: Callable | str) -> bool:
