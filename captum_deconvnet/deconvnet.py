@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +11,7 @@ import torch
 from captum.attr import GradientAttribution, NeuronAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
+from torch.utils.checkpoint import CheckpointError
 
 from ._inputs import (
     TargetType,
@@ -69,7 +71,15 @@ class _Deconv(GradientAttribution):
             with rules:
                 values, grad = seed(model, leaves + extra)
             rules.warn_unruled()
-            grads = torch.autograd.grad(values, leaves, grad, allow_unused=True)
+            try:
+                grads = torch.autograd.grad(values, leaves, grad, allow_unused=True)
+            except CheckpointError as error:
+                raise ValueError(
+                    "the model recomputes checkpointed blocks in the backward pass "
+                    "(torch.utils.checkpoint, e.g. densenet's memory_efficient=True), "
+                    "where the deconvnet rules do not reach: build it without "
+                    "checkpointing"
+                ) from error
         grads = tuple(
             torch.zeros_like(t) if g is None else g
             for t, g in zip(tensors, grads, strict=True)
@@ -91,9 +101,11 @@ class DeconvNet(_Deconv):
     Reverse pass: unpool with the forward max-pool switches, rectify with a ReLU, filter
     with the transposed forward weights (no biases). Every ReLU the forward pass calls
     is rectified, including ``F.relu``/``torch.relu`` in ``forward`` (which Captum's
-    ``Deconvolution`` misses). Other activations (GELU, LeakyReLU, ReLU6, ...) keep
-    their gradient and a warning names them. The model runs in eval mode and is left
-    as it was (see :func:`~captum_deconvnet.layers.guarded`).
+    ``Deconvolution`` misses). Other activations (GELU, LeakyReLU, ReLU6, sigmoid,
+    tanh, ...) keep their gradient and a warning names them. A TorchScript model's
+    operations are out of sight: it gets its plain gradient, as from Captum. The
+    model runs in eval mode and is left as it was (see
+    :func:`~captum_deconvnet.layers.guarded`).
 
     Args:
         model: the network (a compiled or ``DataParallel`` one runs the module it
@@ -131,8 +143,10 @@ class DeconvNet(_Deconv):
 
         Raises:
             TypeError: if the model does not return one tensor.
-            ValueError: for a target that does not fit the output, or an unbatched
-                input to a convolution of the model.
+            ValueError: for a target that does not fit the output, an unbatched
+                input to a convolution of the model, or a model that recomputes
+                checkpointed blocks (``torch.utils.checkpoint``) in the backward
+                pass, where the rules do not reach.
         """
 
         def seed(model: nn.Module, args: tuple) -> tuple[Tensor, Tensor]:
@@ -251,15 +265,21 @@ class _LayerReached(Exception):
 
 @contextmanager
 def _capture(layer: nn.Module, use_input: bool, n: int) -> Iterator[list[Tensor]]:
+    """The layer's output, or its input taken before the layer runs (an in-place
+    layer would overwrite it); the forward pass ends there."""
     captured: list[Tensor] = []
 
-    def hook(module: nn.Module, args: tuple, output: Any) -> None:
-        value = (args[0] if args else None) if use_input else output
+    def take(value: Any) -> None:
         where = "input" if use_input else "output"
         captured.append(layer_tensor(layer, value, n, where))
         raise _LayerReached
 
-    handle = layer.register_forward_hook(hook)
+    if use_input:
+        handle = layer.register_forward_pre_hook(
+            lambda module, args: take(args[0] if args else None)
+        )
+    else:
+        handle = layer.register_forward_hook(lambda module, args, out: take(out))
     try:
         yield captured
     except _LayerReached:
@@ -282,13 +302,19 @@ def _select_neurons(activation: Tensor, selector: NeuronSelector) -> Tensor:
     n = activation.shape[0]
     if callable(selector):
         value = selector(activation)
+        if not isinstance(value, Tensor):
+            raise TypeError(
+                f"neuron_selector must return a tensor, got {type(value).__name__}"
+            )
         if value.numel() not in (1, n):
             raise ValueError(
                 f"neuron_selector returned shape {tuple(value.shape)}; it must return "
                 f"one value, or one per example ({n})"
             )
         return value.reshape(-1)
-    index = (selector,) if isinstance(selector, int) else selector
+    index = (selector,) if isinstance(selector, numbers.Integral) else selector
+    if isinstance(index, tuple):  # numpy ints as ints, for the range check
+        index = tuple(int(i) if isinstance(i, numbers.Integral) else i for i in index)
     if not isinstance(index, tuple) or len(index) != activation.ndim - 1:
         raise ValueError(
             f"neuron_selector {selector!r} does not index one example's activation of "
@@ -311,7 +337,10 @@ def _feature_map_seed(
 ) -> Tensor:
     """The layer's activation with everything zeroed but the kept part of each map."""
     n, c = activation.shape[:2]
-    chosen = torch.as_tensor(channels, device=activation.device).long().reshape(-1)
+    chosen = torch.as_tensor(channels, device=activation.device)
+    if chosen.is_floating_point() or chosen.is_complex() or chosen.dtype == torch.bool:
+        raise TypeError(f"channels must be ints, got {channels!r}")
+    chosen = chosen.long().reshape(-1)
     chosen = per_example(chosen, n, "channels")
     if chosen.min() < 0 or chosen.max() >= c:
         raise ValueError(
@@ -335,8 +364,13 @@ def _flat_positions(
 ) -> Tensor:
     """``(N, 1)`` indices into each flattened map of the ``(row, col)`` positions."""
     n = activation.shape[0]
+    if activation.ndim != 4:
+        raise ValueError(
+            "positions picks a (row, col) in 2-D feature maps, but the layer's "
+            f"output has shape {tuple(activation.shape)}"
+        )
     rows_cols = torch.as_tensor(positions, device=activation.device).long()
-    if activation.ndim != 4 or rows_cols.ndim != 2 or rows_cols.shape[1] != 2:
+    if rows_cols.ndim != 2 or rows_cols.shape[1] != 2:
         raise ValueError(
             f"positions must be ({n}, 2) rows and columns into maps of shape "
             f"{tuple(activation.shape[2:])}, got shape {tuple(rows_cols.shape)}"

@@ -53,6 +53,18 @@ OTHER_ACTIVATIONS = {
     F.hardswish,
     F.softplus,
     F.threshold,
+    torch.sigmoid,
+    F.sigmoid,
+    Tensor.sigmoid,
+    torch.tanh,
+    F.tanh,
+    Tensor.tanh,
+    F.hardsigmoid,
+    F.softsign,
+    F.logsigmoid,
+    F.hardshrink,
+    F.softshrink,
+    F.tanhshrink,
 }
 
 
@@ -102,11 +114,13 @@ class DeconvRules(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in _RELU or func in _RELU_INPLACE:
             inplace = func in _RELU_INPLACE or _inplace_flag(args, kwargs)
-            return _rectify(args[0], inplace)
+            x, _, _ = _first(args, kwargs)
+            return _rectify(x, inplace)
         if func is F.local_response_norm and self.skip_normalization:
-            return _PassGradient.apply(args[0], lambda x: func(x, *args[1:], **kwargs))
+            x, rest, others = _first(args, kwargs)
+            return _PassGradient.apply(x, lambda x: func(x, *rest, **others))
         if func in OTHER_ACTIVATIONS:
-            self.unruled.add(func.__name__.rstrip("_"))
+            self.unruled.add(func.__name__.strip("_"))
         return func(*args, **kwargs)
 
     def warn_unruled(self) -> None:
@@ -119,6 +133,15 @@ class DeconvRules(TorchFunctionMode):
                 UserWarning,
                 stacklevel=3,
             )
+
+
+def _first(args: tuple, kwargs: dict) -> tuple[Tensor, tuple, dict]:
+    """The tensor a function acts on, given by position or as ``input=``, and the
+    other arguments."""
+    if args:
+        return args[0], args[1:], kwargs
+    others = dict(kwargs)
+    return others.pop("input"), (), others
 
 
 def _inplace_flag(args: tuple, kwargs: dict) -> bool:

@@ -4,11 +4,13 @@ import torch.nn.functional as F
 import torchvision
 from captum.attr import Deconvolution, NeuronDeconvolution, Saliency
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from captum_deconvnet import DeconvNet, FeatureMapDeconvNet, NeuronDeconvNet
 from lightning_zfnet import zfnet
 from lightning_zfnet.model import contrast_norm
 
+from .helpers import snapshot
 from .reference_deconvnet import (
     one_hot_seed,
     position_seed,
@@ -163,6 +165,59 @@ def test_neuron_selector_callable_and_layer_input(images):
     torch.testing.assert_close(ours, theirs, **TIGHT)
 
 
+@pytest.mark.parametrize("activation", [nn.ReLU6(inplace=True), nn.ReLU(inplace=True)])
+def test_the_input_of_an_in_place_layer_is_taken_before_it_runs(activation):
+    """``attribute_to_neuron_input`` on a layer that overwrites its input: the
+    neuron is the input's, as Captum's and the previous layer's output give it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), activation, nn.Flatten(), nn.Linear(256, 2)
+    ).eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    model.double()
+    selector = lambda a: -a[:, 1, 2:5, 3].sum(1)  # noqa: E731 - negative values too
+    ours = NeuronDeconvNet(model, model[1], "gradient").attribute(
+        x, selector, attribute_to_neuron_input=True
+    )
+    theirs = NeuronDeconvolution(model, model[1]).attribute(
+        x, selector, attribute_to_neuron_input=True
+    )
+    as_output = NeuronDeconvNet(model, model[0], "gradient").attribute(x, selector)
+    torch.testing.assert_close(ours, as_output, **TIGHT)
+    torch.testing.assert_close(ours, theirs, **TIGHT)
+    assert ours.abs().max() > 0
+
+
+class SharedPool(nn.Module):
+    """A max pool's output fed both to a ReLU module and to a convolution."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+        self.r1, self.ra, self.fc = nn.ReLU(), nn.ReLU(), nn.Linear(6 * 64, 5)
+
+    def forward(self, x):
+        h = F.max_pool2d(self.r1(self.c1(x)), 2)
+        return self.fc((self.c2(h) + self.ra(h)).flatten(1))
+
+
+def test_a_rectified_tensor_used_twice_equals_the_hand_written_reverse_network():
+    model = SharedPool().double().eval()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        before_pool = model.c1(x)
+        _, switches = F.max_pool2d(F.relu(before_pool), 2, return_indices=True)
+        g = model.fc.weight[2].reshape(1, 6, 8, 8).expand(2, -1, -1, -1)
+        g = F.conv_transpose2d(g, model.c2.weight, padding=1) + F.relu(g)
+        g = F.max_unpool2d(g, switches, 2, output_size=before_pool.shape[2:])
+        expected = F.conv_transpose2d(F.relu(g), model.c1.weight, padding=1)
+    ours = DeconvNet(model, normalization="gradient").attribute(x, target=2)
+    torch.testing.assert_close(ours, expected, **TIGHT)
+    # Captum's hooks give another result here (the README says so).
+    assert not torch.allclose(Deconvolution(model).attribute(x, target=2), expected)
+
+
 class ReLUStyles(nn.Module):
     """The same network with its ReLUs written in each way a forward can call them."""
 
@@ -185,6 +240,8 @@ class ReLUStyles(nn.Module):
             "torch.relu_": torch.relu_,
             "Tensor.relu": lambda t: t.relu(),
             "Tensor.relu_": lambda t: t.relu_(),
+            "torch.relu(input=)": lambda t: torch.relu(input=t),
+            "torch.relu_(input=)": lambda t: torch.relu_(input=t),
         }[self.style](x)
 
     def forward(self, x):
@@ -194,7 +251,7 @@ class ReLUStyles(nn.Module):
 
 
 STYLES = ["F.relu", "F.relu_inplace", "F.relu_", "torch.relu", "torch.relu_"]
-STYLES += ["Tensor.relu", "Tensor.relu_"]
+STYLES += ["Tensor.relu", "Tensor.relu_", "torch.relu(input=)", "torch.relu_(input=)"]
 
 
 @pytest.mark.parametrize("style", STYLES)
@@ -232,13 +289,40 @@ def test_googlenet_without_relu_modules_is_rectified():
     assert (ours - gradient).abs().max() > 0.1 * ours.abs().max()
 
 
+class Checkpointed(ReLUStyles):
+    """ReLUStyles("module") with its first block recomputed in the backward pass."""
+
+    def __init__(self):
+        super().__init__("module")
+
+    def forward(self, x):
+        block = lambda t: F.max_pool2d(self.relu(self.conv1(t)), 2)  # noqa: E731
+        x = checkpoint(block, x, use_reentrant=False)
+        x = F.max_pool2d(self.rectify(self.conv2(x)), 2)
+        return self.fc(x.flatten(1))
+
+
+def test_checkpointed_blocks_are_refused_by_name():
+    """Their forward reruns in the backward pass, where the rules do not reach."""
+    model, x = Checkpointed().eval(), torch.randn(2, 3, 16, 16)
+    state = snapshot(model)
+    with pytest.raises(ValueError, match="checkpoint"):
+        DeconvNet(model).attribute(x, target=1)
+    assert snapshot(model) == state
+
+
 @pytest.mark.parametrize(
     "activation, name",
-    [(nn.GELU(), "gelu"), (nn.LeakyReLU(), "leaky_relu"), (nn.ReLU6(), "hardtanh")],
-)
+    [
+        (nn.GELU(), "gelu"), (nn.LeakyReLU(), "leaky_relu"), (nn.ReLU6(), "hardtanh"),
+        (nn.Sigmoid(), "sigmoid"), (nn.Tanh(), "tanh"),
+        (nn.Hardsigmoid(), "hardsigmoid"),
+        (nn.Threshold(0.1, 0.0), "threshold"), (nn.Softshrink(), "softshrink"),
+    ],
+)  # fmt: skip
 def test_activations_without_a_rule_are_named_in_a_warning(activation, name):
     model = nn.Sequential(nn.Linear(4, 4), activation, nn.Linear(4, 2)).eval()
-    with pytest.warns(UserWarning, match=name):
+    with pytest.warns(UserWarning, match=f"applies {name},"):
         DeconvNet(model).attribute(torch.randn(3, 4), target=0)
 
 

@@ -111,6 +111,19 @@ def test_bad_input_is_named():
         )
     with pytest.raises(ValueError, match="neuron_selector 3"):
         NeuronDeconvNet(model, model[4]).attribute(torch.randn(2, 3, 8, 8), 3)
+    with pytest.raises(ValueError, match="out of range"):
+        selector = (np.int64(9), 0, 0)
+        NeuronDeconvNet(model, model[4]).attribute(torch.randn(2, 3, 8, 8), selector)
+    with pytest.raises(TypeError, match="list"):
+        NeuronDeconvNet(model, model[4]).attribute(
+            torch.randn(2, 3, 8, 8), lambda a: [a[0, 0, 0, 0]]
+        )
+    with pytest.raises(TypeError, match="channels"):
+        FeatureMapDeconvNet(model, model[4]).attribute(torch.randn(1, 3, 8, 8), 1.7)
+    with pytest.raises(ValueError, match="2-D feature maps"):
+        FeatureMapDeconvNet(model, model[-1]).attribute(
+            torch.randn(1, 3, 8, 8), 0, positions=[(0, 0)]
+        )
     with pytest.raises(ValueError, match="did not run"):
         unused = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
         NeuronDeconvNet(nn.Sequential(unused[0], nn.Identity()), unused[0])  # runs
