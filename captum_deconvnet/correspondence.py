@@ -105,10 +105,18 @@ def box_part_masks(boxes: Tensor, image_size: tuple[int, int]) -> dict[str, Tens
 
     Returns:
         ``{"top": ..., "middle": ..., "bottom": ...}``, each ``(N, H, W)`` bool.
+
+    Raises:
+        ValueError: boxes not ``(N, 4)``, or a box with no area.
     """
     boxes = torch.as_tensor(boxes).long()
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must be (N, 4), got {tuple(boxes.shape)}")
+    empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if empty.any():
+        raise ValueError(
+            f"boxes must have x1 > x0 and y1 > y0, got {boxes[empty].tolist()}"
+        )
     rows = torch.arange(image_size[0])[None, :, None]
     cols = torch.arange(image_size[1])[None, None, :]
     x0, y0, x1, y1 = (v[:, None, None] for v in boxes.unbind(1))

@@ -44,9 +44,15 @@ class InvarianceCurves:
 def transform(images: Tensor, kind: str, amount: float, fill: float = 0.0) -> Tensor:
     """Move images ``amount`` pixels down, scale them by ``amount`` about their
     centre, or rotate them ``amount`` degrees anticlockwise; ``fill`` comes in
-    where the image moves away (bilinear interpolation)."""
+    where the image moves away (bilinear interpolation).
+
+    Raises:
+        ValueError: an unknown ``kind``, or a translation by a fraction of a pixel.
+    """
     if kind not in TRANSFORMS:
         raise ValueError(f"transform must be one of {TRANSFORMS}, got {kind!r}")
+    if kind == "translation" and amount != round(amount):
+        raise ValueError(f"translation moves whole pixels, got {amount!r}")
     bilinear = InterpolationMode.BILINEAR
     if kind == "rotation":
         return TF.rotate(images, float(amount), bilinear, fill=fill)

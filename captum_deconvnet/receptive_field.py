@@ -9,6 +9,8 @@ ResNet-style models get their real fields, not those of a chain of their modules
 
 from __future__ import annotations
 
+import contextlib
+import io
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +20,14 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .incremental.classify import (
+    ELEMENTWISE_FUNCTIONS,
+    ELEMENTWISE_METHODS,
+    IDENTITY_MODULES,
+    POINTWISE_FUNCTIONS,
+    POINTWISE_METHODS,
+    POINTWISE_MODULES,
+)
 from .layers import guarded, layer_name
 
 __all__ = ["ReceptiveField", "receptive_field"]
@@ -133,8 +143,14 @@ def _shaped_graph(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModul
     example = torch.zeros(1, *input_shape, dtype=parameter.dtype)
     # The traced graph shares the model's modules, which the caller's guard keeps
     # in eval mode: batch-norm statistics stay untouched by the dry run.
-    with torch.no_grad():
-        ShapeProp(graph).propagate(example.to(parameter.device))
+    try:
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            ShapeProp(graph).propagate(example.to(parameter.device))
+    except Exception as error:  # noqa: BLE001 - whatever the model raises on it
+        raise ValueError(
+            f"the model does not run on an input of shape {tuple(input_shape)} "
+            f"(input_shape): {error}"
+        ) from error
     return graph
 
 
@@ -180,17 +196,33 @@ def _widen(
 
 
 def _same_size(graph: fx.GraphModule, node: fx.Node, field: ReceptiveField) -> Field:
-    """Pass the field on through an operation that keeps the map's size (ReLU,
-    normalisation, dropout, a sum); anything else has no bounded field."""
+    """Pass the field on through an operation known to compute each position from
+    the same position of its inputs (ReLU, normalisation, dropout, a sum, a
+    concatenation of channels); anything else has no bounded field."""
     if node.target is operator.getitem and _shape(node.args[0]) is None:
         return field  # a map taken out of a tuple, as max_pool2d's with indices
     out = _shape(node)
     source = next((_shape(n) for n in node.all_input_nodes if _shape(n)), None)
     if out is not None and len(out) == 4 and source is not None and len(source) == 4:
-        if out[-2:] == source[-2:]:
+        if out[-2:] != source[-2:]:
+            return _Unbounded(f"{_describe(graph, node)} resamples the map")
+        if _keeps_positions(graph, node):
             return field
-        return _Unbounded(f"{_describe(graph, node)} resamples the map")
+        return _Unbounded(
+            f"{_describe(graph, node)} is not known to keep each position's field"
+        )
     return _Unbounded(f"{_describe(graph, node)} does not keep a spatial map")
+
+
+def _keeps_positions(graph: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` computes each position of its map from that position alone
+    (the operations incremental occlusion knows as pointwise or elementwise)."""
+    if node.op == "call_module":
+        module = graph.get_submodule(node.target)
+        return isinstance(module, _SAME_POSITION_MODULES)
+    if node.op == "call_function":
+        return node.target in _SAME_POSITION_FUNCTIONS
+    return node.op == "call_method" and node.target in _SAME_POSITION_METHODS
 
 
 def _shape(node: fx.Node) -> tuple[int, ...] | None:
@@ -204,8 +236,20 @@ def _describe(graph: fx.GraphModule, node: fx.Node) -> str:
     return f"{node.name}"
 
 
-_POOL_FUNCTIONS = {F.max_pool2d, F.max_pool2d_with_indices, F.avg_pool2d}
-_CONV_FUNCTIONS = {F.conv2d}
+_POOL_FUNCTIONS = {
+    F.max_pool2d, F.max_pool2d_with_indices, F.avg_pool2d, torch.max_pool2d,
+}  # fmt: skip
+_CONV_FUNCTIONS = {F.conv2d, torch.conv2d}
+_SAME_POSITION_MODULES = (
+    *POINTWISE_MODULES, *IDENTITY_MODULES, nn.modules.batchnorm._BatchNorm,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,  # to the same size: no change
+)  # fmt: skip
+_SAME_POSITION_FUNCTIONS = (
+    POINTWISE_FUNCTIONS | ELEMENTWISE_FUNCTIONS
+    | {torch.cat, F.batch_norm, F.local_response_norm, F.dropout, F.dropout2d}
+    | {F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
+)  # fmt: skip
+_SAME_POSITION_METHODS = POINTWISE_METHODS | ELEMENTWISE_METHODS | {"contiguous"}
 
 
 def _window(graph: fx.GraphModule, node: fx.Node):

@@ -86,6 +86,10 @@ class TopKActivations:
             name: the layer's name.
             activations: ``(N, C, H, W)`` or ``(N, C)`` (treated as ``H = W = 1``).
             image_indices: ``(N,)`` dataset indices of the batch's images.
+
+        Raises:
+            ValueError: activations of another shape or holding NaN, indices that
+                are not ``N`` distinct non-negative ints.
         """
         if activations.ndim == 2:
             activations = activations[:, :, None, None]
@@ -94,8 +98,16 @@ class TopKActivations:
                 f"activations must be (N, C, H, W) or (N, C), got "
                 f"{tuple(activations.shape)}"
             )
+        if activations.isnan().any():
+            raise ValueError(
+                f"activations of {name!r} hold NaN, which has no rank among the "
+                "top activations: check the model and the images"
+            )
         n, c, h, w = activations.shape
-        indices = torch.as_tensor(image_indices, device=activations.device).long()
+        indices = torch.as_tensor(image_indices, device=activations.device)
+        if indices.is_floating_point() or indices.dtype == torch.bool:
+            raise ValueError(f"image_indices must be ints, got {image_indices!r}")
+        indices = indices.long()
         if indices.shape != (n,) or (n and indices.min() < 0):
             raise ValueError(
                 f"image_indices must be {n} non-negative indices, got {image_indices!r}"

@@ -66,6 +66,8 @@ def test_box_thirds_by_hand():
     assert masks["bottom"][1, 2:4, 0:3].all() and masks["bottom"][1].sum() == 6
     with pytest.raises(ValueError, match="boxes"):
         box_part_masks(torch.zeros(2, 3), (16, 16))
+    with pytest.raises(ValueError, match="x1 > x0"):  # its masks would be empty
+        box_part_masks(torch.tensor([[8, 3, 2, 12]]), (16, 16))
 
 
 def test_random_masks_are_the_same_shapes_elsewhere():

@@ -40,6 +40,8 @@ def test_transforms_move_scale_and_turn_as_by_hand():
     close(transform(x, "scale", 1.0), x)
     with pytest.raises(ValueError, match="shear"):
         transform(x, "shear", 1.0)
+    with pytest.raises(ValueError, match="whole pixels, got 0.5"):
+        transform(x, "translation", 0.5)
 
 
 def test_curves_equal_a_direct_computation():

@@ -52,6 +52,7 @@ class Branchy(nn.Module):
         x = self.pool(torch.relu(self.conv1(x)))
         x = x + self.block(x)  # the block's field is wider than the shortcut's
         x = F.max_pool2d(x, 2, stride=1)
+        x = torch.max_pool2d(x, 3, 1, 1)  # torch's own name for it
         x = F.conv2d(x, self.conv1.weight[:, :1].repeat(1, 2, 1, 1), padding=1)
         return self.avg(self.wide(x))
 
@@ -95,7 +96,7 @@ def test_boxes_match_brute_force(name):
     torch.manual_seed(0)
     model = positive(Branchy())
     layer = model.get_submodule(name)
-    side = 61
+    side = 71
     field = receptive_field(model, layer, (1, side, side))
     boxes = brute_force_boxes(model, layer, side)
     inside = 0
@@ -124,6 +125,11 @@ def test_resnet_fields_follow_the_main_branch():
     assert (block.size, block.jump) == ((67, 67), (8, 8))
 
 
+class Flip(nn.Module):
+    def forward(self, x):
+        return torch.flip(x, (-1,))
+
+
 def test_unbounded_fields_and_bad_layers_are_named():
     model = zfnet(num_classes=10, width=0.125)
     with pytest.raises(ValueError, match="flatten"):
@@ -133,6 +139,14 @@ def test_unbounded_fields_and_bad_layers_are_named():
     upsampled = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Upsample(scale_factor=2))
     with pytest.raises(ValueError, match="1 \\(Upsample\\) resamples"):
         receptive_field(upsampled, upsampled[1], (1, 8, 8))
+    # operations that keep the map's size but move values between positions
+    for mixing in (nn.ConvTranspose2d(1, 1, 3, padding=1), Flip()):
+        model = nn.Sequential(nn.Conv2d(1, 1, 3), mixing, nn.Identity())
+        with pytest.raises(ValueError, match="not known to keep"):
+            receptive_field(model, model[2], (1, 8, 8))
+    small = nn.Sequential(nn.Conv2d(3, 4, 5))
+    with pytest.raises(ValueError, match=r"\(3, 4, 4\) \(input_shape\)"):
+        receptive_field(small, small[0], (3, 4, 4))  # smaller than the kernel
     with pytest.raises(ValueError, match="circular"):
         circular = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular"))
         receptive_field(circular, circular[0], (1, 8, 8))

@@ -95,6 +95,12 @@ def test_bad_input_is_named():
         top.merge(TopKActivations(3))
     with pytest.raises(KeyError, match="'b'"):
         top.entries("b")
+    with pytest.raises(ValueError, match="image_indices must be ints"):
+        top.update("a", torch.zeros(2, 1, 2, 2), [0, 1.5])
+    # NaN has no rank: refused, not ranked first or cutting real values off
+    with_nan = torch.tensor([1.0, float("nan"), 3.0, 2.0, 0.5]).view(1, 1, 1, 5)
+    with pytest.raises(ValueError, match="NaN"):
+        TopKActivations(2).update("x", with_nan, torch.tensor([0]))
 
 
 def test_top_activations_read_images_out_of_dataset_items_and_equal_the_naive_top():

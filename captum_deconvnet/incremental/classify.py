@@ -28,19 +28,27 @@ from .rules import (
     SlidingWindow,
 )
 
-__all__ = ["rule_for"]
+__all__ = [
+    "ELEMENTWISE_FUNCTIONS",
+    "ELEMENTWISE_METHODS",
+    "IDENTITY_MODULES",
+    "POINTWISE_FUNCTIONS",
+    "POINTWISE_METHODS",
+    "POINTWISE_MODULES",
+    "rule_for",
+]
 
-_POINTWISE_MODULES = {
+POINTWISE_MODULES = {
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU,
     nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh,
     nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Threshold, nn.LogSigmoid,
     nn.Hardshrink, nn.Softshrink, nn.LocalResponseNorm, nn.BatchNorm2d,
     nn.ChannelShuffle,
 }  # fmt: skip
-_IDENTITY_MODULES = {
+IDENTITY_MODULES = {
     nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout,
 }  # fmt: skip
-_POINTWISE_FUNCTIONS = {
+POINTWISE_FUNCTIONS = {
     torch.relu, torch.relu_, F.relu, F.relu_, F.relu6, F.hardtanh, F.leaky_relu,
     F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid,
     torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, torch.clamp, torch.clip,
@@ -49,16 +57,16 @@ _POINTWISE_FUNCTIONS = {
     torch.sigmoid_, torch.tanh_, torch.clamp_, torch.clip_, torch.abs_, torch.neg_,
     torch.exp_, F.leaky_relu_, F.elu_, F.hardtanh_, F.celu_, F.selu_,
 }  # fmt: skip
-_POINTWISE_METHODS = {
+POINTWISE_METHODS = {
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_",
     "clip", "clip_", "abs", "abs_", "neg", "neg_", "exp", "exp_",
 }  # fmt: skip
-_ELEMENTWISE_FUNCTIONS = {
+ELEMENTWISE_FUNCTIONS = {
     operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd,
     operator.isub, operator.imul, operator.itruediv, torch.add, torch.sub, torch.mul,
     torch.div, torch.maximum, torch.minimum,
 }  # fmt: skip
-_ELEMENTWISE_METHODS = {
+ELEMENTWISE_METHODS = {
     "add", "sub", "mul", "div", "add_", "sub_", "mul_", "div_", "maximum", "minimum",
 }  # fmt: skip
 
@@ -82,8 +90,8 @@ def rule_for(
         return Opaque()
     if not all(isinstance(v, Tensor) and v.ndim == 4 for v in inputs.values()):
         return Opaque()
-    several = len(inputs) > 1 or node.target in _ELEMENTWISE_FUNCTIONS | {torch.cat}
-    if several or node.target in _ELEMENTWISE_METHODS:
+    several = len(inputs) > 1 or node.target in ELEMENTWISE_FUNCTIONS | {torch.cat}
+    if several or node.target in ELEMENTWISE_METHODS:
         if not _uniform_constants(args, kwargs, inputs):
             return Opaque()
         return _several(node, args, inputs, out)
@@ -94,7 +102,7 @@ def rule_for(
         return _module_rule(gm.get_submodule(node.target), x, out)
     if node.op == "call_function":
         return _function_rule(node, args, kwargs, x, out)
-    if node.target in _POINTWISE_METHODS and _uniform_constants(args, kwargs, inputs):
+    if node.target in POINTWISE_METHODS and _uniform_constants(args, kwargs, inputs):
         return Pointwise()
     if node.target == "contiguous":
         return Identity()
@@ -121,8 +129,8 @@ def _several(node: fx.Node, args: tuple, inputs: dict, out: Tensor) -> Rule:
     (the inputs that change; constants broadcast over the map)."""
     if out.ndim != 4 or any(v.shape[2:] != out.shape[2:] for v in inputs.values()):
         return Opaque()
-    if node.target in _ELEMENTWISE_FUNCTIONS or (
-        node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
+    if node.target in ELEMENTWISE_FUNCTIONS or (
+        node.op == "call_method" and node.target in ELEMENTWISE_METHODS
     ):
         return Elementwise()
     if node.target is torch.cat:
@@ -137,9 +145,9 @@ def _module_rule(module: nn.Module, x: Tensor, out: Tensor) -> Rule:
     kind = type(module)
     if kind is nn.BatchNorm2d and module.running_mean is None:
         return Opaque()  # normalises by the batch's statistics even in eval mode
-    if kind in _POINTWISE_MODULES:
+    if kind in POINTWISE_MODULES:
         return Pointwise()
-    if kind in _IDENTITY_MODULES:
+    if kind in IDENTITY_MODULES:
         return Identity()
     if kind in (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d) and out.shape == x.shape:
         return Identity()
@@ -179,7 +187,7 @@ def _function_rule(
     node: fx.Node, args: tuple, kwargs: dict, x: Tensor, out: Tensor
 ) -> Rule:
     target = node.target
-    if target in _POINTWISE_FUNCTIONS:
+    if target in POINTWISE_FUNCTIONS:
         return Pointwise() if _uniform_constants(args, kwargs, {0: x}) else Opaque()
     if target in _FUNCTION_PARAMETERS:
         names = _FUNCTION_PARAMETERS[target]
