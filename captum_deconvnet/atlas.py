@@ -126,10 +126,20 @@ def project_top_activations(
 
     Returns:
         One :class:`LayerAtlas` per layer of ``top``, by name.
+
+    Raises:
+        ValueError: ``channels`` naming a layer ``top`` does not hold, or a channel
+            out of range.
     """
+    channels = channels or {}
+    unknown = sorted(set(channels) - set(top.layers))
+    if unknown:
+        raise ValueError(
+            f"channels names layers the scan has not seen: {unknown}; it has "
+            f"{sorted(top.layers)}"
+        )
     image_shape = tuple(first_item(dataset[0]).shape)
     atlases = {}
-    channels = channels or {}
     with guarded(model) as plain:
         for name in top.layers:
             layer = plain.get_submodule(name)

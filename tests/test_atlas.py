@@ -126,3 +126,5 @@ def test_only_the_chosen_channels_are_projected(atlas_and_scan):
         assert torch.all(chosen[[0, 2]] == 0)
     with pytest.raises(ValueError, match="channels of 4"):
         project_top_activations(model, top, images, channels={"4": [9]})
+    with pytest.raises(ValueError, match="'5'"):  # a misspelt layer is not ignored
+        project_top_activations(model, top, images, channels={"5": [1]})
