@@ -8,6 +8,7 @@ from captum_deconvnet import ReceptiveField, receptive_field
 from lightning_zfnet import zfnet
 
 from .test_deconvnet_contract import snapshot
+from .test_incremental import Stores
 
 # PAPER.md: receptive field / jump of ZFNet's layers, by index in model.features.
 PAPER = {0: (7, 2), 2: (11, 4), 4: (27, 8), 6: (43, 16), 8: (75, 16)}
@@ -157,3 +158,9 @@ def test_model_is_left_as_it_was():
     before = snapshot(model) + [model[1].running_mean.clone().tolist()]
     receptive_field(model, model[1], (1, 8, 8))
     assert snapshot(model) + [model[1].running_mean.tolist()] == before
+
+
+def test_tracing_leaves_what_the_forward_stores_as_it_was():
+    model = Stores().eval()
+    assert receptive_field(model, model.conv, (3, 16, 16)).size == (3, 3)
+    assert model.ramp is None and model.features is None and model.seen == []

@@ -20,7 +20,14 @@ from typing import Any
 import torch.fx as fx
 from torch import nn
 
-__all__ = ["has_hooks", "in_place_input", "node_runner", "trace", "training_layers"]
+__all__ = [
+    "has_hooks",
+    "in_place_input",
+    "node_runner",
+    "state_kept",
+    "trace",
+    "training_layers",
+]
 
 # Python's augmented assignments, with the operators they stand for.
 _IN_PLACE_OPERATORS = {
@@ -81,7 +88,7 @@ def trace(model: nn.Module) -> fx.GraphModule | None:
         if p.default is not inspect.Parameter.empty
     }
     try:
-        with _state_kept(model), warnings.catch_warnings():
+        with state_kept(model), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # fx's notes on specialised defaults
             return fx.symbolic_trace(model, concrete_args=defaults or None)
     except Exception:  # noqa: BLE001 - any model fx cannot trace runs in full
@@ -89,7 +96,7 @@ def trace(model: nn.Module) -> fx.GraphModule | None:
 
 
 @contextmanager
-def _state_kept(model: nn.Module) -> Iterator[None]:
+def state_kept(model: nn.Module) -> Iterator[None]:
     """Tracing runs the model's Python code on fx proxies: what it stores on a
     module (``self.cache = h``, ``self.seen.append(h)``) is put back as it was."""
     saved = []
