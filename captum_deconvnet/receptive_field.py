@@ -2,9 +2,12 @@
 
 The model is traced with ``torch.fx`` and a dry run records every tensor's shape. The
 field then flows through the graph from the input: convolutions and pools widen it
-(kernel, stride, padding, dilation), operations that keep the map size pass it on,
-and where branches meet (a residual sum, a concatenation) the fields are united. So
-ResNet-style models get their real fields, not those of a chain of their modules.
+(kernel, stride, padding, dilation), operations known to compute each position from
+the same position (activations, normalisation, dropout) pass it on, and where
+branches meet (a residual sum, a concatenation) the fields are united; any other
+operation ends the field. So ResNet-style models get their real fields, not those of
+a chain of their modules. A field is the usual hull: at borders it may hold pixels
+a dilated or padded position skips.
 """
 
 from __future__ import annotations
@@ -97,8 +100,9 @@ def receptive_field(
 
     Raises:
         ValueError: if the layer's output is not a map with a bounded field (it
-            follows a flatten, a linear layer, an unsupported resampling), if the
-            model cannot be traced, or if ``input_shape`` is not ``(C, H, W)``.
+            follows a flatten, a linear layer, a resampling or an operation not
+            known to keep positions apart), if the model cannot be traced, or if
+            ``input_shape`` is not ``(C, H, W)`` or the model does not run on it.
 
     Example::
 
