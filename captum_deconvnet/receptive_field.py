@@ -209,6 +209,8 @@ def _same_size(graph: fx.GraphModule, node: fx.Node, field: ReceptiveField) -> F
         return field  # a map taken out of a tuple, as max_pool2d's with indices
     out = _shape(node)
     source = next((_shape(n) for n in node.all_input_nodes if _shape(n)), None)
+    if _leading_dims_only(node, source, out):
+        return field
     if out is not None and len(out) == 4 and source is not None and len(source) == 4:
         if out[-2:] != source[-2:]:
             return _Unbounded(f"{_describe(graph, node)} resamples the map")
@@ -218,6 +220,25 @@ def _same_size(graph: fx.GraphModule, node: fx.Node, field: ReceptiveField) -> F
             f"{_describe(graph, node)} is not known to keep each position's field"
         )
     return _Unbounded(f"{_describe(graph, node)} does not keep a spatial map")
+
+
+def _leading_dims_only(node: fx.Node, source: tuple | None, out: tuple | None) -> bool:
+    """Whether ``node`` picks or adds dimensions before the map's height and width
+    alone: ``x[:, 0]`` and ``x.unsqueeze(1)``, as torchvision's ``transform_input``
+    does per channel."""
+    if source is None or out is None or out[-2:] != source[-2:]:
+        return False
+    if node.target is operator.getitem:
+        index = node.args[1]  # ints and slices from the first dimension on
+        return (
+            isinstance(index, tuple)
+            and len(index) <= len(source) - 2
+            and all(isinstance(i, (int, slice)) for i in index)
+        )
+    if node.target in (torch.unsqueeze, "unsqueeze"):
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        return isinstance(dim, int) and 0 <= dim <= len(source) - 2
+    return False
 
 
 def _keeps_positions(graph: fx.GraphModule, node: fx.Node) -> bool:

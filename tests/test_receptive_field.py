@@ -119,6 +119,21 @@ def test_boxes_match_brute_force(name):
     assert inside > 0
 
 
+def test_torchvisions_input_transform_keeps_the_field():
+    """GoogLeNet's ``transform_input`` (the pretrained setting) rescales each
+    channel through ``x[:, c].unsqueeze(1)``: the fields are those without it."""
+    fields = [
+        receptive_field(model, model.inception3a, (3, 96, 96))
+        for model in (
+            torchvision.models.googlenet(
+                init_weights=True, aux_logits=False, transform_input=transform
+            )
+            for transform in (False, True)
+        )
+    ]
+    assert fields[0] == fields[1] == ReceptiveField((43, 43), (8, 8), (-15, -15))
+
+
 def test_resnet_fields_follow_the_main_branch():
     model = torchvision.models.resnet18()
     assert receptive_field(model, model.layer4, (3, 64, 64)).size == (435, 435)
