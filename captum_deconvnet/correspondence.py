@@ -38,8 +38,8 @@ def occlude(images: Tensor, masks: Tensor, fill: float = 0.0) -> Tensor:
 def mean_hamming_distance(signs: Tensor) -> float:
     """Mean over pairs ``i < j`` of the fraction of entries where rows ``i`` and
     ``j`` of ``signs`` ``(N, D)`` differ."""
-    if signs.ndim != 2 or signs.shape[0] < 2:
-        raise ValueError(f"signs must be (N >= 2, D), got {tuple(signs.shape)}")
+    if signs.ndim != 2 or signs.shape[0] < 2 or signs.shape[1] < 1:
+        raise ValueError(f"signs must be (N >= 2, D >= 1), got {tuple(signs.shape)}")
     pairs = [
         (signs[i] != signs[i + 1 :]).float().mean(dim=1)
         for i in range(signs.shape[0] - 1)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,8 +103,10 @@ def invariance_curves(
 
     Raises:
         TypeError: if the model does not return one tensor of logits.
-        ValueError: if the images are not ``(N, C, H, W)``, the labels not ``(N,)``,
-            or a layer is not a submodule of the model or does not run.
+        ValueError: if the images are not ``(N, C, H, W)`` with ``N >= 1``, the
+            labels not ``(N,)`` class indices within the model's output, a sweep
+            empty or not finite (scales: not positive), or a layer not a submodule
+            of the model or does not run.
 
     Example::
 
@@ -112,17 +115,26 @@ def invariance_curves(
         >>> plot_invariance(curves, "invariance.png")
     """
     images = check_images(images, "images")
+    if not len(images):
+        raise ValueError("images is empty: the curves need at least one image")
     labels = torch.as_tensor(labels)
     if labels.shape != images.shape[:1]:
         raise ValueError(
             f"labels must be ({images.shape[0]},), one per image, got shape "
             f"{tuple(labels.shape)}"
         )
+    if labels.is_floating_point() or labels.dtype == torch.bool or labels.min() < 0:
+        raise ValueError(f"labels must be class indices (ints >= 0), got {labels}")
     if shifts is None:
         quarter = images.shape[-2] / 4
         steps = torch.linspace(-quarter, quarter, 11).round().int().tolist()
         shifts = sorted(set(steps))
     sweeps = dict(zip(TRANSFORMS, (shifts, scales, angles), strict=True))
+    for kind, amounts in sweeps.items():
+        if not len(amounts) or not all(math.isfinite(a) for a in amounts):
+            raise ValueError(f"the {kind} sweep must be finite numbers, got {amounts}")
+    if min(scales) <= 0:
+        raise ValueError(f"scales must be positive, got {list(scales)}")
     curves = {}
     with guarded(model) as model, torch.no_grad():
         names = [layer_name(model, layer) for layer in layers]
@@ -149,6 +161,11 @@ def _measure(
     probability of the labels; ``(N,)`` each."""
     outputs, logits = layer_outputs(model, layers, moved, stop_early=False)
     logits = model_output(logits, len(moved))
+    if logits.ndim != 2 or labels.max() >= logits.shape[1]:
+        raise ValueError(
+            f"labels must index the model's classes, (N, classes) = "
+            f"{tuple(logits.shape)}, got {labels.tolist()}"
+        )
     distances = [
         (widened(after) - before).flatten(1).norm(dim=1).to(moved.dtype)
         for before, after in zip(original, outputs, strict=True)

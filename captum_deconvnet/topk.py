@@ -241,15 +241,26 @@ def top_activations(
         compiled or ``DataParallel`` model wraps).
 
     Raises:
-        TypeError: if a layer's output is not one tensor.
-        ValueError: if a layer is not a submodule of ``model`` or does not run, or
-            the images are not ``(N, C, H, W)``.
+        TypeError: if a layer's output is not one tensor, or ``dataset`` is a
+            ``DataLoader``.
+        ValueError: if ``layers`` is empty or a layer is not a submodule of
+            ``model`` or does not run, the dataset is empty, or the images are not
+            ``(N, C, H, W)``.
 
     Example::
 
         >>> top = top_activations(model, [model.features[4]], val_set, k=9)
         >>> top.entries("features.4").images[5]  # images of channel 5's top 9
     """
+    if isinstance(layers, nn.Module) or not len(layers):
+        raise ValueError(f"layers must be a non-empty list of submodules, got {layers}")
+    if isinstance(dataset, DataLoader):
+        raise TypeError(
+            "dataset must be a Dataset or a tensor of images, not a DataLoader: "
+            "item i's index is its image's, so the scan makes its own loader"
+        )
+    if not len(dataset):
+        raise ValueError("dataset is empty: there is nothing to scan")
     top = TopKActivations(k)
     loader = DataLoader(
         IndexedDataset(dataset), batch_size=batch_size, num_workers=num_workers

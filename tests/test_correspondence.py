@@ -23,6 +23,8 @@ def test_mean_hamming_distance_by_hand():
     assert mean_hamming_distance(signs) == pytest.approx((0.5 + 0.25 + 0.75) / 3)
     with pytest.raises(ValueError, match="N >= 2"):
         mean_hamming_distance(signs[:1])
+    with pytest.raises(ValueError, match="D >= 1"):  # no entries: no distance
+        mean_hamming_distance(signs[:, :0])
 
 
 def test_correspondence_equals_a_direct_computation():

@@ -83,3 +83,22 @@ def test_default_sweeps_and_the_plot(tmp_path):
     assert len(curves["scale"].amounts) == 9 and len(curves["rotation"].amounts) == 36
     plot_invariance(curves, tmp_path / "invariance.png")
     assert Image.open(tmp_path / "invariance.png").size == (960, 780)
+
+
+@pytest.mark.parametrize(
+    ("labels", "sweeps", "word"),
+    [
+        ([0, 2, 7], {}, "classes"),  # the model has 4
+        ([0, -1, 2], {}, "class indices"),
+        ([0.0, 1.0, 2.0], {}, "class indices"),
+        ([0, 1, 2], {"angles": []}, "rotation sweep"),
+        ([0, 1, 2], {"scales": [1.0, float("inf")]}, "scale sweep"),
+        ([0, 1, 2], {"scales": [0.0, 1.0]}, "positive"),
+    ],
+)
+def test_bad_labels_and_sweeps_are_named(labels, sweeps, word):
+    model, x = small_classifier().eval(), torch.randn(3, 1, 12, 12)
+    with pytest.raises(ValueError, match=word):
+        invariance_curves(model, x, torch.tensor(labels), [model[0]], **sweeps)
+    with pytest.raises(ValueError, match="empty"):
+        invariance_curves(model, x[:0], torch.tensor([]).long(), [model[0]])

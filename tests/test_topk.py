@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from captum_deconvnet import TopKActivations, top_activations
 
@@ -101,6 +102,18 @@ def test_bad_input_is_named():
     with_nan = torch.tensor([1.0, float("nan"), 3.0, 2.0, 0.5]).view(1, 1, 1, 5)
     with pytest.raises(ValueError, match="NaN"):
         TopKActivations(2).update("x", with_nan, torch.tensor([0]))
+
+
+def test_scans_of_nothing_or_through_a_loader_are_refused():
+    model, images = tiny_model(), tiny_images()
+    with pytest.raises(ValueError, match="empty"):
+        top_activations(model, [model[0]], images[:0])
+    with pytest.raises(ValueError, match="layers"):
+        top_activations(model, [], images)
+    with pytest.raises(ValueError, match="layers"):
+        top_activations(model, model[0], images)  # a layer, not a list
+    with pytest.raises(TypeError, match="DataLoader"):
+        top_activations(model, [model[0]], DataLoader(images, shuffle=True))
 
 
 def test_top_activations_read_images_out_of_dataset_items_and_equal_the_naive_top():
