@@ -74,6 +74,10 @@ def correspondence(
     Returns:
         ``{mask name: {layer name: score}}``.
 
+    Raises:
+        TypeError: ``masks`` not a non-empty dict.
+        ValueError: fewer than two images, or a mask not ``(N, H, W)``.
+
     Example::
 
         >>> masks = box_part_masks(boxes, (64, 64))
@@ -81,6 +85,23 @@ def correspondence(
         >>> table = correspondence(model, images, masks, [model.features[14]])
     """
     images = check_images(images, "images")
+    if len(images) < 2:
+        raise ValueError(
+            "correspondence compares pairs of images: it needs N >= 2, got "
+            f"{len(images)}"
+        )
+    if not isinstance(masks, Mapping) or not masks:
+        raise TypeError(
+            "masks must be a non-empty dict of (N, H, W) masks by name, e.g. "
+            f"box_part_masks(...), got {type(masks).__name__}"
+        )
+    expected = (images.shape[0], *images.shape[2:])
+    for part, mask in masks.items():
+        if tuple(mask.shape) != expected:
+            raise ValueError(
+                f"masks[{part!r}] must be (N, H, W) = {expected}, got "
+                f"{tuple(mask.shape)}"
+            )
     table = {}
     with guarded(model) as model, torch.no_grad():
         names = [layer_name(model, layer) for layer in layers]
@@ -138,7 +159,12 @@ def random_masks_like(
     Args:
         masks: ``(N, H, W)`` booleans.
         generator: for repeatable places.
+
+    Raises:
+        ValueError: masks not ``(N, H, W)``.
     """
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W), got {tuple(masks.shape)}")
     moved = torch.zeros_like(masks, dtype=torch.bool)
     height, width = masks.shape[1:]
     for i, mask in enumerate(masks.bool()):

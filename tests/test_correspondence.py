@@ -55,6 +55,15 @@ def test_correspondence_equals_a_direct_computation():
             for i, j in itertools.combinations(range(4), 2)
         ]
         assert table["part"][name] == pytest.approx(sum(distances) / 6)
+    layers = [model.flat]
+    with pytest.raises(ValueError, match="N >= 2"):
+        correspondence(model.eval(), images[:1], {"part": masks[:1]}, layers)
+    with pytest.raises(TypeError, match="dict"):
+        correspondence(model, images, masks, layers)
+    with pytest.raises(ValueError, match=r"masks\['part'\]"):
+        correspondence(model, images, {"part": masks[:3]}, layers)
+    with pytest.raises(ValueError, match="N, H, W"):
+        random_masks_like(masks[0])
 
 
 def test_box_thirds_by_hand():
