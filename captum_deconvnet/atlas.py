@@ -76,6 +76,9 @@ def cut_patches(
     Returns:
         ``(K, C, h, w)`` with ``h = min(field.size[0], H)``, likewise ``w``.
 
+    Raises:
+        ValueError: a position whose field lies wholly outside the image.
+
     Example::
 
         >>> patches = cut_patches(images, receptive_field(model, layer, (1, 64, 64)),
@@ -87,6 +90,11 @@ def cut_patches(
     patches = fills.to(images.device)[:, None, None, None].repeat(1, channels, *side)
     for i, (row, col) in enumerate(positions.tolist()):
         x0, y0, x1, y1 = field.box(row, col, (height, width))
+        if x1 <= x0 or y1 <= y0:
+            raise ValueError(
+                f"position {(row, col)} sees nothing of a {height}x{width} image "
+                f"(field {field}): it is not a position of this layer's map"
+            )
         top = _offset(field.start[0] + row * field.jump[0], y1 - y0, side[0])
         left = _offset(field.start[1] + col * field.jump[1], x1 - x0, side[1])
         patches[i, :, top : top + y1 - y0, left : left + x1 - x0] = images[

@@ -30,6 +30,9 @@ def test_patches_are_cut_as_by_hand():
     assert patches[1, 0].tolist() == [[9, 10, 11], [15, 16, 17], [21, 22, 23]]
     # (3, 3) sees rows and columns 5..7: only pixel (5, 5) is in the image.
     assert patches[2, 0].tolist() == [[35, -1, -1], [-1, -1, -1], [-1, -1, -1]]
+    # (4, 4) would see rows and columns 7..9: no pixel of the image
+    with pytest.raises(ValueError, match=r"position \(4, 4\) sees nothing"):
+        cut_patches(IMAGE, field, torch.tensor([[4, 4]]))
 
 
 def test_fields_larger_than_the_image_give_image_sized_patches():
