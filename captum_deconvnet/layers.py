@@ -201,7 +201,7 @@ class _BatchedInputs(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         rank = _BATCHED_RANK.get(func)
-        first = args[0] if args else None
+        first = args[0] if args else (kwargs or {}).get("input")
         if rank is not None and isinstance(first, Tensor) and first.ndim != rank:
             raise ValueError(
                 f"the model's {func.__name__} got an input of shape "

@@ -6,6 +6,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from captum.attr import NoiseTunnel, visualization
 from captum.metrics import infidelity, sensitivity_max
 from PIL import Image
@@ -95,6 +96,8 @@ def test_bad_input_is_named():
         DeconvNet(model).attribute(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), target=0)
     with pytest.raises(ValueError, match="batch dimension"):
         DeconvNet(model).attribute(torch.tensor(1.0), target=0)
+    with pytest.raises(ValueError, match="batch dimension"):  # input= by name
+        DeconvNet(_ByName(model[0])).attribute(torch.randn(3, 8, 8), target=0)
     with pytest.raises(ValueError, match="not a submodule"):
         NeuronDeconvNet(model, nn.Conv2d(3, 3, 1))
     with pytest.raises(ValueError, match="not a submodule"):
@@ -130,6 +133,18 @@ def test_bad_input_is_named():
         NeuronDeconvNet(_skips_second(unused), unused[1]).attribute(
             torch.randn(1, 2), 0
         )
+
+
+class _ByName(nn.Module):
+    """A convolution called with its input by keyword."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        out = F.conv2d(input=x, weight=self.conv.weight, padding=1)
+        return out.flatten(-3).sum(-1, keepdim=True)
 
 
 def _skips_second(seq: nn.Sequential) -> nn.Module:
