@@ -20,6 +20,7 @@ __all__ = [
     "check_images",
     "check_submodule",
     "extra_args",
+    "holds_integers",
     "per_example",
     "select_targets",
     "widened",
@@ -74,6 +75,13 @@ def check_images(images: Any, name: str = "inputs") -> Tensor:
             f"{name} must be images (N, C, H, W), got shape {tuple(images.shape)}"
         )
     return images
+
+
+def holds_integers(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is of an integer dtype (not float, complex or bool): the
+    class indices, channels and image indices callers give."""
+    numeric = tensor.is_floating_point() or tensor.is_complex()
+    return not numeric and tensor.dtype != torch.bool
 
 
 def per_example(values: Tensor, n: int, name: str) -> Tensor:
@@ -140,8 +148,7 @@ def select_targets(output: Tensor, target: TargetType) -> Tensor:
             )
         return per_example[:, 0]
     if isinstance(target, Tensor):
-        numeric = target.is_floating_point() or target.is_complex()
-        if numeric or target.dtype == torch.bool:
+        if not holds_integers(target):
             raise TypeError(
                 f"a target tensor holds class indices and must be of an integer "
                 f"dtype, got {target.dtype}"

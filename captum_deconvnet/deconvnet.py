@@ -18,6 +18,7 @@ from ._inputs import (
     as_tuple,
     check_submodule,
     extra_args,
+    holds_integers,
     per_example,
     select_targets,
 )
@@ -338,7 +339,7 @@ def _feature_map_seed(
     """The layer's activation with everything zeroed but the kept part of each map."""
     n, c = activation.shape[:2]
     chosen = torch.as_tensor(channels, device=activation.device)
-    if chosen.is_floating_point() or chosen.is_complex() or chosen.dtype == torch.bool:
+    if not holds_integers(chosen):
         raise TypeError(f"channels must be ints, got {channels!r}")
     chosen = chosen.long().reshape(-1)
     chosen = per_example(chosen, n, "channels")

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ._inputs import check_images, widened
+from ._inputs import check_images, holds_integers, widened
 from .layers import guarded, layer_name, layer_outputs, model_output
 
 __all__ = ["InvarianceCurves", "invariance_curves", "plot_invariance", "transform"]
@@ -123,7 +123,7 @@ def invariance_curves(
             f"labels must be ({images.shape[0]},), one per image, got shape "
             f"{tuple(labels.shape)}"
         )
-    if labels.is_floating_point() or labels.dtype == torch.bool or labels.min() < 0:
+    if not holds_integers(labels) or labels.min() < 0:
         raise ValueError(f"labels must be class indices (ints >= 0), got {labels}")
     if shifts is None:
         quarter = images.shape[-2] / 4

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ._inputs import check_images
+from ._inputs import check_images, holds_integers
 from .layers import guarded, layer_name, layer_outputs
 
 __all__ = [
@@ -105,7 +105,7 @@ class TopKActivations:
             )
         n, c, h, w = activations.shape
         indices = torch.as_tensor(image_indices, device=activations.device)
-        if indices.is_floating_point() or indices.dtype == torch.bool:
+        if not holds_integers(indices):
             raise ValueError(f"image_indices must be ints, got {image_indices!r}")
         indices = indices.long()
         if indices.shape != (n,) or (n and indices.min() < 0):
