@@ -31,7 +31,7 @@ from .incremental.classify import (
     POINTWISE_METHODS,
     POINTWISE_MODULES,
 )
-from .incremental.graph import state_kept
+from .incremental.graph import symbolic_trace
 from .layers import guarded, layer_name
 
 __all__ = ["ReceptiveField", "receptive_field"]
@@ -139,8 +139,7 @@ def receptive_field(
 
 def _shaped_graph(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     try:
-        with state_kept(model):
-            graph = fx.symbolic_trace(model)
+        graph = symbolic_trace(model)
     except Exception as error:  # fx raises many kinds on untraceable code
         raise ValueError(
             f"receptive_field needs a model torch.fx can trace: {error}"

@@ -8,7 +8,7 @@ from captum_deconvnet import ReceptiveField, receptive_field
 from lightning_zfnet import zfnet
 
 from .test_deconvnet_contract import snapshot
-from .test_incremental import Stores
+from .test_incremental import Masked, Stores
 
 # PAPER.md: receptive field / jump of ZFNet's layers, by index in model.features.
 PAPER = {0: (7, 2), 2: (11, 4), 4: (27, 8), 6: (43, 16), 8: (75, 16)}
@@ -179,3 +179,11 @@ def test_tracing_leaves_what_the_forward_stores_as_it_was():
     model = Stores().eval()
     assert receptive_field(model, model.conv, (3, 16, 16)).size == (3, 3)
     assert model.ramp is None and model.features is None and model.seen == []
+
+
+def test_an_optional_argument_is_traced_at_its_default():
+    """``forward(x, mask=None)`` with ``if mask is not None``: two 3x3
+    convolutions, by hand 5x5 at stride 1."""
+    model = Masked().eval()
+    field = receptive_field(model, model.c2, (3, 16, 16))
+    assert field == ReceptiveField(size=(5, 5), jump=(1, 1), start=(-2, -2))

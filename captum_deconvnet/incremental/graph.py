@@ -24,7 +24,7 @@ __all__ = [
     "has_hooks",
     "in_place_input",
     "node_runner",
-    "state_kept",
+    "symbolic_trace",
     "trace",
     "training_layers",
 ]
@@ -74,10 +74,14 @@ def training_layers(model: nn.Module) -> bool:
     return any(isinstance(m, _MODE_DEPENDENT) and m.training for m in model.modules())
 
 
-def trace(model: nn.Module) -> fx.GraphModule | None:
+def symbolic_trace(model: nn.Module) -> fx.GraphModule:
     """The graph of ``model`` called on its first argument alone, the others at
     their defaults (fixed while tracing, so that ``if mask is not None:`` takes the
-    branch a call takes); ``None`` where fx cannot trace it."""
+    branch a call takes); the model is left as it was (:func:`state_kept`).
+
+    Raises:
+        Exception: whatever fx raises on a model it cannot trace.
+    """
     try:
         parameters = list(inspect.signature(model.forward).parameters.values())
     except (TypeError, ValueError):
@@ -87,10 +91,15 @@ def trace(model: nn.Module) -> fx.GraphModule | None:
         for p in parameters[1:]
         if p.default is not inspect.Parameter.empty
     }
+    with state_kept(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fx's notes on specialised defaults
+        return fx.symbolic_trace(model, concrete_args=defaults or None)
+
+
+def trace(model: nn.Module) -> fx.GraphModule | None:
+    """:func:`symbolic_trace`, or ``None`` where fx cannot trace the model."""
     try:
-        with state_kept(model), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # fx's notes on specialised defaults
-            return fx.symbolic_trace(model, concrete_args=defaults or None)
+        return symbolic_trace(model)
     except Exception:  # noqa: BLE001 - any model fx cannot trace runs in full
         return None
 
