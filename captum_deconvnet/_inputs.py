@@ -22,6 +22,7 @@ __all__ = [
     "extra_args",
     "holds_integers",
     "per_example",
+    "repeat_targets",
     "select_targets",
     "widened",
 ]
@@ -166,9 +167,25 @@ def select_targets(output: Tensor, target: TargetType) -> Tensor:
     if isinstance(target, Sequence) and not isinstance(target, str):
         if len(target) != n:
             raise ValueError(f"a target list needs {n} entries, got {len(target)}")
-        rows = [output[(i, *_index(output, t))] for i, t in enumerate(target)]
-        return torch.stack(rows)
+        # one gather, not a row at a time: on a GPU each row is a kernel launch
+        dims = output.shape[1:]
+        index = torch.tensor([_index(output, t) for t in target], dtype=torch.long)
+        index = index.reshape(n, len(dims)) % torch.tensor(dims, dtype=torch.long)
+        strides = torch.empty(dims, device="meta").stride()
+        strides = torch.tensor(strides, dtype=torch.long)
+        flat = (index * strides).sum(1, keepdim=True).to(output.device)
+        return per_example.gather(1, flat)[:, 0]
     raise TypeError(f"target must be an int, tuple, tensor or list, got {target!r}")
+
+
+def repeat_targets(target: TargetType, copies: int) -> TargetType:
+    """``target`` for ``copies`` copies of a batch stacked one after another (copy
+    ``p * N + n`` is example ``n``): per-example targets repeat, shared ones stay."""
+    if isinstance(target, Tensor) and target.numel() > 1:
+        return target.repeat(copies)
+    if isinstance(target, Sequence) and not isinstance(target, (str, tuple)):
+        return list(target) * copies
+    return target
 
 
 def _index(output: Tensor, target: int | tuple) -> tuple[int, ...]:

@@ -4,6 +4,7 @@ fills, targets and channels, and the occluder positions they give."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -180,6 +181,61 @@ def occluder_regions(dims: torch.Size, window: tuple, stride: tuple) -> list[Reg
         )
         for begin in itertools.product(*starts)
     ]
+
+
+def region_masks(regions: list[Region], shape: Sequence[int], device) -> list[Tensor]:
+    """Per dimension of ``shape`` (the input's after the batch), a ``(P, size)``
+    bool tensor of which indices each of the ``P`` regions spans; a region is the
+    outer product of its rows. Built at once rather than a region at a time, which
+    on a GPU would be a kernel launch each."""
+    masks = []
+    for d, size in enumerate(shape):
+        bounds = torch.tensor([r[d].indices(size)[:2] for r in regions])
+        at = torch.arange(size)
+        inside = (at >= bounds[:, :1]) & (at < bounds[:, 1:])
+        masks.append(inside.to(device))
+    return masks
+
+
+def region_covers(masks: list[Tensor]) -> Tensor:
+    """``(P, *shape)``: whether region ``p`` covers each element, from
+    :func:`region_masks`."""
+    covers = masks[0]
+    for d, mask in enumerate(masks[1:], 1):
+        covers = covers.unsqueeze(-1) & mask.reshape(len(mask), *[1] * d, -1)
+    return covers
+
+
+# Elements of the partial outer product in one block of region_sums: 64 MB of float32
+SUM_BLOCK_ELEMENTS = 2**24
+
+
+def region_sums(
+    regions: list[Region], values: Tensor, shape: Sequence[int]
+) -> tuple[Tensor, Tensor]:
+    """``(totals, counts)``: per example, the sum of ``values[p, n]`` over the
+    regions ``p`` covering each element, ``(N, *shape)``; and how many regions
+    cover each element, ``shape``. ``values`` is ``(P, N)``, one row per region.
+
+    The same numbers as adding each region's value into its slice in turn, but as
+    matrix products over all regions at once, in blocks of fixed size (so the sum
+    does not depend on how the positions were batched)."""
+    ones = values.new_ones(len(values), 1)
+    weights = torch.cat([values, ones], 1)  # the last column counts
+    masks = [m.to(values.dtype) for m in region_masks(regions, shape, values.device)]
+    inner = math.prod(shape[:-1]) * weights.shape[1]
+    block = max(1, SUM_BLOCK_ELEMENTS // inner)
+    sums = 0
+    for start in range(0, len(values), block):
+        part = weights[start : start + block]
+        for mask in masks[:-1]:  # (P, N + 1, a, b, ...): outer products so far
+            part = part.unsqueeze(-1) * mask[start : start + block, None].reshape(
+                len(part), *[1] * (part.ndim - 1), -1
+            )
+        last = masks[-1][start : start + block]
+        sums = sums + part.reshape(len(part), -1).T @ last
+    sums = sums.reshape(weights.shape[1], *shape)
+    return sums[:-1], sums[-1]
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from ._occlusion_args import Region
+from ._occlusion_args import Region, region_covers, region_masks
 from .incremental import Approximation, IncrementalForward, channel_sums, drill_down
 from .incremental.count import position_limit
 from .layers import layer_tensor
@@ -22,6 +22,11 @@ __all__ = ["OcclusionScan"]
 # A plan whose boxes save less than this share of the multiply-adds costs more in
 # gathering and pasting than it saves: such models run full passes.
 MIN_LIMIT = 1.5
+# Devices on which an exact plan can pay. On a GPU its per-layer gathers and pastes
+# are launch-bound: on an H200 the plan ran 2-12x slower than Captum's full passes
+# on every torchvision model measured (benchmarks/results/occlusion_speed_cuda.md),
+# so there only an approximation that cuts boxes makes one.
+PLANS_PAY_ON = ("cpu",)
 # Chunks timed per size while the adaptive chunk size is searched for.
 TRIALS = 2
 # Input elements in the first chunk of whole copies: two 3x224x224 images.
@@ -35,9 +40,11 @@ class OcclusionScan:
     the model's outputs for them (position-major: copy ``p * N + n`` is image ``n``
     under region ``p``) and the watched layer's per-channel sums (or ``None``).
     Copies run incrementally when ``incremental`` is on, the model is an
-    ``nn.Module`` taking one batch of images alone and its plan saves enough;
-    otherwise as full passes. ``adaptive`` lets the chunk size grow from small while
-    the time per copy falls (at most ``positions``); else chunks hold ``positions``.
+    ``nn.Module`` taking one batch of images alone, its plan saves enough and the
+    input is on a device where plans pay (the CPU; anywhere for an approximation
+    that cuts boxes); otherwise as full passes. ``adaptive`` lets the chunk size
+    grow from small while the time per copy falls (at most ``positions``; on a GPU
+    whole copies start there); else chunks hold ``positions``.
     ``approximate`` trades exactness for speed (see :class:`Approximation`).
     """
 
@@ -59,7 +66,9 @@ class OcclusionScan:
         self.tensors = tensors
         self.index = index
         self.regions = regions
-        self.fill = torch.broadcast_to(fill, tensors[index].shape)
+        # in the input's dtype and place, as assigning into a copy of it casts
+        image = tensors[index]
+        self.fill = torch.broadcast_to(fill.to(image.device, image.dtype), image.shape)
         self.extra = extra
         self.positions = positions
         self.watch = watch
@@ -68,7 +77,9 @@ class OcclusionScan:
         # what the drill-down refines by: a value per copy of one position's outputs
         self.score: Callable[[Tensor], Tensor] = lambda outputs: outputs
         self.plan = self.unoccluded = None
-        if incremental and self._plannable():
+        pays = tensors[0].device.type in PLANS_PAY_ON
+        needs_plan = approximate is not None and approximate.needs_plan
+        if incremental and self._plannable() and (pays or needs_plan):
             cap = approximate.projective_field if approximate else 1.0
             tolerance = approximate.tolerance if approximate else 0.0
             self.plan = IncrementalForward.plan(
@@ -76,10 +87,7 @@ class OcclusionScan:
             )
         if self.plan is not None:
             self.unoccluded = self.plan.output
-            if (
-                not (approximate and approximate.needs_plan)
-                and position_limit(self.plan, self._box()) < MIN_LIMIT
-            ):
+            if not needs_plan and position_limit(self.plan, self._box()) < MIN_LIMIT:
                 self.plan = None
 
     def _plannable(self) -> bool:
@@ -140,8 +148,11 @@ class OcclusionScan:
         ``adaptive`` a small one (whole copies' forward passes are cheapest at some
         batch that only a measurement finds): 8 copies' boxes, or as many whole
         copies as hold ``FIRST_CHUNK_ELEMENTS`` (2 at 3x224x224, more for small
-        inputs, whose passes are cheap and whose fixed costs weigh more)."""
-        if not self.adaptive:
+        inputs, whose passes are cheap and whose fixed costs weigh more). On a GPU
+        whole copies start at the largest: there a pass costs about the same up
+        to 64 copies (Captum was fastest at 64 on every model measured)."""
+        on_cpu = self.tensors[0].device.type == "cpu"
+        if not self.adaptive or (self.plan is None and not on_cpu):
             return self.positions
         if self.plan is not None:
             copies = 8
@@ -159,13 +170,11 @@ class OcclusionScan:
 
     def _copies(self, chunk: list[Region]) -> tuple[Tensor, ...]:
         """Every input repeated once per region, the occluded one filled there."""
-        repeats = len(chunk)
-        copies = [t.repeat(repeats, *[1] * (t.ndim - 1)) for t in self.tensors]
-        n = self.tensors[0].shape[0]
-        occluded = copies[self.index]
-        for p, region in enumerate(chunk):
-            where = (slice(None), *region)
-            occluded[p * n : (p + 1) * n][where] = self.fill[where]
+        copies = [t.repeat(len(chunk), *[1] * (t.ndim - 1)) for t in self.tensors]
+        image = self.tensors[self.index]
+        covers = region_covers(region_masks(chunk, image.shape[1:], image.device))
+        occluded = torch.where(covers[:, None], self.fill, image)  # (P, N, ...)
+        copies[self.index] = occluded.reshape(-1, *image.shape[1:])
         return tuple(copies)
 
     def _extra(self, chunk: list[Region]) -> tuple:

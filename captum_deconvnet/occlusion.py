@@ -23,6 +23,7 @@ from ._inputs import (
     check_images,
     check_submodule,
     extra_args,
+    repeat_targets,
     select_targets,
     widened,
 )
@@ -33,6 +34,7 @@ from ._occlusion_args import (
     occluder_regions,
     pair,
     progress,
+    region_sums,
     strides_per_input,
     target_classes,
     watched_channels,
@@ -219,16 +221,15 @@ class OcclusionSensitivity(PerturbationAttribution):
                     output = model_output(scan.unoccluded_output(), n)
                     unoccluded = widened(select_targets(output, target))
                 scan.score = lambda out: select_targets(out, target)
-                total = tensor.new_zeros(tensor.shape, dtype=unoccluded.dtype)
-                counts = torch.zeros(tensor.shape[1:], device=tensor.device)
+                done, drops = [], []
                 for chunk, outputs, _ in scan:
                     model_output(outputs, n * len(chunk))
-                    for p, region in enumerate(chunk):
-                        values = select_targets(outputs[p * n : (p + 1) * n], target)
-                        drop = (unoccluded - values).reshape(n, *[1] * len(region))
-                        total[(slice(None), *region)] += drop
-                        counts[region] += 1
+                    values = select_targets(outputs, repeat_targets(target, len(chunk)))
+                    drops.append(unoccluded.repeat(len(chunk)) - values)
+                    done += chunk
                     bar.update(len(chunk))
+                drop = torch.cat(drops).reshape(len(done), n)
+                total, counts = region_sums(done, drop, tensor.shape[1:])
                 attributions.append((total / counts).to(tensor.dtype))
         return tuple(attributions) if is_tuple else attributions[0]
 

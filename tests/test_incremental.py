@@ -12,7 +12,11 @@ from torch import nn
 from benchmarks.occlusion_speed import calibrated
 from captum_deconvnet import OcclusionSensitivity
 from captum_deconvnet._scan import OcclusionScan
-from captum_deconvnet.incremental import IncrementalForward, count_multiply_adds
+from captum_deconvnet.incremental import (
+    Approximation,
+    IncrementalForward,
+    count_multiply_adds,
+)
 from captum_deconvnet.incremental.rules import Opaque
 
 from .incremental_helpers import check_every_node, images
@@ -358,6 +362,30 @@ def test_a_plan_that_saves_too_little_gives_way_to_full_passes():
     )
     assert (
         OcclusionScan(local, (x,), 0, regions, torch.tensor(0), (), 4).plan is not None
+    )
+
+
+def test_where_plans_do_not_pay_only_a_box_cutting_approximation_makes_one(
+    monkeypatch,
+):
+    """As on a GPU (the CPU stands in for it here): exact occlusion runs full
+    passes, and a projective-field cap still gets its plan."""
+    monkeypatch.setattr("captum_deconvnet._scan.PLANS_PAY_ON", ())
+    model = calibrated(vgg_style(), 32)
+    x = images(1, 32)
+    regions = [(slice(None), slice(0, 4), slice(0, 4))] * 10
+    assert OcclusionScan(model, (x,), 0, regions, torch.tensor(0), (), 4).plan is None
+    cap = Approximation(projective_field=0.5)
+    capped = OcclusionScan(
+        model, (x,), 0, regions, torch.tensor(0), (), 4, approximate=cap
+    )
+    assert capped.plan is not None
+    kwargs = {"sliding_window_shapes": (3, 8, 8), "strides": 4, "target": 1}
+    torch.testing.assert_close(
+        OcclusionSensitivity(model).attribute(x, **kwargs),
+        Occlusion(model).attribute(x, **kwargs),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 

@@ -2,7 +2,12 @@ import pytest
 import torch
 from captum._utils.common import _select_targets
 
-from captum_deconvnet._inputs import as_tuple, check_submodule, select_targets
+from captum_deconvnet._inputs import (
+    as_tuple,
+    check_submodule,
+    repeat_targets,
+    select_targets,
+)
 
 OUTPUT = torch.arange(24.0).reshape(4, 6)
 
@@ -23,6 +28,24 @@ def test_tuple_targets_on_3d_output():
         select_targets(output, [(0, 1), (2, 3)]),
         torch.stack([output[0, 0, 1], output[1, 2, 3]]),
     )
+
+
+def test_per_example_targets_take_negative_indices_and_repeat_per_copy():
+    output = torch.randn(3, 2, 5)
+    target = [(1, -1), (-2, 0), (0, 4)]
+    rows = [output[0, 1, -1], output[1, -2, 0], output[2, 0, 4]]
+    torch.testing.assert_close(select_targets(output, target), torch.stack(rows))
+    copies = torch.cat([output, output * 2])  # two copies of the batch, stacked
+    for repeated in (
+        repeat_targets(target, 2),
+        repeat_targets(torch.tensor([1, 0, 1]), 2),
+    ):
+        assert len(repeated) == 6
+    torch.testing.assert_close(
+        select_targets(copies, repeat_targets(target, 2)),
+        torch.cat([torch.stack(rows), 2 * torch.stack(rows)]),
+    )
+    assert repeat_targets((1, 2), 5) == (1, 2) and repeat_targets(3, 5) == 3
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from captum.attr import Occlusion, PerturbationAttribution
 from captum.metrics import sensitivity_max
 from torch import nn
 
-from captum_deconvnet import OcclusionSensitivity, _scan
+from captum_deconvnet import OcclusionSensitivity, _occlusion_args, _scan
 from tests.helpers import snapshot
 
 
@@ -146,6 +146,39 @@ def test_result_does_not_depend_on_the_batch(incremental):
             )
             result = occlusion.attribute(x, perturbations_per_eval=per_eval, **kwargs)
             torch.testing.assert_close(result, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shape", "window", "stride"),
+    [
+        ((3, 20, 17), (3, 5, 4), (1, 3, 2)),
+        ((7,), (3,), (2,)),
+        ((2, 6, 5, 4), (1, 3, 2, 2), (1, 1, 2, 1)),
+    ],
+)
+@pytest.mark.parametrize("block", [2**24, 7])
+def test_region_sums_equal_adding_each_region_in_turn(
+    shape, window, stride, block, monkeypatch
+):
+    monkeypatch.setattr(_occlusion_args, "SUM_BLOCK_ELEMENTS", block)
+    regions = _occlusion_args.occluder_regions(torch.Size(shape), window, stride)
+    values = torch.randn(len(regions), 2, dtype=torch.float64)
+    total, counts = _occlusion_args.region_sums(regions, values, shape)
+    expected_total = torch.zeros(2, *shape, dtype=torch.float64)
+    expected_counts = torch.zeros(shape, dtype=torch.float64)
+    covers = _occlusion_args.region_covers(
+        _occlusion_args.region_masks(regions, shape, "cpu")
+    )
+    for p, region in enumerate(regions):
+        expected_total[(slice(None), *region)] += values[p].reshape(
+            2, *[1] * len(shape)
+        )
+        expected_counts[region] += 1
+        alone = torch.zeros(shape, dtype=torch.bool)
+        alone[region] = True
+        assert torch.equal(covers[p], alone)
+    torch.testing.assert_close(total, expected_total, rtol=1e-12, atol=1e-12)
+    assert torch.equal(counts, expected_counts)
 
 
 def test_max_batch_bounds_the_copies_per_forward_pass():
