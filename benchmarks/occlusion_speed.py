@@ -10,7 +10,9 @@ Per model (random weights, batch norm calibrated on random images; one image at
 baseline), ``OcclusionSensitivity`` with full passes (``incremental=False``) and by
 default (incremental where its plan pays), each speed-up over Captum's best, the
 multiply-add limit of incremental inference (``count_multiply_adds``) and how much
-of it the default reaches, and the largest difference from Captum's map. The
+of it the default reaches, and the largest difference from Captum's map (beside
+the largest between Captum's own maps at the three settings: on CUDA, TF32
+convolutions make any change of batching move the maps in the 2nd-3rd digit). The
 machine's load drifts, so after Captum's sweep over ``perturbations_per_eval`` its
 best setting and our two paths run in turns ``--repeats`` times (default 3), and
 each time reported is its best run. With ``--memory``, peak memory of Captum and
@@ -116,6 +118,9 @@ def occluder_row(
         )
     best = int(min(captum_s, key=captum_s.get))
     reference = maps[best]
+    # Captum's maps at other perturbations_per_eval: how far batching alone moves
+    # the numbers (far on CUDA with TF32), the floor for our difference
+    spread = max((m - reference).abs().max() for m in maps.values())
     full = OcclusionSensitivity(model, incremental=False)
     default = OcclusionSensitivity(model)
     runs = {
@@ -135,6 +140,7 @@ def occluder_row(
                 seconds[name].append(elapsed)
     row = {"window": window, "stride": stride, "captum_s": captum_s}
     row["captum_best_per_eval"] = best
+    row["captum_spread"] = (spread / reference.abs().max()).item()
     row["repeats"] = repeats
     row["captum_best_s"] = min(seconds["captum"])
     row["positions"] = len(
@@ -218,21 +224,40 @@ def _resident() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize()
 
 
+def _device(env: dict) -> str:
+    name = env.get("device_name", "cpu")
+    return (
+        env["device"]
+        if name == "cpu"
+        else f"{env['device']} ({name}, torch {env['torch']})"
+    )
+
+
+def _tf32(env: dict) -> str:
+    """On CUDA, whether convolutions ran in TF32 (PyTorch's default there): then
+    maps computed on patches and on whole images differ in about the 3rd digit."""
+    if "cudnn_tf32" not in env:
+        return ""
+    return ", TF32 convolutions" if env["cudnn_tf32"] else ", float32 convolutions"
+
+
 def table(results: dict) -> str:
     env = results["environment"]
     lines = [
-        f"Occlusion speed, one image, random weights, {env['device']} "
-        f"({env['threads']} threads); times in seconds, Captum's sweep one run "
-        "each, the others the best of the repeats run in turns",
+        f"Occlusion speed, one image, random weights, {_device(env)} "
+        f"({env['threads']} threads{_tf32(env)}); times in seconds, Captum's sweep "
+        "one run each, the others the best of the repeats run in turns",
         "",
         "| model | occluder | positions | Captum, ppe 1 / 16 / 64 | Captum best (ppe) "
         "| ours, full passes | ours, default | speed-up, full | speed-up, default "
-        "| multiply-add limit | share of limit | max rel. difference |",
+        "| multiply-add limit | share of limit "
+        "| max rel. difference (Captum's own spread) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, model in results["models"].items():
         for r in model["occluders"]:
             c, best = r["captum_s"], r["captum_best_per_eval"]
+            spread = f" ({r['captum_spread']:.1e})" if "captum_spread" in r else ""
             # a row kept from a run without repeats has its sweep's time alone
             lines.append(
                 f"| {name} ({model['size']}) | {r['window']}/{r['stride']} "
@@ -242,7 +267,7 @@ def table(results: dict) -> str:
                 f"({r['default_path']}) | {r['full_speedup']:.2f}x "
                 f"| **{r['default_speedup']:.2f}x** "
                 f"| {r['multiply_adds']['limit']:.2f}x | {r['share_of_limit']:.0%} "
-                f"| {r['default_max_relative_difference']:.1e} |"
+                f"| {r['default_max_relative_difference']:.1e}{spread} |"
             )
     memory = [
         (n, m["memory_mib"]) for n, m in results["models"].items() if "memory_mib" in m

@@ -40,7 +40,9 @@ def _synchronize(device: str) -> None:
 
 def environment(device: str = "cpu") -> dict[str, Any]:
     """Versions and hardware, stored beside every result."""
-    name = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
+    cuda = str(device).startswith("cuda")
+    name = torch.cuda.get_device_name() if cuda else "cpu"
+    settings = {"cudnn_tf32": torch.backends.cudnn.allow_tf32} if cuda else {}
     return {
         "torch": torch.__version__,
         "captum": captum.__version__,
@@ -49,6 +51,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "device_name": name,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
+        **settings,
     }
 
 

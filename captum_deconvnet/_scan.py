@@ -24,8 +24,9 @@ __all__ = ["OcclusionScan"]
 MIN_LIMIT = 1.5
 # Devices on which an exact plan can pay. On a GPU its per-layer gathers and pastes
 # are launch-bound: on an H200 the plan ran 2-12x slower than Captum's full passes
-# on every torchvision model measured (benchmarks/results/occlusion_speed_cuda.md),
-# so there only an approximation that cuts boxes makes one.
+# on every torchvision model measured (benchmarks/results/
+# occlusion_speed_incremental_cuda.md), so there only an approximation that cuts
+# boxes makes one.
 PLANS_PAY_ON = ("cpu",)
 # Chunks timed per size while the adaptive chunk size is searched for.
 TRIALS = 2
@@ -150,7 +151,7 @@ class OcclusionScan:
         copies as hold ``FIRST_CHUNK_ELEMENTS`` (2 at 3x224x224, more for small
         inputs, whose passes are cheap and whose fixed costs weigh more). On a GPU
         whole copies start at the largest: there a pass costs about the same up
-        to 64 copies (Captum was fastest at 64 on every model measured)."""
+        to 64 copies (Captum was fastest at 64 on nearly every model measured)."""
         on_cpu = self.tensors[0].device.type == "cpu"
         if not self.adaptive or (self.plan is None and not on_cpu):
             return self.positions
