@@ -183,6 +183,28 @@ def occluder_regions(dims: torch.Size, window: tuple, stride: tuple) -> list[Reg
     ]
 
 
+def check_extra_args(extra: tuple, n: int, positions: int) -> None:
+    """Refuse a tensor in ``additional_forward_args`` without a row per example
+    when one pass holds several occluder positions: like Captum, such a pass
+    repeats each tensor argument along its first dimension with the inputs, which
+    would silently misuse a tensor that is not batched.
+
+    Raises:
+        ValueError: naming the argument, its shape and the batch size ``n``.
+    """
+    if positions == 1:
+        return
+    for i, arg in enumerate(extra):
+        if isinstance(arg, Tensor) and arg.ndim and arg.shape[0] != n:
+            raise ValueError(
+                f"additional_forward_args[{i}] has shape {tuple(arg.shape)}, but a "
+                f"tensor there needs a row per example (N={n}), as in Captum: it is "
+                "repeated with the inputs when a pass holds several occluder "
+                "positions. Pass perturbations_per_eval=1 to use it as it is, or "
+                "pass it some other way (a list, or an attribute of the model)"
+            )
+
+
 def region_masks(regions: list[Region], shape: Sequence[int], device) -> list[Tensor]:
     """Per dimension of ``shape`` (the input's after the batch), a ``(P, size)``
     bool tensor of which indices each of the ``P`` regions spans; a region is the

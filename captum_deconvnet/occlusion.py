@@ -29,6 +29,7 @@ from ._inputs import (
 )
 from ._occlusion_args import (
     baselines_per_input,
+    check_extra_args,
     check_positive,
     fill_values,
     occluder_regions,
@@ -172,7 +173,9 @@ class OcclusionSensitivity(PerturbationAttribution):
             baselines: the occluder's values: a number, or a tensor broadcastable to
                 the input (one per input for tuple inputs); ``None`` is 0.
             target: the output to explain, in Captum's forms.
-            additional_forward_args: further model arguments, not occluded.
+            additional_forward_args: further model arguments, not occluded; a
+                tensor among them has a row per example (as in Captum), unless
+                ``perturbations_per_eval=1``.
             perturbations_per_eval: occluder positions per forward pass; ``None``
                 takes as many as ``max_batch`` allows. The result does not depend
                 on it.
@@ -194,6 +197,7 @@ class OcclusionSensitivity(PerturbationAttribution):
         positions = self._positions_per_pass(perturbations_per_eval, len(tensors[0]))
         extra = extra_args(additional_forward_args)
         n = tensors[0].shape[0]
+        check_extra_args(extra, n, positions)
         regions = [
             occluder_regions(t.shape[1:], w, s)
             for t, w, s in zip(tensors, windows, steps, strict=True)

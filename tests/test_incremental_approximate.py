@@ -149,3 +149,8 @@ def test_bad_approximations_are_refused():
     )
     with pytest.raises(ValueError, match="grid"):  # a window over some channels only
         drill.attribute(images(1, 8), (1, 4, 4), strides=(1, 2, 2), target=0)
+    vectors = OcclusionSensitivity(
+        nn.Linear(12, 3).eval(), approximate=Approximation(coarse=2, refine=0.5)
+    )
+    with pytest.raises(ValueError, match="grid"):  # positions along one dimension
+        vectors.attribute(torch.randn(2, 12), (2,), target=1)

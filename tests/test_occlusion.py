@@ -109,6 +109,30 @@ def test_attribute_equals_captum_on_tuple_inputs_with_extra_args():
     )
 
 
+def test_an_extra_tensor_without_a_row_per_example_is_refused_unless_one_at_a_time():
+    """Captum repeats tensor arguments with the inputs when a pass holds several
+    positions; a tensor that is not batched would be misused silently."""
+    torch.manual_seed(0)
+    linear = nn.Linear(12, 5).eval()
+
+    def columns(x, cols):
+        return linear(x)[:, cols].sum(1)
+
+    x, cols = torch.randn(4, 12), torch.tensor([0, 2])
+    kwargs = {"sliding_window_shapes": (3,), "strides": 3}
+    kwargs["additional_forward_args"] = (cols,)
+    with pytest.raises(ValueError, match=r"additional_forward_args\[0\].*\(2,\)"):
+        OcclusionSensitivity(columns).attribute(x, **kwargs)
+    ours = OcclusionSensitivity(columns).attribute(
+        x, perturbations_per_eval=1, **kwargs
+    )
+    theirs = Occlusion(columns).attribute(x, perturbations_per_eval=1, **kwargs)
+    torch.testing.assert_close(ours, theirs)
+    batched = torch.randn(4, 12)  # a row per example: repeated with the copies
+    kwargs["additional_forward_args"] = (batched,)
+    assert_captum_equal(lambda x, b: linear(x * b).sum(1), x, **kwargs)
+
+
 @pytest.mark.parametrize(
     ("window", "strides", "baselines"),
     [

@@ -81,6 +81,8 @@ class Approximation:
 def _grid(regions: list) -> tuple[int, int]:
     """``(rows, cols)`` of occluder positions that form a row-major grid over the
     last two dimensions (one position along the others)."""
+    if len(regions[0]) < 2:  # positions along one dimension: no grid
+        regions = []
     rows = sorted({r[-2].start for r in regions})
     cols = sorted({r[-1].start for r in regions})
     others = {tuple(s.start for s in r[:-2]) for r in regions}
