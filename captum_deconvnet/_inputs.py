@@ -28,11 +28,15 @@ __all__ = [
 ]
 
 
-def as_tuple(inputs: Tensor | tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], bool]:
-    """``(inputs as a tuple, whether they came as one)``, after checking each tensor.
+def as_tuple(
+    inputs: Tensor | tuple[Tensor, ...], integers: bool = False
+) -> tuple[tuple[Tensor, ...], bool]:
+    """``(inputs as a tuple, whether they came as one)``, after checking each tensor;
+    with ``integers``, integer tensors (token ids, say) pass too, but not ``uint8``,
+    which holds images that the model wants as floats.
 
     Raises:
-        TypeError: for something other than a floating-point tensor.
+        TypeError: for something other than a floating-point (or integer) tensor.
         ValueError: for a tensor without a batch dimension, or batches of unequal size.
     """
     is_tuple = isinstance(inputs, tuple)
@@ -43,7 +47,10 @@ def as_tuple(inputs: Tensor | tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], b
         name = f"inputs[{i}]" if is_tuple else "inputs"
         if not isinstance(tensor, Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(tensor).__name__}")
-        if not tensor.is_floating_point():
+        integer = not (tensor.is_floating_point() or tensor.is_complex()) and (
+            tensor.dtype not in (torch.bool, torch.uint8)
+        )
+        if not (tensor.is_floating_point() or (integers and integer)):
             raise TypeError(
                 f"{name} must be a floating-point tensor, got {tensor.dtype}; "
                 "convert images with .float() (and scale them as the model expects)"

@@ -110,6 +110,11 @@ def baselines_per_input(baselines: Any, tensors: tuple) -> list[Tensor]:
                 f"baselines of shape {tuple(baseline.shape)} do not broadcast to the "
                 f"input's shape {tuple(tensor.shape)}"
             )
+        if not tensor.is_floating_point() and (baseline != baseline.round()).any():
+            raise ValueError(
+                f"baselines for an input of {tensor.dtype} (token ids, say) must be "
+                f"whole numbers, got {baseline!r}"
+            )
         result.append(baseline.to(tensor.device, tensor.dtype))
     return result
 

@@ -96,6 +96,7 @@ class OcclusionScan:
             isinstance(self.forward_func, nn.Module)
             and len(self.tensors) == 1
             and self.tensors[0].ndim == 4
+            and self.tensors[0].is_floating_point()
             and not self.extra
         )
 

@@ -165,7 +165,9 @@ class OcclusionSensitivity(PerturbationAttribution):
 
         Args:
             inputs: a batch, or a tuple of batches the model takes together; each is
-                occluded in turn while the others stay whole.
+                occluded in turn while the others stay whole. Floating-point, or
+                integer (token ids into an embedding, say: their baselines must be
+                whole numbers).
             sliding_window_shapes: the occluder's shape over the dimensions after
                 the batch, e.g. ``(3, 32, 32)``; a tuple of them for tuple inputs.
             strides: step between positions: an int for all dimensions, a tuple per
@@ -182,15 +184,15 @@ class OcclusionSensitivity(PerturbationAttribution):
             show_progress: show a progress bar over the occluder positions.
 
         Returns:
-            Attributions shaped like ``inputs``, in their dtype (Captum's are always
-            float32).
+            Attributions shaped like ``inputs``, in their dtype, float32 for integer
+            inputs (Captum's are always float32).
 
         Raises:
             TypeError: if the model does not return one tensor.
             ValueError: for arguments that do not fit the inputs, or an unbatched
                 input to a convolution of the model.
         """
-        tensors, is_tuple = as_tuple(inputs)
+        tensors, is_tuple = as_tuple(inputs, integers=True)
         windows = window_shapes(sliding_window_shapes, tensors)
         steps = strides_per_input(strides, windows, tensors)
         fills = baselines_per_input(baselines, tensors)
@@ -235,7 +237,8 @@ class OcclusionSensitivity(PerturbationAttribution):
                     bar.update(len(chunk))
                 drop = torch.cat(drops).reshape(len(done), n)
                 total, counts = region_sums(done, drop, tensor.shape[1:])
-                attributions.append((total / counts).to(tensor.dtype))
+                dtype = tensor.dtype if tensor.is_floating_point() else total.dtype
+                attributions.append((total / counts).to(dtype))
         return tuple(attributions) if is_tuple else attributions[0]
 
     def sensitivity_maps(

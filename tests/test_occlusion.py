@@ -453,3 +453,22 @@ def test_it_is_a_perturbation_attribution_that_captum_metrics_accept():
         Occlusion(model).attribute, x, n_perturb_samples=2, **kwargs
     )
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_token_ids_are_occluded_as_captum_occludes_them():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(24, 3)).eval()
+    ids = torch.randint(1, 10, (2, 6))
+    kwargs = {"sliding_window_shapes": (2,), "target": 1, "baselines": 0}
+    for incremental in (True, False):
+        ours = OcclusionSensitivity(model, incremental=incremental).attribute(
+            ids, **kwargs
+        )
+        assert ours.dtype == torch.float32
+        torch.testing.assert_close(ours, Occlusion(model).attribute(ids, **kwargs))
+    with pytest.raises(ValueError, match="whole numbers"):
+        OcclusionSensitivity(model).attribute(ids, (2,), baselines=0.5, target=1)
+    with pytest.raises(TypeError, match="bool"):
+        OcclusionSensitivity(model).attribute(ids > 3, (2,), target=1)
+    with pytest.raises(TypeError, match=r"uint8.*\.float\(\)"):  # images
+        OcclusionSensitivity(model).attribute(ids.to(torch.uint8), (2,), target=1)
