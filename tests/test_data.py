@@ -33,6 +33,19 @@ def test_unpacks_debian_style_gzipped_files(tmp_path):
     np.testing.assert_array_equal(data.targets.numpy(), labels)
 
 
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_files_in_the_data_dir_itself_come_before_the_system_copy(
+    tmp_path, compress
+):
+    root = write_fake_fashion_mnist(tmp_path / "mine", compress=compress)
+    system = write_fake_fashion_mnist(tmp_path / "system", n_train=128, compress=True)
+    find_fashion_mnist(root, system_dirs=(system,), download=False)
+    expected, labels = fake_items(256, seed=0)
+    data = FashionMNIST(root, train=True)
+    np.testing.assert_array_equal(data.data.numpy(), expected)
+    np.testing.assert_array_equal(data.targets.numpy(), labels)
+
+
 def test_error_names_every_place_tried(tmp_path, monkeypatch):
     def fail(self):
         raise RuntimeError("network unreachable")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Dataset
 from torchvision.datasets import FashionMNIST
 
@@ -43,9 +44,10 @@ def find_fashion_mnist(
 ) -> Path:
     """Make ``<root>/FashionMNIST/raw`` hold the four idx files and return ``root``.
 
-    Looks, in order, in ``root`` itself, in ``system_dirs`` (gzipped or plain idx files,
-    as Debian's ``dataset-fashion-mnist`` installs them), and finally downloads with
-    torchvision when ``download`` is true.
+    Looks, in order, in ``<root>/FashionMNIST/raw``, in ``root`` itself and in
+    ``system_dirs`` (gzipped or plain idx files, as Debian's
+    ``dataset-fashion-mnist`` installs them; a copy from there is logged), and
+    finally downloads with torchvision when ``download`` is true.
 
     Raises:
         FileNotFoundError: naming every place tried, when none has the data.
@@ -54,10 +56,13 @@ def find_fashion_mnist(
     raw = root / "FashionMNIST" / "raw"
     if all((raw / name).is_file() for name in _FILES):
         return root
+    if _copy_idx_files(raw, raw) or _copy_idx_files(root, raw):  # gzipped there
+        return root
     for directory in map(Path, system_dirs):
         if _copy_idx_files(directory, raw):
+            rank_zero_info(f"Fashion-MNIST copied from {directory} into {raw}")
             return root
-    tried = [f"{raw}", *(f"{d}" for d in system_dirs)]
+    tried = [f"{raw}", f"{root}", *(f"{d}" for d in system_dirs)]
     if download:
         try:
             FashionMNIST(root, train=True, download=True)
