@@ -33,7 +33,9 @@ class ZFNetModule(pl.LightningModule):
         scheduler: ``"plateau"`` (x``lr_factor`` when ``val/loss`` stops improving for
             ``patience`` epochs), ``"step"`` (x``lr_factor`` every ``step_size``
             epochs),
-            ``"cosine"`` (to zero over ``max_epochs``), ``"onecycle"`` (per step: a
+            ``"cosine"`` (to zero over ``max_epochs``; over the steps, per step,
+            when ``max_epochs`` is -1 and ``max_steps`` bounds the run),
+            ``"onecycle"`` (per step: a
             warm-up over the first ``warmup`` of training to ``lr``, then cosine
             annealing; the quickest from scratch) or ``"none"``.
         warmup: fraction of the steps spent warming up with ``"onecycle"``.
@@ -104,9 +106,12 @@ class ZFNetModule(pl.LightningModule):
         """Log class probabilities; 5-D input is averaged over its crops."""
         if x.ndim == 5:
             n, crops = x.shape[:2]
-            logp = F.log_softmax(self.model(x.flatten(0, 1)), dim=1).view(n, crops, -1)
+            logits = self.model(x.flatten(0, 1)).float()
+            logp = F.log_softmax(logits, dim=1).view(n, crops, -1)
             return torch.logsumexp(logp, dim=1) - math.log(crops)
-        return F.log_softmax(self.model(x), dim=1)
+        # in float32: under bf16 autocast the logits are bf16, and so would be the
+        # probabilities (ties among the top classes, 3 significant digits)
+        return F.log_softmax(self.model(x).float(), dim=1)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]
@@ -158,13 +163,23 @@ class ZFNetModule(pl.LightningModule):
                 optimizer, step_size=hp.step_size, gamma=hp.lr_factor
             )
         elif hp.scheduler == "cosine":
-            epochs = max(1, self.trainer.max_epochs or 1)
+            epochs = self.trainer.max_epochs
+            if epochs is None or epochs < 1:  # epochs unbounded: anneal over steps
+                steps = self._steps_of_the_run()
+                self._check_schedule_length("T_max", steps, "steps")
+                scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                    optimizer, T_max=steps
+                )
+                return {
+                    "optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+                }
             self._check_schedule_length("T_max", epochs, "epochs")
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
                 optimizer, T_max=epochs
             )
         else:
-            steps = self.trainer.estimated_stepping_batches
+            steps = self._steps_of_the_run()
             self._check_schedule_length("total_steps", steps, "steps")
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer,
@@ -209,6 +224,23 @@ class ZFNetModule(pl.LightningModule):
             torch.cuda.set_rng_state_all(state["cuda_rng_state"])
         self._resumed_rng = {}
 
+    def _steps_of_the_run(self) -> int:
+        """The optimiser steps the fit will take, for a schedule fitted to them.
+
+        Raises:
+            ValueError: for a run without a bound (``max_epochs=-1`` and no
+                ``max_steps``) or without a training batch.
+        """
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps) or steps < 1:
+            raise ValueError(
+                f"the {self.hparams.scheduler!r} schedule is fitted to the whole run, "
+                f"which here has {steps} optimiser steps: bound the run with "
+                "trainer.max_epochs or trainer.max_steps (with at least one "
+                "training batch), or choose --model.scheduler step or plateau"
+            )
+        return int(steps)
+
     def _check_schedule_length(self, key: str, length: int, unit: str) -> None:
         """Refuse to resume a schedule whose length is fixed by the fit's (one-cycle's
         steps, cosine's epochs) with another length: torch would step past the end
@@ -219,6 +251,7 @@ class ZFNetModule(pl.LightningModule):
                 f"the checkpoint's {self.hparams.scheduler!r} schedule spans "
                 f"{saved[0]} {unit}, this fit {length}: the schedule is fitted to the "
                 "whole run and cannot be extended. Resume with the checkpoint's "
-                "trainer.max_epochs to finish that run, or start a new fit (without "
-                "--ckpt_path) with the new max_epochs."
+                "run length (trainer.max_epochs, max_steps, limit_train_batches, "
+                "accumulate_grad_batches, devices and data.batch_size as they were) "
+                "to finish that run, or start a new fit without --ckpt_path."
             )

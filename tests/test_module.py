@@ -106,3 +106,66 @@ def test_channels_last_trains_to_the_same_weights(fake_data_dir, tmp_path):
     loaded = ZFNetModule.load_from_checkpoint(path, weights_only=True)
     for name, value in fast.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
+
+
+class _LearningRates(pl.Callback):
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def _steps_fit(data_dir, out, scheduler, **trainer_kwargs):
+    dm = ClutteredFashionMNISTDataModule(str(data_dir), batch_size=16, val_size=56)
+    rates = _LearningRates()
+    trainer = pl.Trainer(
+        default_root_dir=out,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[rates],
+        **trainer_kwargs,
+    )
+    trainer.fit(_module(scheduler=scheduler), dm)
+    return rates.rates
+
+
+def test_cosine_without_an_epoch_bound_anneals_over_the_steps(fake_data_dir, tmp_path):
+    """max_epochs=-1 with max_steps (the transfer configs' form): one decay over
+    the steps, not a restart every epoch."""
+    rates = _steps_fit(
+        fake_data_dir, tmp_path, "cosine", max_epochs=-1, max_steps=6,
+        limit_train_batches=2,
+    )  # fmt: skip
+    expected = [0.5 * 1e-2 * (1 + math.cos(math.pi * k / 6)) for k in range(6)]
+    assert rates == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_a_schedule_fitted_to_an_unbounded_run_is_refused(
+    scheduler, fake_data_dir, tmp_path
+):
+    with pytest.raises(ValueError, match="bound the run"):  # max_time is no bound
+        _steps_fit(
+            fake_data_dir, tmp_path, scheduler, max_epochs=-1, max_time={"seconds": 20}
+        )
+
+
+def test_one_cycle_over_no_training_batch_is_refused(fake_data_dir, tmp_path):
+    with pytest.raises(ValueError, match="bound the run"):
+        _steps_fit(
+            fake_data_dir, tmp_path, "onecycle", max_epochs=2, limit_train_batches=0
+        )
+
+
+def test_probabilities_are_float32_under_bf16_autocast():
+    module = _module().eval()
+    x = torch.randn(3, 1, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert module.log_probs(x).dtype == torch.float32
+        assert module.log_probs(x[:, None].expand(3, 2, 1, 64, 64)).dtype == (
+            torch.float32
+        )
