@@ -98,6 +98,8 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         rows = {column: torch.cat(values) for column, values in self._rows.items()}
         self._rows = {}
+        if trainer.fast_dev_run:  # Lightning's debugging run writes no files
+            return
         if torch.distributed.is_initialized() and trainer.world_size > 1:
             rows = _gather_to_zero(rows, trainer.global_rank, trainer.world_size)
         if not trainer.is_global_zero:

@@ -178,11 +178,15 @@ def test_predict_under_ddp_writes_one_file_of_all_images(
     assert len(_rows(folder / "predictions.csv")) == 64  # the config's writer
 
 
-def test_fast_dev_run_writes_nothing_anywhere(fake_data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("subcommand", ["fit", "predict"])
+def test_fast_dev_run_writes_nothing_anywhere(
+    subcommand, fake_data_dir, tmp_path, monkeypatch
+):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    main(_fit_args(fake_data_dir, tmp_path / "run", "--trainer.fast_dev_run=true"))
+    args = _fit_args(fake_data_dir, tmp_path / "run", "--trainer.fast_dev_run=true")
+    main([subcommand, *args[1:]])  # predict: the config's PredictionWriter too
     assert list(tmp_path.rglob("*")) == [cwd]
 
 
