@@ -147,7 +147,12 @@ class FeatureEvolution(pl.Callback):
 
     def _fixed_images(self, trainer: pl.Trainer) -> Tensor:
         if self.images is None:
-            self.images = _first_images(trainer.val_dataloaders, self.num_images)
+            loaders = trainer.val_dataloaders
+            if loaders is None and trainer.datamodule is not None:
+                # no validation has run yet (limit_val_batches=0, or
+                # check_val_every_n_epoch past this epoch): the data module has one
+                loaders = trainer.datamodule.val_dataloader()
+            self.images = _first_images(loaders, self.num_images)
         return self.images
 
 
@@ -171,7 +176,11 @@ def _first_images(loaders: object, count: int) -> Tensor:
     if isinstance(loaders, (list, tuple)):
         loaders = loaders[0] if loaders else None
     if loaders is None:
-        raise ValueError("FeatureEvolution needs images or a validation loader")
+        raise ValueError(
+            "FeatureEvolution needs images: pass images=..., or fit with a "
+            "validation loader (a data module's val_dataloader is used even when "
+            "no validation runs)"
+        )
     images = []
     for batch in loaders:
         images.append(first_item(batch))

@@ -142,3 +142,26 @@ def test_pictures_go_to_the_log_directory_by_default(tmp_path):
     fit(callback, logger=CSVLogger(tmp_path, name="", version=""), epochs=1)
     written = sorted(p.name for p in (tmp_path / "feature_evolution").iterdir())
     assert written == ["model.0_epoch001.png", "model.0_evolution.png"]
+
+
+def test_a_data_modules_validation_images_serve_before_any_validation(tmp_path):
+    """limit_val_batches=0 (or a validation every few epochs) loads no validation
+    loader; the data module still has one."""
+    data = TensorDataset(torch.randn(16, 1, 8, 8), torch.randint(0, 2, (16,)))
+    datamodule = pl.LightningDataModule.from_datasets(data, data, batch_size=4)
+    callback = FeatureEvolution(
+        ["model.0"], epochs=[1], directory=tmp_path, num_images=6
+    )
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Classifier(), datamodule)
+    assert torch.equal(callback.images, data.tensors[0][:6])
+    assert (tmp_path / "model.0_epoch001.png").is_file()
