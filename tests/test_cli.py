@@ -78,6 +78,8 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_identical(fake_data_dir, tmp_path)
         *_args(fake_data_dir, tmp_path),
         "--trainer.strategy=ddp",
         "--trainer.devices=2",
+        # float32, so that the reference below computes the very same logits
+        "--trainer.precision=32-true",
         "--trainer.max_epochs=2",
         "--trainer.limit_train_batches=3",
         "--trainer.callbacks+=tests.helpers.DumpRankState",
