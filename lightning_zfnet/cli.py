@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .data import LabelBudgetDataModule, SplitDataModule
@@ -132,6 +132,20 @@ def _log_apart(logger: object, subcommand: str) -> None:
         arguments.version = None
 
 
+class _SaveConfigAtFitStart(SaveConfigCallback):
+    """Lightning's ``config.yaml`` writer, which for ``fit`` waits until the fit has
+    started (after ``configure_optimizers``): a resume refused there (a schedule
+    that does not fit the new run's length) leaves the run's config as it was, so
+    that the run can still be resumed from it."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001
+        if stage != "fit":
+            super().setup(trainer, pl_module, stage)
+
+    def on_fit_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        super().setup(trainer, pl_module, "fit")
+
+
 def run_cli(args: list[str] | None = None) -> ZFNetCLI:
     """Run the command line and return it (its ``trainer`` and ``model`` are set);
     ``args`` replaces ``sys.argv[1:]`` when given. A misspelt or abbreviated option
@@ -142,6 +156,7 @@ def run_cli(args: list[str] | None = None) -> ZFNetCLI:
         SplitDataModule,
         subclass_mode_data=True,
         subclass_mode_model=True,
+        save_config_callback=_SaveConfigAtFitStart,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={
             **no_abbreviations,

@@ -215,8 +215,11 @@ def test_a_misspelt_option_is_an_error(capsys):
 
 def test_extending_a_finished_one_cycle_is_refused(fake_data_dir, trained, tmp_path):
     shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
+    config = (tmp_path / "config.yaml").read_text()
     longer = _fit_args(fake_data_dir, tmp_path, "--trainer.max_epochs=2")
     refusal = "'onecycle' schedule spans 2 steps, this fit 4"
     with pytest.raises(ValueError, match=refusal):
         main([*longer, "--ckpt_path=last"])
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 2
+    # the run's config is left as it was, so that it can be resumed from it
+    assert (tmp_path / "config.yaml").read_text() == config
