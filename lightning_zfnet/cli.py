@@ -10,6 +10,7 @@ import torch
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .data import LabelBudgetDataModule, SplitDataModule
@@ -69,8 +70,15 @@ class ZFNetCLI(LightningCLI):
 
     def _check_draw(self) -> None:
         """A label-budget data module must draw as in the fit of the checkpoint:
-        another draw's test images include the fit's training images."""
+        another draw's test images include the fit's training images. Without a
+        checkpoint, warn: the model's initial weights are evaluated."""
         path = self.config_init[self.subcommand].get("ckpt_path")
+        if not path:
+            rank_zero_warn(
+                f"{self.subcommand} without --ckpt_path evaluates the model's initial "
+                "(random) weights: pass --ckpt_path last for the training's last "
+                "checkpoint, or a checkpoint's path"
+            )
         if not isinstance(self.datamodule, LabelBudgetDataModule) or not path:
             return
         try:  # memory-mapped: only the settings are read, not the weights
@@ -97,10 +105,26 @@ class ZFNetCLI(LightningCLI):
                 if isinstance(callback, ModelCheckpoint):
                     callback.save_last = False
         arguments = self.config_init[self.subcommand]
-        if arguments.get("ckpt_path") == "last":
-            arguments["ckpt_path"] = last_checkpoint(self.trainer)
-        if arguments.get("ckpt_path"):
-            keep_logged_rows(self.trainer, Path(arguments["ckpt_path"]))
+        path = arguments.get("ckpt_path")
+        if path == "last" and self.trainer.fast_dev_run:
+            raise ValueError(
+                "--ckpt_path last: fast_dev_run runs without checkpoints or logs, so "
+                "it cannot find the run's last checkpoint; give the checkpoint's path"
+            )
+        if path == "last":
+            arguments["ckpt_path"] = path = last_checkpoint(self.trainer)
+        # Lightning's words ("best", "hpc", "registry...") and remote paths aside
+        local = path and "://" not in path and path.split(":")[0] not in _WORDS
+        if local and not Path(path).is_file():
+            raise FileNotFoundError(
+                f"--ckpt_path {path}: no such file; give an existing checkpoint, or "
+                "--ckpt_path last for the run's last one"
+            )
+        if path:
+            keep_logged_rows(self.trainer, Path(path))
+
+
+_WORDS = ("best", "hpc", "registry")
 
 
 def _last_of_training(logger: object) -> str:

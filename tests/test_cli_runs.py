@@ -223,3 +223,20 @@ def test_extending_a_finished_one_cycle_is_refused(fake_data_dir, trained, tmp_p
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 2
     # the run's config is left as it was, so that it can be resumed from it
     assert (tmp_path / "config.yaml").read_text() == config
+
+
+def test_resume_from_a_missing_checkpoint_or_last_under_fast_dev_run_is_named(
+    fake_data_dir, tmp_path
+):
+    missing = tmp_path / "nope.ckpt"
+    with pytest.raises(FileNotFoundError, match="nope.ckpt: no such file"):
+        main([*_fit_args(fake_data_dir, tmp_path), f"--ckpt_path={missing}"])
+    quick = _fit_args(fake_data_dir, tmp_path, "--trainer.fast_dev_run=true")
+    with pytest.raises(ValueError, match="fast_dev_run"):
+        main([*quick, "--ckpt_path=last"])
+
+
+def test_evaluating_without_a_checkpoint_warns(fake_data_dir, tmp_path):
+    args = _fit_args(fake_data_dir, tmp_path, "--trainer.limit_test_batches=1")
+    with pytest.warns(UserWarning, match="initial .random. weights"):
+        main(["test", *args[1:]])
