@@ -55,7 +55,7 @@ class ZFNetCLI(LightningCLI):
         loggers = config.trainer.logger
         loggers = loggers if isinstance(loggers, list) else [loggers]
         if config.get("ckpt_path") == "last":  # the training's, before logging apart
-            config.ckpt_path = _last_of_training(loggers[0])
+            config.ckpt_path = _last_of_training(loggers[0], config.trainer.callbacks)
         for logger in loggers:
             _log_apart(logger, self.subcommand)
 
@@ -127,20 +127,39 @@ class ZFNetCLI(LightningCLI):
 _WORDS = ("best", "hpc", "registry")
 
 
-def _last_of_training(logger: object) -> str:
-    """``last.ckpt`` in the checkpoint folder of the training logged by ``logger``."""
-    arguments = logger.get("init_args") if isinstance(logger, Namespace) else None
-    if arguments is None or "save_dir" not in arguments:
-        raise ValueError("--ckpt_path last needs a logger with a save_dir; give a path")
-    version = arguments.get("version") or ""  # as Lightning names the folder:
-    version = version if isinstance(version, str) else f"version_{version}"
-    folder = Path(arguments.save_dir, arguments.get("name") or "", version)
-    path = folder / "checkpoints" / "last.ckpt"
+def _last_of_training(logger: object, callbacks: object = None) -> str:
+    """``last.ckpt`` in the ``dirpath`` of a ``ModelCheckpoint`` among ``callbacks``,
+    or else in the checkpoint folder of the training logged by ``logger``."""
+    path = next(filter(None, map(_checkpoint_dirpath, _listed(callbacks))), None)
+    if path is None:
+        arguments = logger.get("init_args") if isinstance(logger, Namespace) else None
+        if arguments is None or "save_dir" not in arguments:
+            raise ValueError(
+                "--ckpt_path last needs a logger with a save_dir; give a path"
+            )
+        version = arguments.get("version") or ""  # as Lightning names the folder:
+        version = version if isinstance(version, str) else f"version_{version}"
+        name = arguments.get("name") or ""
+        path = Path(arguments.save_dir, name, version, "checkpoints")
+    path = Path(path) / "last.ckpt"
     if not path.is_file():
         raise FileNotFoundError(
             f"--ckpt_path last: no {path}; give the checkpoint's path instead"
         )
     return str(path)
+
+
+def _listed(callbacks: object) -> list:
+    return callbacks if isinstance(callbacks, list) else []
+
+
+def _checkpoint_dirpath(callback: object) -> str | None:
+    """The ``dirpath`` of a ``ModelCheckpoint`` given in the config, if set."""
+    if not isinstance(callback, Namespace):
+        return None
+    if not str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
+        return None
+    return (callback.get("init_args") or {}).get("dirpath")
 
 
 def _log_apart(logger: object, subcommand: str) -> None:

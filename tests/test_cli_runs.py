@@ -240,3 +240,20 @@ def test_evaluating_without_a_checkpoint_warns(fake_data_dir, tmp_path):
     args = _fit_args(fake_data_dir, tmp_path, "--trainer.limit_test_batches=1")
     with pytest.warns(UserWarning, match="initial .random. weights"):
         main(["test", *args[1:]])
+
+
+def test_evaluating_last_finds_a_checkpoint_folder_given_in_the_config(
+    fake_data_dir, tmp_path
+):
+    overlay = tmp_path / "checkpoints.yaml"
+    folder = tmp_path / "elsewhere"
+    overlay.write_text(
+        "trainer:\n  callbacks:\n"
+        "    - class_path: pytorch_lightning.callbacks.ModelCheckpoint\n"
+        f"      init_args: {{dirpath: {folder}, save_last: true}}\n"
+    )
+    args = _fit_args(fake_data_dir, tmp_path / "run", "--config", str(overlay))
+    main(args)
+    assert (folder / "last.ckpt").is_file()
+    main(["test", *args[1:], "--ckpt_path=last", "--trainer.limit_test_batches=1"])
+    assert len(list((tmp_path / "run").rglob("test/version_0/metrics.csv"))) == 1
