@@ -59,22 +59,27 @@ class ImageLogger(Logger):
         pass
 
 
-def fit(callback, logger=False, epochs=3, module=None):
+def fit(callback, logger=False, epochs=3, module=None, validation_batches=1):
+    """A short fit; with ``validation_batches=0``, through a data module (whose
+    validation loader Lightning then never loads)."""
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(16, 1, 8, 8), torch.randint(0, 2, (16,)))
     module = module or Classifier()
     trainer = pl.Trainer(
         max_epochs=epochs,
         limit_train_batches=2,
-        limit_val_batches=1,
+        limit_val_batches=validation_batches,
         callbacks=[callback],
         logger=logger,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    loader = DataLoader(data, batch_size=4)
-    trainer.fit(module, loader, DataLoader(data, batch_size=4))
+    if validation_batches == 0:
+        trainer.fit(module, pl.LightningDataModule.from_datasets(data, data, 4))
+    else:
+        loader = DataLoader(data, batch_size=4)
+        trainer.fit(module, loader, DataLoader(data, batch_size=4))
     return module, data
 
 
@@ -147,21 +152,9 @@ def test_pictures_go_to_the_log_directory_by_default(tmp_path):
 def test_a_data_modules_validation_images_serve_before_any_validation(tmp_path):
     """limit_val_batches=0 (or a validation every few epochs) loads no validation
     loader; the data module still has one."""
-    data = TensorDataset(torch.randn(16, 1, 8, 8), torch.randint(0, 2, (16,)))
-    datamodule = pl.LightningDataModule.from_datasets(data, data, batch_size=4)
     callback = FeatureEvolution(
         ["model.0"], epochs=[1], directory=tmp_path, num_images=6
     )
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        callbacks=[callback],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(Classifier(), datamodule)
+    _, data = fit(callback, epochs=1, validation_batches=0)
     assert torch.equal(callback.images, data.tensors[0][:6])
     assert (tmp_path / "model.0_epoch001.png").is_file()
