@@ -15,7 +15,7 @@ from torchvision.utils import make_grid, save_image
 
 from .deconvnet import FeatureMapDeconvNet
 from .display import normalize_projection
-from .layers import guarded
+from .layers import guarded, model_device
 from .receptive_field import ReceptiveField, receptive_field
 from .topk import TopKActivations, first_item, top_activations
 
@@ -175,7 +175,7 @@ def _project_layer(
 ) -> LayerAtlas:
     values, images, rows, cols = top.entries(name)
     channels, k = values.shape
-    device = next(explainer.model.parameters(), torch.zeros(())).device
+    device = model_device(explainer.model)
     positions = torch.stack([rows, cols], dim=-1)
     wanted = images >= 0
     if chosen is not None:

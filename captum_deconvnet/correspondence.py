@@ -32,7 +32,7 @@ def occlude(images: Tensor, masks: Tensor, fill: float = 0.0) -> Tensor:
             f"masks must be (N, H, W) = {(images.shape[0], *images.shape[2:])}, got "
             f"{tuple(masks.shape)}"
         )
-    return images.masked_fill(masks[:, None].bool(), fill)
+    return images.masked_fill(masks[:, None].to(images.device, torch.bool), fill)
 
 
 def mean_hamming_distance(signs: Tensor) -> float:
@@ -138,8 +138,8 @@ def box_part_masks(boxes: Tensor, image_size: tuple[int, int]) -> dict[str, Tens
         raise ValueError(
             f"boxes must have x1 > x0 and y1 > y0, got {boxes[empty].tolist()}"
         )
-    rows = torch.arange(image_size[0])[None, :, None]
-    cols = torch.arange(image_size[1])[None, None, :]
+    rows = torch.arange(image_size[0], device=boxes.device)[None, :, None]
+    cols = torch.arange(image_size[1], device=boxes.device)[None, None, :]
     x0, y0, x1, y1 = (v[:, None, None] for v in boxes.unbind(1))
     within = (cols >= x0) & (cols < x1)
     edges = [y0 + torch.div((y1 - y0) * i, 3, rounding_mode="floor") for i in range(4)]

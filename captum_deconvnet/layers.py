@@ -11,6 +11,7 @@ check what the model and a layer return.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import threading
 import warnings
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import captum
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
@@ -27,6 +29,7 @@ from torch.overrides import TorchFunctionMode
 from ._inputs import check_submodule
 
 __all__ = [
+    "model_device",
     "eval_mode",
     "guarded",
     "layer_did_not_run",
@@ -36,6 +39,13 @@ __all__ = [
     "model_output",
     "unwrap",
 ]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters (or buffers) are; the CPU for a model without.
+    Images a function loads itself (from a dataset) go there."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return next(tensors, torch.zeros(())).device
 
 
 def layer_name(model: nn.Module, layer: nn.Module) -> str:

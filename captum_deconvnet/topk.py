@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ._inputs import check_images, holds_integers
-from .layers import guarded, layer_name, layer_outputs
+from .layers import guarded, layer_name, layer_outputs, model_device
 
 __all__ = [
     "IndexedDataset",
@@ -231,7 +231,8 @@ def top_activations(
         layers: submodules of ``model`` whose outputs ``(N, C, H, W)`` or ``(N, C)``
             are scanned.
         dataset: images ``(N, C, H, W)``, or a dataset whose items are images or
-            tuples starting with one (``(image, label, ...)``).
+            tuples starting with one (``(image, label, ...)``); each batch goes to
+            the model's device.
         k: activations kept per channel.
         batch_size: images per forward pass.
         num_workers: data loader workers.
@@ -267,8 +268,10 @@ def top_activations(
     )
     with guarded(model) as plain, torch.no_grad():
         names = [layer_name(plain, layer) for layer in layers]
+        device = model_device(plain)  # the loader's batches come on the CPU
         for indices, items in loader:
             images = check_images(first_item(items), "the dataset's batches")
+            images = images.to(device)
             outputs, _ = layer_outputs(plain, layers, images)
             for name, output in zip(names, outputs, strict=True):
                 top.update(name, output, indices)
