@@ -201,10 +201,13 @@ class ZFNetModule(pl.LightningModule):
     # the end of an epoch is put back when the resumed run starts training, after its
     # sanity check, so that a loaded checkpoint for inference leaves the caller's
     # generator alone.
+    # On a GPU, the generator of this process's own device (the one its dropout
+    # draws from) is kept; only the process that writes the checkpoint (rank 0)
+    # has its state saved, so only it restores one.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_state"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state_all()
+        if self.device.type == "cuda":
+            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state(self.device)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._trainer is None or not self.trainer.training:
@@ -220,8 +223,15 @@ class ZFNetModule(pl.LightningModule):
         state = getattr(self, "_resumed_rng", {})
         if "rng_state" in state:
             torch.set_rng_state(state["rng_state"])
-        if "cuda_rng_state" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng_state"])
+        cuda_state = state.get("cuda_rng_state")
+        if isinstance(cuda_state, list):  # older checkpoints: every visible device
+            cuda_state = cuda_state[0] if cuda_state else None
+        if (
+            isinstance(cuda_state, torch.Tensor)
+            and self.device.type == "cuda"
+            and self.global_rank == 0
+        ):
+            torch.cuda.set_rng_state(cuda_state, self.device)
         self._resumed_rng = {}
 
     def _steps_of_the_run(self) -> int:
