@@ -125,12 +125,15 @@ class OcclusionScan:
         start, size = 0, self._first_size()
         per_copy: dict[int, list[float]] = {}
         settled = not self.adaptive
+        device = self.tensors[0].device
         while start < len(regions):
             chunk = regions[start : start + size]
+            if not settled and device.type == "cuda":  # time this chunk alone
+                torch.cuda.synchronize(device)
             began = time.perf_counter()
             outputs, watched = self._chunk(chunk)
-            if outputs.is_cuda:
-                torch.cuda.synchronize(outputs.device)
+            if not settled and device.type == "cuda":
+                torch.cuda.synchronize(device)
             seconds = time.perf_counter() - began
             yield chunk, outputs, watched
             start += len(chunk)
