@@ -11,8 +11,9 @@ from captum.attr import Deconvolution, Occlusion
 from torchvision import models
 
 from benchmarks.occlusion_speed import calibrated
-from captum_deconvnet import DeconvNet, OcclusionSensitivity
+from captum_deconvnet import DeconvNet, OcclusionSensitivity, top_activations
 from captum_deconvnet._scan import OcclusionScan
+from captum_deconvnet.correspondence import box_part_masks, occlude
 from lightning_zfnet import ZFNetModule, zfnet
 from tests.helpers import tiny_training_args
 
@@ -110,3 +111,41 @@ def test_zfnet_fit_on_a_gpu_and_its_checkpoint_loads_on_the_cpu(
     )
     weights = list(module.parameters())
     assert all(w.device.type == "cpu" and w.isfinite().all() for w in weights)
+
+
+def test_the_analyses_take_cpu_data_to_a_cuda_model():
+    """A dataset, masks or boxes on the CPU, as users load them, with the model
+    and images on the GPU."""
+    torch.manual_seed(0)
+    model = zfnet(num_classes=10, width=0.25, input_size=96).eval()
+    images = torch.randn(6, 3, 96, 96)
+    layer = model.features[4]
+    on_cpu = top_activations(model, [layer], images, k=2)
+    on_gpu = top_activations(model.cuda(), [layer], images, k=2)  # CPU dataset
+    pairs = zip(on_gpu.entries("features.4"), on_cpu.entries("features.4"), strict=True)
+    for ours, theirs in pairs:
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    boxes = torch.tensor([[10, 10, 60, 80]] * 6)
+    masks = box_part_masks(boxes, (96, 96))
+    assert all(
+        torch.equal(m.cpu(), masks[k])
+        for k, m in box_part_masks(boxes.cuda(), (96, 96)).items()
+    )
+    cuda_images = images.cuda()
+    torch.testing.assert_close(
+        occlude(cuda_images, masks["top"]).cpu(), occlude(images, masks["top"])
+    )
+
+
+def test_a_checkpoint_keeps_this_devices_generator_and_older_lists_resume():
+    module = ZFNetModule(num_classes=10, in_channels=1, input_size=64, width=0.25)
+    module = module.cuda()
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    saved = checkpoint["cuda_rng_state"]
+    assert torch.equal(saved, torch.cuda.get_rng_state(module.device))
+    expected = torch.rand(3, device=module.device)
+    # as older versions saved it on an 8-GPU node: one state per visible device
+    module._resumed_rng = {"cuda_rng_state": [saved] * 8}
+    module.on_train_start()
+    assert torch.equal(torch.rand(3, device=module.device), expected)
