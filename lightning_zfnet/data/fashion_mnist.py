@@ -56,7 +56,8 @@ def find_fashion_mnist(
     raw = root / "FashionMNIST" / "raw"
     if all((raw / name).is_file() for name in _FILES):
         return root
-    if _copy_idx_files(raw, raw) or _copy_idx_files(root, raw):  # gzipped there
+    # gzipped files in raw, or the files (plain or gzipped) in root itself
+    if _copy_idx_files(raw, raw) or _copy_idx_files(root, raw):
         return root
     for directory in map(Path, system_dirs):
         if _copy_idx_files(directory, raw):
