@@ -11,6 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 from torchvision.utils import make_grid, save_image
 
@@ -147,11 +148,14 @@ class FeatureEvolution(pl.Callback):
 
     def _fixed_images(self, trainer: pl.Trainer) -> Tensor:
         if self.images is None:
-            loaders = trainer.val_dataloaders
-            if loaders is None and trainer.datamodule is not None:
-                # no validation has run yet (limit_val_batches=0, or
-                # check_val_every_n_epoch past this epoch): the data module has one
-                loaders = trainer.datamodule.val_dataloader()
+            # The data module's own loader: the trainer's is sharded under DDP
+            # (other images than on one device) and missing before a validation
+            # has run (limit_val_batches=0, check_val_every_n_epoch > 1).
+            datamodule = trainer.datamodule
+            if datamodule is not None and is_overridden("val_dataloader", datamodule):
+                loaders = datamodule.val_dataloader()
+            else:
+                loaders = trainer.val_dataloaders
             self.images = _first_images(loaders, self.num_images)
         return self.images
 

@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -158,3 +160,16 @@ def test_a_data_modules_validation_images_serve_before_any_validation(tmp_path):
     _, data = fit(callback, epochs=1, validation_batches=0)
     assert torch.equal(callback.images, data.tensors[0][:6])
     assert (tmp_path / "model.0_epoch001.png").is_file()
+
+
+def test_images_come_from_the_data_module_not_the_trainers_sharded_loader():
+    """Under DDP the trainer's validation loader holds this process's share of the
+    images; the pictures must show the same images on one device or many."""
+    data = TensorDataset(torch.randn(16, 1, 8, 8), torch.randint(0, 2, (16,)))
+    every_other = torch.utils.data.Subset(data, range(0, 16, 2))  # rank 0 of 2
+    trainer = SimpleNamespace(
+        datamodule=pl.LightningDataModule.from_datasets(data, data, batch_size=4),
+        val_dataloaders=DataLoader(every_other, batch_size=4),
+    )
+    callback = FeatureEvolution(["model.0"], epochs=[1], num_images=6)
+    assert torch.equal(callback._fixed_images(trainer), data.tensors[0][:6])
