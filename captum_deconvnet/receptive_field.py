@@ -100,8 +100,10 @@ def receptive_field(
 
     Raises:
         ValueError: if the layer's output is not a map with a bounded field (it
-            follows a flatten, a linear layer, a resampling or an operation not
-            known to keep positions apart), if the model cannot be traced, or if
+            follows a flatten, a linear layer, a resampling, reflection or
+            replication padding, or an operation not known to keep positions
+            apart; constant padding moves the field), if the model cannot be
+            traced, or if
             ``input_shape`` is not ``(C, H, W)`` or the model does not run on it.
 
     Example::
@@ -288,6 +290,10 @@ def _window(graph: fx.GraphModule, node: fx.Node):
             return _conv_window(
                 module.kernel_size, module.stride, module.padding, module.dilation
             )
+        if isinstance(module, (nn.ZeroPad2d, nn.ConstantPad2d)):
+            return _pad_window(module.padding)
+        if isinstance(module, (nn.ReflectionPad2d, nn.ReplicationPad2d)):
+            raise ValueError(f"{module} copies pixels across the border: no window")
         if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
             dilation = getattr(module, "dilation", 1)
             kernel, stride = module.kernel_size, module.stride or module.kernel_size
@@ -300,6 +306,11 @@ def _window(graph: fx.GraphModule, node: fx.Node):
         kernel = _shape(args["weight"])[-2:]
         stride, dilation = args.get("stride", 1), args.get("dilation", 1)
         return _conv_window(kernel, stride, args.get("padding", 0), dilation)
+    if node.target is F.pad:
+        args = _bind(node, ("input", "pad", "mode", "value"))
+        if args.get("mode", "constant") != "constant":
+            raise ValueError(f"{node.name} pads with mode {args['mode']!r}: no window")
+        return _pad_window(args["pad"])
     if node.target in _POOL_FUNCTIONS:
         args = _bind(node, ("input", "kernel_size", "stride", "padding", "dilation"))
         kernel = args["kernel_size"]
@@ -308,6 +319,13 @@ def _window(graph: fx.GraphModule, node: fx.Node):
         padding = args.get("padding", 0)
         return tuple(_pair(v) for v in (kernel, stride, padding, dilation))
     return None
+
+
+def _pad_window(pad: Sequence[int]) -> tuple[Pair, Pair, Pair, Pair]:
+    """Constant padding ``(left, right[, top, bottom, ...])`` as a 1x1 window: it
+    moves the map's origin by the leading pads (negative ones crop)."""
+    left, top = pad[0], pad[2] if len(pad) > 2 else 0
+    return (1, 1), (1, 1), (top, left), (1, 1)
 
 
 def _conv_window(kernel, stride, padding, dilation) -> tuple[Pair, Pair, Pair, Pair]:

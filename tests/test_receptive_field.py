@@ -58,6 +58,24 @@ class Branchy(nn.Module):
         return self.avg(self.wide(x))
 
 
+class Padded(nn.Module):
+    """Constant padding as a module and as F.pad, uneven on the two sides, and a
+    crop (negative padding)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pad = nn.ZeroPad2d((2, 0, 1, 3))
+        self.conv1 = nn.Conv2d(1, 2, 3, stride=2)
+        self.const = nn.ConstantPad2d((0, 1, 2, 0), 0.5)
+        self.conv2 = nn.Conv2d(2, 2, 3)
+
+    def forward(self, x):
+        x = self.conv1(self.pad(x))
+        x = F.pad(x, (1, 2, 0, 1))
+        x = F.pad(x, (-1, 0, 0, -1))
+        return self.conv2(self.const(x))
+
+
 def positive(model: nn.Module) -> nn.Module:
     """Weights positive and biases zero: raising any input pixel raises every
     activation whose field holds it, so the fields can be found by trying."""
@@ -69,7 +87,7 @@ def positive(model: nn.Module) -> nn.Module:
 
 def brute_force_boxes(model, layer, side):
     """Per map position, the bounding box ``(x0, y0, x1, y1)`` of the input pixels
-    that change it when raised one at a time; ``(h, w, 4)``."""
+    that change it when raised one at a time (-1s where none does); ``(h, w, 4)``."""
     x = torch.rand(1, 1, side, side) + 0.1
     raised = x.repeat(side * side, 1, 1, 1)
     raised.view(side * side, -1)[range(side * side), range(side * side)] += 100.0
@@ -81,7 +99,8 @@ def brute_force_boxes(model, layer, side):
     changed = (outputs[0][1:] != outputs[0][:1]).any(dim=1)  # (pixel, h, w)
     changed = changed.view(side, side, *changed.shape[1:])
     rows, cols = changed.any(dim=1), changed.any(dim=0)  # (side, h, w) each
-    return torch.stack([_first(cols), _first(rows), _last(cols), _last(rows)], -1)
+    boxes = torch.stack([_first(cols), _first(rows), _last(cols), _last(rows)], -1)
+    return boxes.masked_fill(~rows.any(0)[..., None], -1)  # no pixel reaches it
 
 
 def _first(hit):
@@ -92,10 +111,14 @@ def _last(hit):
     return len(hit) - hit.flip(0).int().argmax(dim=0)
 
 
-@pytest.mark.parametrize("name", ["conv1", "pool", "block", "block.0", "wide", "avg"])
-def test_boxes_match_brute_force(name):
+@pytest.mark.parametrize(
+    ("net", "name"),
+    [(Branchy, n) for n in ("conv1", "pool", "block", "block.0", "wide", "avg")]
+    + [(Padded, n) for n in ("pad", "conv1", "const", "conv2")],
+)
+def test_boxes_match_brute_force(net, name):
     torch.manual_seed(0)
-    model = positive(Branchy())
+    model = positive(net())
     layer = model.get_submodule(name)
     side = 71
     field = receptive_field(model, layer, (1, side, side))
@@ -107,6 +130,9 @@ def test_boxes_match_brute_force(name):
         strict=True,
     ):
         x0, y0, x1, y1 = field.box(row, col, (side, side))
+        if found == [-1] * 4:  # padding alone: its field (a hull) is at the border
+            assert x0 == 0 or y0 == 0 or x1 == side or y1 == side
+            continue
         # A dilated field has holes: clipped at the border, its outermost pixels
         # may be holes, so there the pixels found lie within the box ...
         assert x0 <= found[0] and y0 <= found[1]
@@ -163,6 +189,10 @@ def test_unbounded_fields_and_bad_layers_are_named():
     small = nn.Sequential(nn.Conv2d(3, 4, 5))
     with pytest.raises(ValueError, match=r"\(3, 4, 4\) \(input_shape\)"):
         receptive_field(small, small[0], (3, 4, 4))  # smaller than the kernel
+    for mirrored in (nn.ReflectionPad2d(1), nn.ReplicationPad2d(1)):
+        model = nn.Sequential(mirrored, nn.Conv2d(1, 1, 3))
+        with pytest.raises(ValueError, match="across the border"):
+            receptive_field(model, model[1], (1, 8, 8))
     with pytest.raises(ValueError, match="circular"):
         circular = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular"))
         receptive_field(circular, circular[0], (1, 8, 8))
