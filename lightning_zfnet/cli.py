@@ -39,6 +39,7 @@ class ZFNetCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse type)
+        _count_batches_as_ints(parser)
         for source, target in (
             ("num_classes", "num_classes"),
             ("in_channels", "in_channels"),
@@ -187,6 +188,26 @@ class _SaveConfigAtFitStart(SaveConfigCallback):
 
     def on_fit_start(self, trainer, pl_module) -> None:  # noqa: ANN001
         super().setup(trainer, pl_module, "fit")
+
+
+# The Trainer's limits are typed float | int | None, so jsonargparse reads
+# "--trainer.limit_train_batches 1" as 1.0: the whole epoch, not one batch.
+_BATCH_LIMITS = {
+    f"trainer.{name}"
+    for name in (
+        "limit_train_batches", "limit_val_batches", "limit_test_batches",
+        "limit_predict_batches", "overfit_batches",
+    )
+}  # fmt: skip
+
+
+def _count_batches_as_ints(parser) -> None:  # noqa: ANN001 (jsonargparse type)
+    """Read a whole number given to a batch limit as a count of batches (an int),
+    as Lightning's own Trainer(limit_train_batches=1) means, and a fraction as a
+    float."""
+    for action in parser._actions:
+        if action.dest in _BATCH_LIMITS and hasattr(action, "_typehint"):
+            action._typehint = int | float | None
 
 
 def run_cli(args: list[str] | None = None) -> ZFNetCLI:

@@ -257,3 +257,17 @@ def test_evaluating_last_finds_a_checkpoint_folder_given_in_the_config(
     assert (folder / "last.ckpt").is_file()
     main(["test", *args[1:], "--ckpt_path=last", "--trainer.limit_test_batches=1"])
     assert len(list((tmp_path / "run").rglob("test/version_0/metrics.csv"))) == 1
+
+
+def test_a_whole_number_of_batches_is_a_count_and_a_float_a_share(
+    fake_data_dir, tmp_path
+):
+    """The Trainer types its limits float | int, so "1" was read as 1.0: the
+    whole epoch instead of one batch."""
+    main([*_fit_args(fake_data_dir, tmp_path), "--trainer.limit_train_batches=1"])
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 1
+    main(
+        [*_fit_args(fake_data_dir, tmp_path / "b"), "--trainer.limit_train_batches=1.0"]
+    )
+    steps = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt")["global_step"]
+    assert steps > 1  # all of the fake epoch's batches
