@@ -110,11 +110,15 @@ def baselines_per_input(baselines: Any, tensors: tuple) -> list[Tensor]:
                 f"baselines of shape {tuple(baseline.shape)} do not broadcast to the "
                 f"input's shape {tuple(tensor.shape)}"
             )
-        if not tensor.is_floating_point() and (baseline != baseline.round()).any():
-            raise ValueError(
-                f"baselines for an input of {tensor.dtype} (token ids, say) must be "
-                f"whole numbers, got {baseline!r}"
-            )
+        if not tensor.is_floating_point():
+            info = torch.iinfo(tensor.dtype)
+            whole = (baseline == baseline.round()).all()
+            if not whole or ((baseline < info.min) | (baseline > info.max)).any():
+                raise ValueError(
+                    f"baselines for an input of {tensor.dtype} (token ids, say) "
+                    f"must be whole numbers in {info.min}..{info.max}, got "
+                    f"{baseline!r}"
+                )
         result.append(baseline.to(tensor.device, tensor.dtype))
     return result
 

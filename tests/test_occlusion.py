@@ -468,6 +468,9 @@ def test_token_ids_are_occluded_as_captum_occludes_them():
         torch.testing.assert_close(ours, Occlusion(model).attribute(ids, **kwargs))
     with pytest.raises(ValueError, match="whole numbers"):
         OcclusionSensitivity(model).attribute(ids, (2,), baselines=0.5, target=1)
+    small = ids.to(torch.int8)  # 300 would wrap to 44
+    with pytest.raises(ValueError, match=r"-128\.\.127"):
+        OcclusionSensitivity(model).attribute(small, (2,), baselines=torch.tensor(300))
     with pytest.raises(TypeError, match="bool"):
         OcclusionSensitivity(model).attribute(ids > 3, (2,), target=1)
     with pytest.raises(TypeError, match=r"uint8.*\.float\(\)"):  # images
