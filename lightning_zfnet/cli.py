@@ -74,6 +74,7 @@ class ZFNetCLI(LightningCLI):
         another draw's test images include the fit's training images. Without a
         checkpoint, warn: the model's initial weights are evaluated."""
         path = self.config_init[self.subcommand].get("ckpt_path")
+        _check_checkpoint(path)
         if not path:
             rank_zero_warn(
                 f"{self.subcommand} without --ckpt_path evaluates the model's initial "
@@ -114,18 +115,29 @@ class ZFNetCLI(LightningCLI):
             )
         if path == "last":
             arguments["ckpt_path"] = path = last_checkpoint(self.trainer)
-        # Lightning's words ("best", "hpc", "registry...") and remote paths aside
-        local = path and "://" not in path and path.split(":")[0] not in _WORDS
-        if local and not Path(path).is_file():
-            raise FileNotFoundError(
-                f"--ckpt_path {path}: no such file; give an existing checkpoint, or "
-                "--ckpt_path last for the run's last one"
+        _check_checkpoint(path)
+        if path and self.trainer.max_steps != -1:
+            rank_zero_warn(
+                "resuming a fit bounded by trainer.max_steps: Lightning restarts it "
+                "as if stopped inside an epoch, so its batches shift by one step "
+                "from an uninterrupted fit's (and max_epochs may end it early); "
+                "bound the run by max_epochs alone for an exact resume"
             )
         if path:
             keep_logged_rows(self.trainer, Path(path))
 
 
-_WORDS = ("best", "hpc", "registry")
+def _check_checkpoint(path: str | None) -> None:
+    """Name a ``--ckpt_path`` that is not a file before anything runs (Lightning's
+    words "best", "hpc", "registry..." and remote paths aside)."""
+    words = ("best", "hpc", "registry", "last")
+    if not path or "://" in path or path.split(":")[0] in words:
+        return
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"--ckpt_path {path}: no such file; give an existing checkpoint, or "
+            "--ckpt_path last for the training's last one"
+        )
 
 
 def _last_of_training(logger: object, callbacks: object = None) -> str:

@@ -236,6 +236,27 @@ def test_resume_from_a_missing_checkpoint_or_last_under_fast_dev_run_is_named(
         main([*quick, "--ckpt_path=last"])
 
 
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluating_a_missing_checkpoint_is_named_before_anything_is_written(
+    subcommand, fake_data_dir, tmp_path
+):
+    args = _fit_args(fake_data_dir, tmp_path)[1:]
+    with pytest.raises(FileNotFoundError, match="nope.ckpt: no such file"):
+        main([subcommand, *args, f"--ckpt_path={tmp_path / 'nope.ckpt'}"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resuming_a_fit_bounded_by_max_steps_warns_that_it_is_not_exact(
+    fake_data_dir, tmp_path
+):
+    bounded = ["--trainer.max_epochs=-1", "--trainer.max_steps=3"]
+    bounded.append("--model.scheduler=none")
+    main([*_fit_args(fake_data_dir, tmp_path), *bounded])
+    longer = [*bounded[:1], "--trainer.max_steps=4", *bounded[2:]]
+    with pytest.warns(UserWarning, match="max_steps: Lightning restarts it"):
+        main([*_fit_args(fake_data_dir, tmp_path), *longer, "--ckpt_path=last"])
+
+
 def test_evaluating_without_a_checkpoint_warns(fake_data_dir, tmp_path):
     args = _fit_args(fake_data_dir, tmp_path, "--trainer.limit_test_batches=1")
     with pytest.warns(UserWarning, match="initial .random. weights"):
