@@ -6,8 +6,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cli import run_cli
-
 __all__ = ["DEFAULT_CONFIG", "train_default"]
 
 DEFAULT_CONFIG = (
@@ -25,6 +23,10 @@ def train_default(
     Returns the checkpoint path, the test metrics, the seconds each step took and
     the data folder the test read.
     """
+    # imported here: the package imports this module, and `python -m
+    # lightning_zfnet.cli` warns when the package has imported cli before it runs
+    from .cli import run_cli
+
     out = Path(out)
     checkpoint = out / "train" / "checkpoints" / "last.ckpt"
 
