@@ -174,14 +174,11 @@ def select_targets(output: Tensor, target: TargetType) -> Tensor:
     if isinstance(target, Sequence) and not isinstance(target, str):
         if len(target) != n:
             raise ValueError(f"a target list needs {n} entries, got {len(target)}")
-        # one gather, not a row at a time: on a GPU each row is a kernel launch
-        dims = output.shape[1:]
+        # one indexing, not a row at a time: on a GPU each row is a kernel launch
         index = torch.tensor([_index(output, t) for t in target], dtype=torch.long)
-        index = index.reshape(n, len(dims)) % torch.tensor(dims, dtype=torch.long)
-        strides = torch.empty(dims, device="meta").stride()
-        strides = torch.tensor(strides, dtype=torch.long)
-        flat = (index * strides).sum(1, keepdim=True).to(output.device)
-        return per_example.gather(1, flat)[:, 0]
+        index = index.reshape(n, output.ndim - 1).to(output.device)
+        rows = torch.arange(n, device=output.device)
+        return output[(rows, *index.unbind(1))]
     raise TypeError(f"target must be an int, tuple, tensor or list, got {target!r}")
 
 

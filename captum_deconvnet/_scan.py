@@ -175,12 +175,15 @@ class OcclusionScan:
 
     def _copies(self, chunk: list[Region]) -> tuple[Tensor, ...]:
         """Every input repeated once per region, the occluded one filled there."""
-        copies = [t.repeat(len(chunk), *[1] * (t.ndim - 1)) for t in self.tensors]
         image = self.tensors[self.index]
         covers = region_covers(region_masks(chunk, image.shape[1:], image.device))
         occluded = torch.where(covers[:, None], self.fill, image)  # (P, N, ...)
-        copies[self.index] = occluded.reshape(-1, *image.shape[1:])
-        return tuple(copies)
+        return tuple(
+            occluded.reshape(-1, *t.shape[1:])
+            if i == self.index
+            else t.repeat(len(chunk), *[1] * (t.ndim - 1))
+            for i, t in enumerate(self.tensors)
+        )
 
     def _extra(self, chunk: list[Region]) -> tuple:
         return tuple(
