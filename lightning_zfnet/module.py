@@ -158,28 +158,21 @@ class ZFNetModule(pl.LightningModule):
                 "optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},
             }
+        interval = "epoch"
         if hp.scheduler == "step":
             scheduler = torch.optim.lr_scheduler.StepLR(
                 optimizer, step_size=hp.step_size, gamma=hp.lr_factor
             )
         elif hp.scheduler == "cosine":
-            epochs = self.trainer.max_epochs
-            if epochs is None or epochs < 1:  # epochs unbounded: anneal over steps
-                steps = self._steps_of_the_run()
-                self._check_schedule_length("T_max", steps, "steps")
-                scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                    optimizer, T_max=steps
-                )
-                return {
-                    "optimizer": optimizer,
-                    "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-                }
-            self._check_schedule_length("T_max", epochs, "epochs")
+            length = self.trainer.max_epochs
+            if length is None or length < 1:  # epochs unbounded: anneal over steps
+                interval, length = "step", self._steps_of_the_run()
+            self._check_schedule_length("T_max", length, f"{interval}s")
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=epochs
+                optimizer, T_max=length
             )
         else:
-            steps = self._steps_of_the_run()
+            interval, steps = "step", self._steps_of_the_run()
             self._check_schedule_length("total_steps", steps, "steps")
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer,
@@ -189,11 +182,10 @@ class ZFNetModule(pl.LightningModule):
                 base_momentum=hp.momentum,
                 max_momentum=hp.momentum,
             )
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-            }
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
+        }
 
     # Lightning restores weights, optimiser, schedulers and loop counters, but not the
     # random generator that drives dropout (and augmentation in the main process);
