@@ -143,7 +143,8 @@ def _check_checkpoint(path: str | None) -> None:
 def _last_of_training(logger: object, callbacks: object = None) -> str:
     """``last.ckpt`` in the ``dirpath`` of a ``ModelCheckpoint`` among ``callbacks``,
     or else in the checkpoint folder of the training logged by ``logger``."""
-    path = next(filter(None, map(_checkpoint_dirpath, _listed(callbacks))), None)
+    listed = callbacks if isinstance(callbacks, list) else []
+    path = next((d for d in map(_checkpoint_dirpath, listed) if d), None)
     if path is None:
         arguments = logger.get("init_args") if isinstance(logger, Namespace) else None
         if arguments is None or "save_dir" not in arguments:
@@ -160,10 +161,6 @@ def _last_of_training(logger: object, callbacks: object = None) -> str:
             f"--ckpt_path last: no {path}; give the checkpoint's path instead"
         )
     return str(path)
-
-
-def _listed(callbacks: object) -> list:
-    return callbacks if isinstance(callbacks, list) else []
 
 
 def _checkpoint_dirpath(callback: object) -> str | None:
