@@ -2,7 +2,7 @@
 
     python -m benchmarks.occlusion_speed [--quick] [--device cuda] [--out DIR]
         [--models resnet50 vgg16 ...] [--occluders 32/16 16/8] [--repeats 3]
-        [--memory]
+        [--memory] [--size 64]
 
 Per model (random weights, batch norm calibrated on random images; one image at
 224x224, 299x299 for Inception v3) and occluder (side/stride), in one run:
@@ -18,7 +18,8 @@ best setting and our two paths run in turns ``--repeats`` times (default 3), and
 each time reported is its best run. With ``--memory``, peak memory of Captum and
 of ours at ``perturbations_per_eval`` 16 and 64 (each in a fresh process: the rise
 of its peak resident set; on CUDA the peak allocated). Rows of models run before
-are kept in the results file.
+are kept in the results file. ``--size`` gives every model that input side instead
+(small inputs: CIFAR's 32, Tiny ImageNet's 64), in results files of their own.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from captum.attr import Occlusion
@@ -40,15 +42,14 @@ from torchvision import models
 
 from captum_deconvnet import OcclusionSensitivity
 from captum_deconvnet._occlusion_args import occluder_regions
-from captum_deconvnet._scan import OcclusionScan
-from captum_deconvnet.incremental import count_multiply_adds
+from captum_deconvnet.incremental import IncrementalForward, count_multiply_adds
 from lightning_zfnet import zfnet
 
 from .timing import environment, parse_speed_args, write_results
 
 PER_EVAL = (1, 16, 64)
 MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
-    "zfnet": (lambda: zfnet(num_classes=1000, input_size=224), 224),
+    "zfnet": (zfnet, 224),  # its classifier is sized to the input (see build)
     "resnet18": (models.resnet18, 224),
     "resnet50": (models.resnet50, 224),
     "googlenet": (lambda: models.googlenet(init_weights=True, aux_logits=False), 224),
@@ -87,7 +88,9 @@ def calibrated(
 def build(name: str, size: int, device: str) -> tuple[nn.Module, torch.Tensor]:
     """The model with random weights, calibrated, and one image."""
     torch.manual_seed(0)
-    model = calibrated(MODELS[name][0](), size, device)
+    make = MODELS[name][0]
+    network = make(num_classes=1000, input_size=size) if make is zfnet else make()
+    model = calibrated(network, size, device)
     return model, torch.randn(1, 3, size, size, device=device)
 
 
@@ -132,11 +135,13 @@ def occluder_row(
     }
     seconds = {name: [] for name in runs}
     seconds["captum"].append(captum_s[str(best)])  # its sweep's run counts
-    results = {}
+    results, boxed = {}, {}  # per run, the copies it computed incrementally
     for turn in range(repeats):
         for name, run in runs.items():
             if name != "captum" or turn > 0:
-                elapsed, results[name] = timed(run, device)
+                with _counting(boxed.setdefault(name, [])) as copies:
+                    copies.clear()
+                    elapsed, results[name] = timed(run, device)
                 seconds[name].append(elapsed)
     row = {"window": window, "stride": stride, "captum_s": captum_s}
     row["captum_best_per_eval"] = best
@@ -153,7 +158,14 @@ def occluder_row(
         difference = (results[name] - reference).abs().max() / reference.abs().max()
         row[f"{name}_max_relative_difference"] = difference.item()
         row[f"{name}_speedup"] = row["captum_best_s"] / row[f"{name}_s"]
-    row["default_path"] = _path(model, image, window, stride)
+    incremental = sum(boxed["default"]) // len(image)  # of its last run
+    row["default_path"] = (
+        "full passes"
+        if not incremental
+        else "incremental"
+        if incremental == row["positions"]
+        else f"incremental for {incremental} positions"
+    )
     counted = count_multiply_adds(model, image, window, stride)
     row["multiply_adds"] = {
         "full": counted.full,
@@ -164,12 +176,21 @@ def occluder_row(
     return row
 
 
-def _path(model, image, window: int, stride: int) -> str:
-    """Which way the default ran: incremental, or full passes (no plan, or one
-    that would save too little)."""
-    regions = occluder_regions(image.shape[1:], (3, window, window), (stride,) * 3)
-    scan = OcclusionScan(model, (image,), 0, regions, torch.tensor(0.0), (), 64)
-    return "incremental" if scan.plan is not None else "full passes"
+@contextmanager
+def _counting(copies: list[int]) -> Iterator[list[int]]:
+    """Appends the number of copies each incremental chunk computes to ``copies``
+    (how the default path ran: the chunks a run boxed, the rest full passes)."""
+    call = IncrementalForward.__call__
+
+    def counted(self, index, corners, patches):
+        copies.append(len(index))
+        return call(self, index, corners, patches)
+
+    IncrementalForward.__call__ = counted
+    try:
+        yield copies
+    finally:
+        IncrementalForward.__call__ = call
 
 
 def peak_memory(
@@ -293,10 +314,13 @@ def main(argv: list[str] | None = None) -> dict:
     extra.add_argument("--models", nargs="+", choices=list(MODELS))
     extra.add_argument("--occluders", nargs="+", default=["32/16", "16/8"])
     extra.add_argument("--repeats", type=int, default=3)
+    extra.add_argument("--size", type=int, help="every model's input side (times)")
     extra.add_argument("--memory", action="store_true")
     extra.add_argument("--memory-only", action="store_true", help="keep the times")
     extra.add_argument("--probe", nargs=3)
     options, rest = extra.parse_known_args(argv)
+    if options.size and (options.memory or options.memory_only):
+        extra.error("--memory measures the models at their own sizes: drop --size")
     args = parse_speed_args(
         rest, __doc__.splitlines()[0], quick_help="ResNet-18 at 64x64, a 16x16 occluder"
     )
@@ -310,13 +334,15 @@ def main(argv: list[str] | None = None) -> dict:
         if args.quick
         else [tuple(map(int, o.split("/"))) for o in options.occluders]
     )
-    stem = "occlusion_speed" + ("_quick" if args.quick else "") + f"_{args.device}"
+    sized = "" if args.quick or not options.size else f"_{options.size}px"
+    stem = "occlusion_speed" + sized + ("_quick" if args.quick else "")
+    stem += f"_{args.device}"
     previous = args.out / f"{stem}.json"
     results = json.loads(previous.read_text()) if previous.exists() else {}
     results["environment"] = environment(args.device)
     results.setdefault("models", {})
     for name in names:
-        size = QUICK[name] if args.quick else MODELS[name][1]
+        size = QUICK[name] if args.quick else options.size or MODELS[name][1]
         model, image = build(name, size, args.device)
         entry = {"size": size, "environment": environment(args.device), "occluders": []}
         if options.memory_only:
@@ -339,7 +365,9 @@ def main(argv: list[str] | None = None) -> dict:
             }
         results["models"][name] = entry
         # after each model, so that an interrupted run keeps what it measured
-        write_results(args.out, "occlusion_speed", args, results, table(results))
+        write_results(
+            args.out, "occlusion_speed" + sized, args, results, table(results)
+        )
     return results
 
 

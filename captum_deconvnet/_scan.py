@@ -28,6 +28,11 @@ MIN_LIMIT = 1.5
 # occlusion_speed_incremental_cuda.md), so there only an approximation that cuts
 # boxes makes one.
 PLANS_PAY_ON = ("cpu",)
+# Making a plan (a trace and an interpreted pass that keeps values) costs about this
+# many unoccluded passes: 1.1-7.5 measured on torchvision models and small CNNs, the
+# most where the layers are many and cheap. A plan is made only where full passes
+# would cost enough for the least saving accepted (MIN_LIMIT) to repay that.
+PLAN_COST = 8
 # Chunks timed per size while the adaptive chunk size is searched for.
 TRIALS = 2
 # Input elements in the first chunk of whole copies: two 3x224x224 images.
@@ -41,12 +46,15 @@ class OcclusionScan:
     the model's outputs for them (position-major: copy ``p * N + n`` is image ``n``
     under region ``p``) and the watched layer's per-channel sums (or ``None``).
     Copies run incrementally when ``incremental`` is on, the model is an
-    ``nn.Module`` taking one batch of images alone, its plan saves enough and the
-    input is on a device where plans pay (the CPU; anywhere for an approximation
-    that cuts boxes); otherwise as full passes. ``adaptive`` lets the chunk size
-    grow from small while the time per copy falls (at most ``positions``; on a GPU
-    whole copies start there); else chunks hold ``positions``.
-    ``approximate`` trades exactness for speed (see :class:`Approximation`).
+    ``nn.Module`` taking one batch of images alone, the input is on a device where
+    plans pay (the CPU; anywhere for an approximation that cuts boxes) and the plan
+    can pay for itself: full passes must cost enough to repay making it
+    (``PLAN_COST``), its boxes must save enough (``MIN_LIMIT``) and, with
+    ``adaptive``, its chunks must be measured cheaper than full passes'; otherwise
+    copies run as full passes. ``adaptive`` lets the chunk size grow from small
+    while the time per copy falls (at most ``positions``; on a GPU whole copies
+    start there); else chunks hold ``positions``. ``approximate`` trades exactness
+    for speed (see :class:`Approximation`).
     """
 
     def __init__(
@@ -78,18 +86,17 @@ class OcclusionScan:
         # what the drill-down refines by: a value per copy of one position's outputs
         self.score: Callable[[Tensor], Tensor] = lambda outputs: outputs
         self.plan = self.unoccluded = None
-        pays = tensors[0].device.type in PLANS_PAY_ON
+        self.pass_seconds: float | None = None  # the unoccluded pass, when timed
         needs_plan = approximate is not None and approximate.needs_plan
+        pays = tensors[0].device.type in PLANS_PAY_ON
+        # A small input's full passes gain much from batching, which only the first
+        # chunk measures: the plan is weighed after it (see run).
+        self.plan_after_first_chunk = False
         if incremental and self._plannable() and (pays or needs_plan):
-            cap = approximate.projective_field if approximate else 1.0
-            tolerance = approximate.tolerance if approximate else 0.0
-            self.plan = IncrementalForward.plan(
-                forward_func, tensors[0], watch, cap, tolerance
-            )
-        if self.plan is not None:
-            self.unoccluded = self.plan.output
-            if not needs_plan and position_limit(self.plan, self._box()) < MIN_LIMIT:
-                self.plan = None
+            if not needs_plan and adaptive and self._small_input():
+                self.plan_after_first_chunk = True
+            elif needs_plan or self._plan_pays(len(regions)):
+                self._make_plan()
 
     def _plannable(self) -> bool:
         return (
@@ -100,11 +107,40 @@ class OcclusionScan:
             and not self.extra
         )
 
+    def _small_input(self) -> bool:
+        """Whether the first chunk of full passes holds more than two copies."""
+        return self.tensors[0][0].numel() * 2 < FIRST_CHUNK_ELEMENTS
+
+    def _plan_pays(self, positions: int, seconds: float | None = None) -> bool:
+        """Whether full passes of ``positions`` positions, at ``seconds`` each (or,
+        unmeasured, an unoccluded pass's time each: without batching's gain), would
+        cost enough for the least saving accepted to repay making the plan."""
+        saving = 1 - 1 / max(MIN_LIMIT, 1.0)
+        if seconds is None or self.pass_seconds is None:
+            return positions * saving >= PLAN_COST
+        return positions * seconds * saving >= PLAN_COST * self.pass_seconds
+
+    def _make_plan(self) -> None:
+        approximate = self.approximate
+        cap = approximate.projective_field if approximate else 1.0
+        tolerance = approximate.tolerance if approximate else 0.0
+        self.plan = IncrementalForward.plan(
+            self.forward_func, self.tensors[0], self.watch, cap, tolerance
+        )
+        if self.plan is None:
+            return
+        self.unoccluded = self.plan.output
+        exact = approximate is None or not approximate.needs_plan
+        if exact and position_limit(self.plan, self._box()) < MIN_LIMIT:
+            self.plan = None
+
     def unoccluded_output(self, with_watched: bool = False):
         if self.unoccluded is not None and not with_watched:
             return self.unoccluded  # the plan ran it already
+        began = time.perf_counter()
         with self._watching() as sums:
             output = self.forward_func(*self.tensors, *self.extra)
+        self.pass_seconds = time.perf_counter() - began
         return (output, sums[0] if sums else None) if with_watched else output
 
     def __iter__(self) -> Iterator[tuple[list[Region], Tensor, Tensor | None]]:
@@ -116,37 +152,43 @@ class OcclusionScan:
     def run(
         self, regions: list[Region]
     ) -> Iterator[tuple[list[Region], Tensor, Tensor | None]]:
-        """The copies of ``regions``, chunk by chunk.
-
-        With ``adaptive``, each chunk size from the first is timed on ``TRIALS``
-        full chunks (their best time per copy, so one slow moment on a busy machine
-        does not decide) and doubled while that gets cheaper; then the cheapest
-        size measured is kept for the rest."""
-        start, size = 0, self._first_size()
-        per_copy: dict[int, list[float]] = {}
-        settled = not self.adaptive
+        """The copies of ``regions``, chunk by chunk, in the chunk size that
+        :class:`ChunkSearch` finds. After the first chunk of full passes of a small
+        input, a plan is made if they cost enough to repay it; once the search of
+        its chunk size settles, the plan is dropped if its best chunks cost more per
+        position than full passes did."""
+        start, search = 0, self._search()
+        full_seconds = math.inf  # per position, the cheapest full chunk timed
         device = self.tensors[0].device
         while start < len(regions):
-            chunk = regions[start : start + size]
-            if not settled and device.type == "cuda":  # time this chunk alone
+            chunk = regions[start : start + search.size]
+            if not search.settled and device.type == "cuda":  # time it alone
                 torch.cuda.synchronize(device)
             began = time.perf_counter()
+            incremental = self.plan is not None
             outputs, watched = self._chunk(chunk)
-            if not settled and device.type == "cuda":
+            if not search.settled and device.type == "cuda":
                 torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - began
+            seconds = (time.perf_counter() - began) / len(chunk)
             yield chunk, outputs, watched
             start += len(chunk)
-            if settled or len(chunk) < size:
-                continue
-            per_copy.setdefault(size, []).append(seconds / size)
-            if len(per_copy[size]) < TRIALS:
-                continue
-            best = min(per_copy, key=lambda s: min(per_copy[s]))
-            if best < size or size >= self.positions:
-                size, settled = best, True
-            else:
-                size = min(2 * size, self.positions)
+            search.record(len(chunk), seconds)
+            if not incremental:
+                full_seconds = min(full_seconds, seconds)
+            if self.plan_after_first_chunk:
+                self.plan_after_first_chunk = False
+                if self._plan_pays(len(regions) - start, seconds):
+                    self._make_plan()
+                    if self.plan is not None:
+                        search = self._search()
+            elif incremental and search.settled and search.best > full_seconds:
+                self.plan = None  # its boxes cost more than full passes here
+                search = self._search()
+
+    def _search(self) -> ChunkSearch:
+        """A search for the chunk size of the way copies run now, from the size
+        :meth:`_first_size` gives."""
+        return ChunkSearch(self._first_size(), self.positions, self.adaptive)
 
     def _first_size(self) -> int:
         """The chunk size (in positions) to start from: the largest allowed, or with
@@ -234,3 +276,34 @@ class OcclusionScan:
             yield sums
         finally:
             handle.remove()
+
+
+class ChunkSearch:
+    """The number of positions per chunk: fixed at ``first``, or with ``adaptive``
+    doubled from ``first`` (up to ``most``) while the best of ``TRIALS`` timings
+    per position falls (the best, so that one slow moment on a busy machine does
+    not decide); then the cheapest size measured is kept."""
+
+    def __init__(self, first: int, most: int, adaptive: bool) -> None:
+        self.size = first
+        self.most = most
+        self.settled = not adaptive
+        self.seconds: dict[int, list[float]] = {}  # per position, per size
+
+    @property
+    def best(self) -> float:
+        """The least time per position measured (``inf`` before any)."""
+        return min((min(s) for s in self.seconds.values()), default=math.inf)
+
+    def record(self, positions: int, seconds: float) -> None:
+        """One chunk of ``positions`` positions took ``seconds`` per position."""
+        if self.settled or positions < self.size:
+            return
+        self.seconds.setdefault(self.size, []).append(seconds)
+        if len(self.seconds[self.size]) < TRIALS:
+            return
+        best = min(self.seconds, key=lambda size: min(self.seconds[size]))
+        if best < self.size or self.size >= self.most:
+            self.size, self.settled = best, True
+        else:
+            self.size = min(2 * self.size, self.most)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from captum_deconvnet._scan import OcclusionScan
 from lightning_zfnet import train_default
 
 from .helpers import tiny_training_args, write_fake_fashion_mnist
@@ -13,6 +14,16 @@ from .helpers import tiny_training_args, write_fake_fashion_mnist
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def every_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Occlusion plans its incremental inference up front, however little it saves
+    and however little there is to do (small inputs save little), so that tests on
+    small inputs reach the incremental path."""
+    monkeypatch.setattr("captum_deconvnet._scan.MIN_LIMIT", 0.0)
+    monkeypatch.setattr("captum_deconvnet._scan.PLAN_COST", 0)
+    monkeypatch.setattr(OcclusionScan, "_small_input", lambda self: False)
 
 
 @pytest.fixture(scope="session")

@@ -46,10 +46,9 @@ def exact_float32():
     ],
 )
 def test_incremental_occlusion_on_cuda_equals_captum_and_the_cpu(
-    build, size, monkeypatch
+    build, size, monkeypatch, every_plan
 ):
-    # a plan however little it saves, and on CUDA too, where the default skips it
-    monkeypatch.setattr("captum_deconvnet._scan.MIN_LIMIT", 0.0)
+    # a plan on CUDA too, where the default skips it
     monkeypatch.setattr("captum_deconvnet._scan.PLANS_PAY_ON", ("cpu", "cuda"))
     model = calibrated(build(), size)
     x = images(2, size)

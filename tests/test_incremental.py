@@ -11,9 +11,7 @@ from torch import nn
 
 from benchmarks.occlusion_speed import calibrated
 from captum_deconvnet import OcclusionSensitivity
-from captum_deconvnet._scan import OcclusionScan
 from captum_deconvnet.incremental import (
-    Approximation,
     IncrementalForward,
     count_multiply_adds,
 )
@@ -346,50 +344,7 @@ def test_the_model_is_left_as_it_was():
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
-def test_a_plan_that_saves_too_little_gives_way_to_full_passes():
-    """A global layer at the input spreads every occluder over the whole network;
-    a stack of 3x3 convolutions keeps the boxes small."""
-    x = images(1, 32)
-    regions = [(slice(None), slice(0, 4), slice(0, 4))]
-    squeeze = Functional(global_layer=True).eval()
-    local = calibrated(vgg_style(), 32)
-    assert IncrementalForward.plan(squeeze, images(1, 16)) is not None
-    assert (
-        OcclusionScan(
-            squeeze, (images(1, 16),), 0, regions, torch.tensor(0), (), 4
-        ).plan
-        is None
-    )
-    assert (
-        OcclusionScan(local, (x,), 0, regions, torch.tensor(0), (), 4).plan is not None
-    )
-
-
-def test_where_plans_do_not_pay_only_a_box_cutting_approximation_makes_one(
-    monkeypatch,
-):
-    """As on a GPU (the CPU stands in for it here): exact occlusion runs full
-    passes, and a projective-field cap still gets its plan."""
-    monkeypatch.setattr("captum_deconvnet._scan.PLANS_PAY_ON", ())
-    model = calibrated(vgg_style(), 32)
-    x = images(1, 32)
-    regions = [(slice(None), slice(0, 4), slice(0, 4))] * 10
-    assert OcclusionScan(model, (x,), 0, regions, torch.tensor(0), (), 4).plan is None
-    cap = Approximation(projective_field=0.5)
-    capped = OcclusionScan(
-        model, (x,), 0, regions, torch.tensor(0), (), 4, approximate=cap
-    )
-    assert capped.plan is not None
-    kwargs = {"sliding_window_shapes": (3, 8, 8), "strides": 4, "target": 1}
-    torch.testing.assert_close(
-        OcclusionSensitivity(model).attribute(x, **kwargs),
-        Occlusion(model).attribute(x, **kwargs),
-        rtol=1e-5,
-        atol=1e-6,
-    )
-
-
-def test_chunks_grow_while_faster_and_max_batch_bounds_them(monkeypatch):
+def test_chunks_grow_while_faster_and_max_batch_bounds_them(monkeypatch, every_plan):
     model = calibrated(vgg_style(), 24)
     sizes = []
     call = IncrementalForward.__call__
@@ -399,7 +354,6 @@ def test_chunks_grow_while_faster_and_max_batch_bounds_them(monkeypatch):
         return call(self, index, corners, patches)
 
     monkeypatch.setattr(IncrementalForward, "__call__", recording)
-    monkeypatch.setattr("captum_deconvnet._scan.MIN_LIMIT", 0.0)
     x = images(2, 24)
     kwargs = {"sliding_window_shapes": (3, 4, 4), "strides": 3, "target": 0}
     reference = Occlusion(model).attribute(x, perturbations_per_eval=8, **kwargs)

@@ -48,12 +48,6 @@ FAMILIES = {
 }  # fmt: skip
 
 
-@pytest.fixture
-def every_plan(monkeypatch):
-    """Incremental inference however little it saves (small inputs save little)."""
-    monkeypatch.setattr("captum_deconvnet._scan.MIN_LIMIT", 0.0)
-
-
 @pytest.mark.parametrize("name", FAMILIES)
 def test_attribution_equals_full_passes_and_captum(name, every_plan):
     build, size, window, stride = FAMILIES[name]

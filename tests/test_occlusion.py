@@ -11,6 +11,9 @@ from torch import nn
 from captum_deconvnet import OcclusionSensitivity, _occlusion_args, _scan
 from tests.helpers import snapshot
 
+# the default path plans on these small inputs too, so that they test it
+pytestmark = pytest.mark.usefixtures("every_plan")
+
 
 def small_cnn(classes: int = 5) -> nn.Sequential:
     torch.manual_seed(0)

@@ -1,0 +1,150 @@
+"""When occlusion's default path plans incremental inference: where the plan's
+boxes save enough, where making it costs less than the full passes it would
+replace, where it pays on the device, and where its chunks are measured cheaper."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from captum.attr import Occlusion
+from torch import nn
+
+from benchmarks.occlusion_speed import calibrated
+from captum_deconvnet import OcclusionSensitivity, _scan
+from captum_deconvnet._scan import OcclusionScan
+from captum_deconvnet.incremental import Approximation, IncrementalForward
+
+from .incremental_helpers import images
+from .test_incremental import Functional, vgg_style
+
+CLOCK = [0.0]
+
+
+class Clocked(nn.Module):
+    """A small CNN whose every eager call costs ``seconds`` on a fake clock, one
+    image or many (so batching gains much, as on small inputs); its traced
+    graph's calls cost nothing."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.net = calibrated(vgg_style(), 24)
+        self.seconds = seconds
+        self.batches: list = []  # each eager call's batch size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        CLOCK[0] += self.seconds
+        self.batches.append(x.shape[0])
+        return self.net(x)
+
+
+@pytest.fixture
+def clocked(monkeypatch):
+    """``(model, incremental_calls)``: the clock stands for time in the scan."""
+    CLOCK[0] = 0.0
+    monkeypatch.setattr(_scan, "time", SimpleNamespace(perf_counter=lambda: CLOCK[0]))
+    calls = []
+    call = IncrementalForward.__call__
+
+    def counted(self, index, corners, patches):
+        calls.append(CLOCK[0])
+        return call(self, index, corners, patches)
+
+    monkeypatch.setattr(IncrementalForward, "__call__", counted)
+    return Clocked(1.0).eval(), calls
+
+
+def attribute_both(model, stride: int) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Our attributions, Captum's, and our eager calls' batch sizes."""
+    x = images(1, 24)
+    window = (3, stride, stride)
+    kwargs = {"sliding_window_shapes": window, "strides": stride, "target": 3}
+    model.batches.clear()
+    ours = OcclusionSensitivity(model, max_batch=4).attribute(x, **kwargs)
+    batches = list(model.batches)
+    captum = Occlusion(model).attribute(x, perturbations_per_eval=4, **kwargs)
+    return ours, captum, batches
+
+
+def test_a_small_input_plans_after_its_first_chunk_if_full_passes_would_repay_it(
+    clocked,
+):
+    """An unoccluded pass costs 1, the first chunk of 4 positions 1 (a quarter
+    each). 140 more positions would cost 35 in full passes: a third of it (the
+    least saving accepted) repays a plan's 8 passes. 60 more would not."""
+    model, calls = clocked
+    ours, captum, batches = attribute_both(model, stride=2)  # 12 x 12 positions
+    assert len(calls) == 35  # all but the first 4 positions, 4 per chunk
+    assert batches == [1, 4]  # the unoccluded pass, the first chunk
+    torch.testing.assert_close(ours, captum, rtol=1e-5, atol=1e-6)
+    calls.clear()
+    ours, captum, batches = attribute_both(model, stride=3)  # 8 x 8 positions
+    assert not calls and batches == [1] + [4] * 16
+    torch.testing.assert_close(ours, captum, rtol=1e-5, atol=1e-6)
+
+
+def test_a_plan_whose_chunks_cost_more_than_full_passes_gives_way_to_them(
+    clocked, monkeypatch
+):
+    """Each incremental chunk costs 10 on the clock, a full chunk 1: once the
+    search of the plan's chunk size settles (two chunks at the most allowed), the
+    rest runs as full passes."""
+    model, calls = clocked
+    counted = IncrementalForward.__call__
+
+    def slow(self, index, corners, patches):
+        CLOCK[0] += 10.0
+        return counted(self, index, corners, patches)
+
+    monkeypatch.setattr(IncrementalForward, "__call__", slow)
+    ours, captum, batches = attribute_both(model, stride=2)
+    assert len(calls) == 2
+    # the unoccluded pass, the first chunk, then full chunks after the plan's two
+    assert batches == [1, 4] + [4] * 33
+    torch.testing.assert_close(ours, captum, rtol=1e-5, atol=1e-6)
+
+
+def test_a_plan_that_saves_too_little_gives_way_to_full_passes():
+    """A global layer at the input spreads every occluder over the whole network;
+    a stack of 3x3 convolutions keeps the boxes small, but one position is too
+    little to repay making a plan."""
+    x = images(1, 32)
+    regions = [(slice(None), slice(0, 4), slice(0, 4))] * 30  # enough to plan
+    squeeze = Functional(global_layer=True).eval()
+    local = calibrated(vgg_style(), 32)
+    assert IncrementalForward.plan(squeeze, images(1, 16)) is not None
+    assert (
+        OcclusionScan(
+            squeeze, (images(1, 16),), 0, regions, torch.tensor(0), (), 4
+        ).plan
+        is None
+    )
+    assert (
+        OcclusionScan(local, (x,), 0, regions, torch.tensor(0), (), 4).plan is not None
+    )
+    assert (
+        OcclusionScan(local, (x,), 0, regions[:1], torch.tensor(0), (), 4).plan is None
+    )
+
+
+def test_where_plans_do_not_pay_only_a_box_cutting_approximation_makes_one(
+    monkeypatch,
+):
+    """As on a GPU (the CPU stands in for it here): exact occlusion runs full
+    passes, and a projective-field cap still gets its plan."""
+    monkeypatch.setattr("captum_deconvnet._scan.PLANS_PAY_ON", ())
+    model = calibrated(vgg_style(), 32)
+    x = images(1, 32)
+    regions = [(slice(None), slice(0, 4), slice(0, 4))] * 10
+    assert OcclusionScan(model, (x,), 0, regions, torch.tensor(0), (), 4).plan is None
+    cap = Approximation(projective_field=0.5)
+    capped = OcclusionScan(
+        model, (x,), 0, regions, torch.tensor(0), (), 4, approximate=cap
+    )
+    assert capped.plan is not None
+    kwargs = {"sliding_window_shapes": (3, 8, 8), "strides": 4, "target": 1}
+    torch.testing.assert_close(
+        OcclusionSensitivity(model).attribute(x, **kwargs),
+        Occlusion(model).attribute(x, **kwargs),
+        rtol=1e-5,
+        atol=1e-6,
+    )
