@@ -12,8 +12,9 @@ and no bias. Only two rules differ from the gradient:
 
 The rules are installed as a ``TorchFunctionMode`` for the duration of a forward pass.
 That sees every call, so ``nn.ReLU`` (in place or reused), ``F.relu``, ``torch.relu``,
-``Tensor.relu`` and their in-place forms are all covered, and the model itself is never
-touched: no hooks, no swapped modules.
+``Tensor.relu``, their in-place forms and ReLUs written as a clamp at 0
+(``x.clamp(min=0)``, ``torch.clamp_min(x, 0)``, ``F.threshold(x, 0, 0)``) are all
+covered, and the model itself is never touched: no hooks, no swapped modules.
 """
 
 from __future__ import annotations
@@ -31,8 +32,13 @@ __all__ = ["NORMALIZATIONS", "OTHER_ACTIVATIONS", "DeconvRules"]
 
 NORMALIZATIONS = ("skip", "gradient")
 
-_RELU = {F.relu, torch.relu, Tensor.relu}
-_RELU_INPLACE = {F.relu_, torch.relu_, Tensor.relu_}
+_RELU = {F.relu, torch.relu, Tensor.relu, torch.ops.aten.relu.default}
+_RELU_INPLACE = {F.relu_, torch.relu_, Tensor.relu_, torch.ops.aten.relu_.default}
+# Clamps, which are ReLUs when they bound below at 0 alone: (min, max) as given.
+_CLAMP = {torch.clamp, Tensor.clamp, torch.clip, Tensor.clip}
+_CLAMP_INPLACE = {torch.clamp_, Tensor.clamp_, torch.clip_, Tensor.clip_}
+_CLAMP_MIN = {torch.clamp_min, Tensor.clamp_min}
+_CLAMP_MIN_INPLACE = {torch.clamp_min_, Tensor.clamp_min_}
 
 # Non-linearities with no deconvnet rule: they keep their ordinary gradient, and the
 # caller is warned that the result is not a pure deconvnet projection.
@@ -116,6 +122,13 @@ class DeconvRules(TorchFunctionMode):
             inplace = func in _RELU_INPLACE or _inplace_flag(args, kwargs)
             x, _, _ = _first(args, kwargs)
             return _rectify(x, inplace)
+        clamp = _clamp(func, args, kwargs)
+        if clamp is not None and _is_zero(clamp[0]):
+            lower, upper, inplace = clamp
+            if upper is None:  # x.clamp(min=0) is a ReLU
+                x, _, _ = _first(args, kwargs)
+                return _rectify(x, inplace)
+            self.unruled.add(func.__name__.strip("_"))  # a ReLU6 written as a clamp
         if func is F.local_response_norm and self.skip_normalization:
             x, rest, others = _first(args, kwargs)
             return _PassGradient.apply(x, lambda x: func(x, *rest, **others))
@@ -142,6 +155,44 @@ def _first(args: tuple, kwargs: dict) -> tuple[Tensor, tuple, dict]:
         return args[0], args[1:], kwargs
     others = dict(kwargs)
     return others.pop("input"), (), others
+
+
+def _clamp(func: Callable, args: tuple, kwargs: dict) -> tuple | None:
+    """``(lower, upper, inplace)`` if ``func(*args, **kwargs)`` clamps its first
+    argument (a bound not given is ``None``): ``clamp``, ``clip``, ``clamp_min``
+    and their in-place forms, and ``F.threshold(x, t, 0)``, which clamps below
+    at ``t``; else ``None``."""
+    upper = None
+    if func in _CLAMP or func in _CLAMP_INPLACE:
+        lower, upper = _arguments(args, kwargs, ("min", "max"))
+        inplace = func in _CLAMP_INPLACE
+    elif func in _CLAMP_MIN or func in _CLAMP_MIN_INPLACE:
+        (lower,) = _arguments(args, kwargs, ("min",))
+        inplace = func in _CLAMP_MIN_INPLACE
+    elif func is F.threshold or func is F.threshold_:
+        names = ("threshold", "value", "inplace")
+        lower, value, flag = _arguments(args, kwargs, names)
+        if not _is_zero(value):
+            return None
+        inplace = func is F.threshold_ or bool(flag)
+    else:
+        return None
+    return lower, upper, inplace
+
+
+def _arguments(args: tuple, kwargs: dict, names: tuple[str, ...]) -> list:
+    """The arguments after the first, by position or by name (``None`` if not
+    given)."""
+    return [
+        args[1 + i] if len(args) > 1 + i else kwargs.get(name)
+        for i, name in enumerate(names)
+    ]
+
+
+def _is_zero(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+    )
 
 
 def _inplace_flag(args: tuple, kwargs: dict) -> bool:

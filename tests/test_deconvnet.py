@@ -242,6 +242,15 @@ class ReLUStyles(nn.Module):
             "Tensor.relu_": lambda t: t.relu_(),
             "torch.relu(input=)": lambda t: torch.relu(input=t),
             "torch.relu_(input=)": lambda t: torch.relu_(input=t),
+            "Tensor.clamp(min=0)": lambda t: t.clamp(min=0),
+            "torch.clamp(t, 0)": lambda t: torch.clamp(t, 0),
+            "Tensor.clamp_(0, None)": lambda t: t.clamp_(0, None),
+            "torch.clip(min=0.0)": lambda t: torch.clip(t, min=0.0),
+            "Tensor.clamp_min(0)": lambda t: t.clamp_min(0),
+            "torch.clamp_min_": lambda t: torch.clamp_min_(t, 0),
+            "nn.Threshold(0, 0)": nn.Threshold(0, 0),
+            "F.threshold(inplace=True)": lambda t: F.threshold(t, 0.0, 0, True),
+            "aten.relu": torch.ops.aten.relu.default,
         }[self.style](x)
 
     def forward(self, x):
@@ -252,6 +261,9 @@ class ReLUStyles(nn.Module):
 
 STYLES = ["F.relu", "F.relu_inplace", "F.relu_", "torch.relu", "torch.relu_"]
 STYLES += ["Tensor.relu", "Tensor.relu_", "torch.relu(input=)", "torch.relu_(input=)"]
+STYLES += ["Tensor.clamp(min=0)", "torch.clamp(t, 0)", "Tensor.clamp_(0, None)"]
+STYLES += ["torch.clip(min=0.0)", "Tensor.clamp_min(0)", "torch.clamp_min_"]
+STYLES += ["nn.Threshold(0, 0)", "F.threshold(inplace=True)", "aten.relu"]
 
 
 @pytest.mark.parametrize("style", STYLES)
@@ -311,6 +323,15 @@ def test_checkpointed_blocks_are_refused_by_name():
     assert snapshot(model) == state
 
 
+class Apply(nn.Module):
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function(x)
+
+
 @pytest.mark.parametrize(
     "activation, name",
     [
@@ -318,6 +339,9 @@ def test_checkpointed_blocks_are_refused_by_name():
         (nn.Sigmoid(), "sigmoid"), (nn.Tanh(), "tanh"),
         (nn.Hardsigmoid(), "hardsigmoid"),
         (nn.Threshold(0.1, 0.0), "threshold"), (nn.Softshrink(), "softshrink"),
+        (Apply(lambda t: t.clamp(0, 6)), "clamp"),
+        (Apply(lambda t: torch.clip(t, 0, 1)), "clip"),
+        (nn.Threshold(0.0, -1.0), "threshold"),
     ],
 )  # fmt: skip
 def test_activations_without_a_rule_are_named_in_a_warning(activation, name):
