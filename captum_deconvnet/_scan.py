@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 from ._occlusion_args import Region, region_covers, region_masks
 from .incremental import Approximation, IncrementalForward, channel_sums, drill_down
 from .incremental.count import position_limit
-from .layers import layer_tensor
+from .layers import layer_tensor, outside_stacklevel
 
 __all__ = ["OcclusionScan"]
 
@@ -97,6 +98,15 @@ class OcclusionScan:
                 self.plan_after_first_chunk = True
             elif needs_plan or self._plan_pays(len(regions)):
                 self._make_plan()
+        if needs_plan and self.plan is None:
+            warnings.warn(
+                f"{approximate} cuts the boxes of incremental inference, which this "
+                "call cannot use (it needs an nn.Module taking one float batch "
+                "(N, C, H, W) alone, without hooks, that torch.fx can trace): it runs "
+                "exact full passes",
+                UserWarning,
+                stacklevel=outside_stacklevel(),
+            )
 
     def _plannable(self) -> bool:
         return (

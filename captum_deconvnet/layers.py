@@ -170,7 +170,7 @@ def _warn_training(model: nn.Module, most: int = 6) -> None:
         "each module back in its own mode afterwards; call model.eval() first to "
         "silence this warning",
         UserWarning,
-        stacklevel=_outside_stacklevel(),
+        stacklevel=outside_stacklevel(),
     )
 
 
@@ -181,7 +181,7 @@ _INTERNAL = (
 )
 
 
-def _outside_stacklevel() -> int:
+def outside_stacklevel() -> int:
     """The ``stacklevel`` (for the caller of this function) of the first frame
     outside this package, Captum and contextlib: the user's line."""
     frame, level = sys._getframe(1), 1

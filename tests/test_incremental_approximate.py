@@ -2,10 +2,12 @@
 their bilinear interpolation, and the projective-field cap on the boxes."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from captum.attr import Occlusion
 from torch import nn
 
 from benchmarks.occlusion_speed import calibrated
@@ -154,3 +156,22 @@ def test_bad_approximations_are_refused():
     )
     with pytest.raises(ValueError, match="grid"):  # positions along one dimension
         vectors.attribute(torch.randn(2, 12), (2,), target=1)
+
+
+def test_a_cut_the_call_cannot_make_is_named_and_the_map_is_exact():
+    """A function (not an nn.Module) gets no plan, so no boxes to cut."""
+    model, x = calibrated(small_net(), 24), images(1, 24)
+    kwargs = {"sliding_window_shapes": (3, 6, 6), "strides": 3, "target": 0}
+    exact = Occlusion(model).attribute(x, perturbations_per_eval=4, **kwargs)
+    capped = OcclusionSensitivity(
+        lambda t: model(t), approximate=Approximation(projective_field=0.4)
+    )
+    with pytest.warns(UserWarning, match="runs exact full passes") as caught:
+        result = capped.attribute(x, **kwargs)
+    assert caught[0].filename == __file__
+    torch.testing.assert_close(result, exact, rtol=1e-5, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a drill-down needs no plan: no warning
+        OcclusionSensitivity(
+            lambda t: model(t), approximate=Approximation(coarse=2, refine=0.5)
+        ).attribute(x, **kwargs)
