@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ._occlusion_args import Region, region_covers, region_masks
 from .incremental import Approximation, IncrementalForward, channel_sums, drill_down
 from .incremental.count import position_limit
-from .layers import layer_tensor, outside_stacklevel
+from .layers import BatchedInputs, layer_tensor, outside_stacklevel
 
 __all__ = ["OcclusionScan"]
 
@@ -134,9 +134,10 @@ class OcclusionScan:
         approximate = self.approximate
         cap = approximate.projective_field if approximate else 1.0
         tolerance = approximate.tolerance if approximate else 0.0
-        self.plan = IncrementalForward.plan(
-            self.forward_func, self.tensors[0], self.watch, cap, tolerance
-        )
+        with BatchedInputs():  # its pass may be the first: see unoccluded_output
+            self.plan = IncrementalForward.plan(
+                self.forward_func, self.tensors[0], self.watch, cap, tolerance
+            )
         if self.plan is None:
             return
         self.unoccluded = self.plan.output
@@ -145,10 +146,14 @@ class OcclusionScan:
             self.plan = None
 
     def unoccluded_output(self, with_watched: bool = False):
+        """The model's output for the inputs (and the watched layer's per-channel
+        sums). Run first, it checks that the model's convolutions get batches
+        (:class:`BatchedInputs`): the copies, batches of the same examples, need
+        no check then, which spares them a Python call per operation."""
         if self.unoccluded is not None and not with_watched:
             return self.unoccluded  # the plan ran it already
         began = time.perf_counter()
-        with self._watching() as sums:
+        with self._watching() as sums, BatchedInputs():
             output = self.forward_func(*self.tensors, *self.extra)
         self.pass_seconds = time.perf_counter() - began
         return (output, sums[0] if sums else None) if with_watched else output

@@ -29,6 +29,7 @@ from torch.overrides import TorchFunctionMode
 from ._inputs import check_submodule
 
 __all__ = [
+    "BatchedInputs",
     "model_device",
     "eval_mode",
     "guarded",
@@ -98,7 +99,9 @@ _active = threading.local()  # depth of nested guards in this thread
 
 
 @contextmanager
-def guarded(model: Callable, warn: bool = True) -> Iterator[Callable]:
+def guarded(
+    model: Callable, warn: bool = True, check_batches: bool = True
+) -> Iterator[Callable]:
     """Every entry point's use of the user's model; yields the module to run.
 
     - A compiled or data-parallel wrapper gives the module it holds (:func:`unwrap`).
@@ -109,7 +112,9 @@ def guarded(model: Callable, warn: bool = True) -> Iterator[Callable]:
       mode (unless ``warn`` is off, for callers whose result cannot depend on the
       mode); each module's own mode comes back afterwards, also when the call
       raises. Buffers are not touched.
-    - 1-, 2- and 3-D convolutions and 2-D pools refuse unbatched inputs.
+    - 1-, 2- and 3-D convolutions and 2-D pools refuse unbatched inputs
+      (:class:`BatchedInputs`); with ``check_batches`` off the caller checks the
+      passes it chooses (the check costs a Python call per operation).
 
     A callable that is not a module runs as it is, with the convolution check.
 
@@ -125,8 +130,8 @@ def guarded(model: Callable, warn: bool = True) -> Iterator[Callable]:
             if warn:
                 _warn_training(model)
             stack.enter_context(eval_mode(model))
-        if not depth:  # the outermost guard checks for all
-            stack.enter_context(_BatchedInputs())
+        if not depth and check_batches:  # the outermost guard checks for all
+            stack.enter_context(BatchedInputs())
         _active.depth = depth + 1
         try:
             yield model
@@ -204,7 +209,7 @@ _BATCHED_RANK = {
 _LAYOUT = {3: "(N, C, L)", 4: "(N, C, H, W)", 5: "(N, C, D, H, W)"}
 
 
-class _BatchedInputs(TorchFunctionMode):
+class BatchedInputs(TorchFunctionMode):
     """Refuses convolutions and pools on unbatched inputs. PyTorch takes a single
     ``(C, H, W)`` image there, so an image passed without its batch dimension would
     otherwise run, with its channels read as the batch."""

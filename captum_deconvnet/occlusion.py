@@ -206,7 +206,7 @@ class OcclusionSensitivity(PerturbationAttribution):
         ]
         attributions = []
         with (
-            guarded(self.forward_func) as model,
+            guarded(self.forward_func, check_batches=False) as model,
             torch.no_grad(),
             progress(show_progress, sum(map(len, regions))) as bar,
         ):
@@ -308,7 +308,7 @@ class OcclusionSensitivity(PerturbationAttribution):
         positions = self._positions_per_pass(None, n)
         probability, top_class, activation = [], [], []
         with (
-            guarded(self.forward_func) as model,
+            guarded(self.forward_func, check_batches=False) as model,
             torch.no_grad(),
             progress(show_progress, len(regions)) as bar,
         ):

@@ -1,6 +1,7 @@
-"""When occlusion's default path plans incremental inference: where the plan's
-boxes save enough, where making it costs less than the full passes it would
-replace, where it pays on the device, and where its chunks are measured cheaper."""
+"""How occlusion runs its passes: when the default path plans incremental
+inference (where the plan's boxes save enough, where making it costs less than the
+full passes it would replace, where it pays on the device, and where its chunks are
+measured cheaper), and which passes check that convolutions get batches."""
 
 from types import SimpleNamespace
 
@@ -148,3 +149,25 @@ def test_where_plans_do_not_pay_only_a_box_cutting_approximation_makes_one(
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("incremental", [True, False])
+def test_only_the_first_pass_checks_its_batches(incremental):
+    """The unoccluded pass (or the plan's, which replaces it) runs under the check
+    that refuses unbatched inputs; the copies, batches of the same examples, run
+    without its Python call per operation."""
+    checked = []
+
+    class Watching(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = calibrated(vgg_style(), 24)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            checked.append(torch._C._is_torch_function_mode_enabled())
+            return self.net(x)
+
+    model, x = Watching().eval(), images(2, 24)
+    kwargs = {"sliding_window_shapes": (3, 6, 6), "strides": 3, "target": 0}
+    OcclusionSensitivity(model, incremental=incremental).attribute(x, **kwargs)
+    assert checked[0] and len(checked) > 1 and not any(checked[1:])
