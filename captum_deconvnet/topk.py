@@ -31,6 +31,9 @@ __all__ = [
 ]
 
 _EMPTY = -1  # the key of a slot no activation has filled yet
+# Activations shortlisted at once: bounds the memory an update takes beyond its
+# batch (a few bytes each, 64 MiB of float32 values).
+SHORTLIST_ELEMENTS = 2**24
 
 
 class TopEntries(NamedTuple):
@@ -116,11 +119,15 @@ class TopKActivations:
             raise ValueError(f"image_indices repeat within the batch: {indices}")
         # In image order, the batch's keys ascend along each channel's row.
         indices, order = indices.sort()
-        values = activations.detach()[order].double().transpose(0, 1).reshape(c, -1)
+        # ranked in their own dtype (float64 holds each value exactly, in the same
+        # order), so only the shortlist is widened
+        values = activations.detach()[order].transpose(0, 1).reshape(c, -1)
+        if not values.is_floating_point():
+            values = values.double()  # an empty slot's -inf needs a float
         positions = torch.arange(h * w, device=activations.device)
         keys = (indices[:, None] * (h * w) + positions).reshape(-1)
         values, keys = _shortlist(values, keys, self.k)
-        self._add(name, _LayerTop(values, keys, (h, w)))
+        self._add(name, _LayerTop(values.double(), keys, (h, w)))
 
     def merge(self, other: TopKActivations) -> TopKActivations:
         """Fold in the state of ``other`` (another process, another part of the
@@ -187,14 +194,21 @@ def _shortlist(values: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
     Sorting whole rows is slow for large maps; this is linear. Everything above the
     k-th largest value is kept, and of the values equal to it the first ``k``, which
-    have the smallest keys.
+    have the smallest keys. Rows go in blocks of about ``SHORTLIST_ELEMENTS``, so
+    the temporaries stay small whatever the batch and map.
     """
-    keys = keys.expand_as(values)
     if values.shape[1] <= 2 * k:
-        return values, keys
+        return values, keys.expand_as(values)
+    rows = max(1, SHORTLIST_ELEMENTS // values.shape[1])
+    blocks = [_shortlist_rows(part, keys, k) for part in values.split(rows)]
+    return torch.cat([b[0] for b in blocks]), torch.cat([b[1] for b in blocks])
+
+
+def _shortlist_rows(values: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    keys = keys.expand_as(values)
     kth = values.topk(k, dim=1).values[:, -1:]
     ties = values == kth
-    kept = (values > kth) | (ties & (ties.cumsum(dim=1) <= k))
+    kept = (values > kth) | (ties & (ties.cumsum(dim=1, dtype=torch.int32) <= k))
     index = kept.to(torch.uint8).topk(2 * k, dim=1).indices  # all kept, some not
     dropped = ~kept.gather(1, index)
     return (

@@ -53,6 +53,17 @@ def test_update_equals_a_full_sort(k):
     assert as_lists(top, "layer") == naive_top(batches, k)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int64])
+def test_any_dtype_shortlisted_in_blocks_of_rows_equals_a_full_sort(dtype, monkeypatch):
+    monkeypatch.setattr("captum_deconvnet.topk.SHORTLIST_ELEMENTS", 50)  # 1-2 rows
+    batches = [(a.to(dtype), i) for a, i in random_batches([3, 1, 5, 2], seed=1)]
+    top = TopKActivations(4)
+    for activations, indices in batches:
+        top.update("layer", activations, indices)
+    assert top.entries("layer").values.dtype == torch.float64
+    assert as_lists(top, "layer") == naive_top(batches, 4)
+
+
 def test_merging_parts_in_any_order_equals_the_whole():
     batches = random_batches([2, 3, 4, 1, 3], seed=3)
     whole = TopKActivations(6)
