@@ -13,12 +13,14 @@ and no bias. Only two rules differ from the gradient:
 The rules are installed as a ``TorchFunctionMode`` for the duration of a forward pass.
 That sees every call, so ``nn.ReLU`` (in place or reused), ``F.relu``, ``torch.relu``,
 ``Tensor.relu``, their in-place forms and ReLUs written as a clamp at 0
-(``x.clamp(min=0)``, ``torch.clamp_min(x, 0)``, ``F.threshold(x, 0, 0)``) are all
-covered, and the model itself is never touched: no hooks, no swapped modules.
+(``x.clamp(min=0)``, ``torch.clamp_min(x, 0)``, ``F.threshold(x, 0, 0)``,
+``torch.maximum(x, zeros)``) are all covered, and the model itself is never touched:
+no hooks, no swapped modules.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +41,7 @@ _CLAMP = {torch.clamp, Tensor.clamp, torch.clip, Tensor.clip}
 _CLAMP_INPLACE = {torch.clamp_, Tensor.clamp_, torch.clip_, Tensor.clip_}
 _CLAMP_MIN = {torch.clamp_min, Tensor.clamp_min}
 _CLAMP_MIN_INPLACE = {torch.clamp_min_, Tensor.clamp_min_}
+_MAXIMUM = {torch.maximum, Tensor.maximum, torch.max, Tensor.max, torch.fmax}
 
 # Non-linearities with no deconvnet rule: they keep their ordinary gradient, and the
 # caller is warned that the result is not a pure deconvnet projection.
@@ -123,10 +126,9 @@ class DeconvRules(TorchFunctionMode):
             x, _, _ = _first(args, kwargs)
             return _rectify(x, inplace)
         clamp = _clamp(func, args, kwargs)
-        if clamp is not None and _is_zero(clamp[0]):
-            lower, upper, inplace = clamp
-            if upper is None:  # x.clamp(min=0) is a ReLU
-                x, _, _ = _first(args, kwargs)
+        if clamp is not None and _is_constant(clamp[1], 0):
+            x, _, upper, inplace = clamp
+            if upper is None or _is_constant(upper, math.inf):  # a ReLU
                 return _rectify(x, inplace)
             self.unruled.add(func.__name__.strip("_"))  # a ReLU6 written as a clamp
         if func is F.local_response_norm and self.skip_normalization:
@@ -158,11 +160,13 @@ def _first(args: tuple, kwargs: dict) -> tuple[Tensor, tuple, dict]:
 
 
 def _clamp(func: Callable, args: tuple, kwargs: dict) -> tuple | None:
-    """``(lower, upper, inplace)`` if ``func(*args, **kwargs)`` clamps its first
-    argument (a bound not given is ``None``): ``clamp``, ``clip``, ``clamp_min``
-    and their in-place forms, and ``F.threshold(x, t, 0)``, which clamps below
-    at ``t``; else ``None``."""
+    """``(x, lower, upper, inplace)`` if ``func(*args, **kwargs)`` clamps ``x`` (a
+    bound not given is ``None``): ``clamp``, ``clip``, ``clamp_min`` and their
+    in-place forms, ``F.threshold(x, t, 0)``, which clamps below at ``t``, and
+    ``torch.maximum(x, bound)`` with a bound that broadcasts to ``x``; else
+    ``None``."""
     upper = None
+    x = args[0] if args else kwargs.get("input")
     if func in _CLAMP or func in _CLAMP_INPLACE:
         lower, upper = _arguments(args, kwargs, ("min", "max"))
         inplace = func in _CLAMP_INPLACE
@@ -172,12 +176,22 @@ def _clamp(func: Callable, args: tuple, kwargs: dict) -> tuple | None:
     elif func is F.threshold or func is F.threshold_:
         names = ("threshold", "value", "inplace")
         lower, value, flag = _arguments(args, kwargs, names)
-        if not _is_zero(value):
+        if not _is_constant(value, 0):
             return None
         inplace = func is F.threshold_ or bool(flag)
+    elif func in _MAXIMUM:
+        (lower,), inplace = _arguments(args, kwargs, ("other",)), False
+        if _is_constant(x, 0) and not _is_constant(lower, 0):
+            x, lower = lower, x  # torch.maximum(zeros, x)
+        if not isinstance(x, Tensor) or not isinstance(lower, Tensor):
+            return None  # torch.max(x, 1) is a reduction
+        if torch.broadcast_shapes(x.shape, lower.shape) != x.shape or (
+            torch.result_type(x, lower) != x.dtype
+        ):
+            return None  # the result is not x's shape or dtype
     else:
         return None
-    return lower, upper, inplace
+    return x, lower, upper, inplace
 
 
 def _arguments(args: tuple, kwargs: dict, names: tuple[str, ...]) -> list:
@@ -189,9 +203,15 @@ def _arguments(args: tuple, kwargs: dict, names: tuple[str, ...]) -> list:
     ]
 
 
-def _is_zero(value: Any) -> bool:
+def _is_constant(value: Any, constant: float) -> bool:
+    """Whether ``value`` is ``constant``: a number, or a tensor holding only it
+    that no gradient flows into."""
+    if isinstance(value, Tensor):
+        return not value.requires_grad and bool((value == constant).all())
     return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value == constant
     )
 
 

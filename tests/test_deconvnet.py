@@ -251,6 +251,10 @@ class ReLUStyles(nn.Module):
             "nn.Threshold(0, 0)": nn.Threshold(0, 0),
             "F.threshold(inplace=True)": lambda t: F.threshold(t, 0.0, 0, True),
             "aten.relu": torch.ops.aten.relu.default,
+            "clamp(min=tensor(0.))": lambda t: t.clamp(min=torch.tensor(0.0)),
+            "clamp(min=0, max=inf)": lambda t: t.clamp(min=0.0, max=float("inf")),
+            "torch.maximum(t, zeros)": lambda t: torch.maximum(t, torch.zeros(1)),
+            "torch.max(zeros, t)": lambda t: torch.max(torch.zeros_like(t), t),
         }[self.style](x)
 
     def forward(self, x):
@@ -264,6 +268,8 @@ STYLES += ["Tensor.relu", "Tensor.relu_", "torch.relu(input=)", "torch.relu_(inp
 STYLES += ["Tensor.clamp(min=0)", "torch.clamp(t, 0)", "Tensor.clamp_(0, None)"]
 STYLES += ["torch.clip(min=0.0)", "Tensor.clamp_min(0)", "torch.clamp_min_"]
 STYLES += ["nn.Threshold(0, 0)", "F.threshold(inplace=True)", "aten.relu"]
+STYLES += ["clamp(min=tensor(0.))", "clamp(min=0, max=inf)"]
+STYLES += ["torch.maximum(t, zeros)", "torch.max(zeros, t)"]
 
 
 @pytest.mark.parametrize("style", STYLES)
