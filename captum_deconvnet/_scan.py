@@ -169,9 +169,9 @@ class OcclusionScan:
     ) -> Iterator[tuple[list[Region], Tensor, Tensor | None]]:
         """The copies of ``regions``, chunk by chunk, in the chunk size that
         :class:`ChunkSearch` finds. After the first chunk of full passes of a small
-        input, a plan is made if they cost enough to repay it; once the search of
-        its chunk size settles, the plan is dropped if its best chunks cost more per
-        position than full passes did."""
+        input, a plan is made if they cost enough to repay it, and its chunks start
+        at that chunk's size; once their search settles, the plan is dropped if its
+        best chunks cost more per position than full passes did."""
         start, search = 0, self._search()
         full_seconds = math.inf  # per position, the cheapest full chunk timed
         device = self.tensors[0].device
@@ -194,16 +194,16 @@ class OcclusionScan:
                 self.plan_after_first_chunk = False
                 if self._plan_pays(len(regions) - start, seconds):
                     self._make_plan()
-                    if self.plan is not None:
-                        search = self._search()
+                    if self.plan is not None:  # first compared at the same size
+                        search = self._search(first=len(chunk))
             elif incremental and search.settled and search.best > full_seconds:
                 self.plan = None  # its boxes cost more than full passes here
                 search = self._search()
 
-    def _search(self) -> ChunkSearch:
-        """A search for the chunk size of the way copies run now, from the size
-        :meth:`_first_size` gives."""
-        return ChunkSearch(self._first_size(), self.positions, self.adaptive)
+    def _search(self, first: int | None = None) -> ChunkSearch:
+        """A search for the chunk size of the way copies run now, from ``first``
+        or the size :meth:`_first_size` gives."""
+        return ChunkSearch(first or self._first_size(), self.positions, self.adaptive)
 
     def _first_size(self) -> int:
         """The chunk size (in positions) to start from: the largest allowed, or with

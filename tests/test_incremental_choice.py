@@ -40,27 +40,30 @@ class Clocked(nn.Module):
 
 @pytest.fixture
 def clocked(monkeypatch):
-    """``(model, incremental_calls)``: the clock stands for time in the scan."""
+    """``(model, copies)``: the clock stands for time in the scan; ``copies`` gets
+    each incremental chunk's number of copies."""
     CLOCK[0] = 0.0
     monkeypatch.setattr(_scan, "time", SimpleNamespace(perf_counter=lambda: CLOCK[0]))
     calls = []
     call = IncrementalForward.__call__
 
     def counted(self, index, corners, patches):
-        calls.append(CLOCK[0])
+        calls.append(len(index))
         return call(self, index, corners, patches)
 
     monkeypatch.setattr(IncrementalForward, "__call__", counted)
     return Clocked(1.0).eval(), calls
 
 
-def attribute_both(model, stride: int) -> tuple[torch.Tensor, torch.Tensor, list]:
+def attribute_both(
+    model, stride: int, max_batch: int = 4
+) -> tuple[torch.Tensor, torch.Tensor, list]:
     """Our attributions, Captum's, and our eager calls' batch sizes."""
     x = images(1, 24)
     window = (3, stride, stride)
     kwargs = {"sliding_window_shapes": window, "strides": stride, "target": 3}
     model.batches.clear()
-    ours = OcclusionSensitivity(model, max_batch=4).attribute(x, **kwargs)
+    ours = OcclusionSensitivity(model, max_batch=max_batch).attribute(x, **kwargs)
     batches = list(model.batches)
     captum = Occlusion(model).attribute(x, perturbations_per_eval=4, **kwargs)
     return ours, captum, batches
@@ -86,10 +89,12 @@ def test_a_small_input_plans_after_its_first_chunk_if_full_passes_would_repay_it
 def test_a_plan_whose_chunks_cost_more_than_full_passes_gives_way_to_them(
     clocked, monkeypatch
 ):
-    """Each incremental chunk costs 10 on the clock, a full chunk 1: once the
-    search of the plan's chunk size settles (two chunks at the most allowed), the
-    rest runs as full passes."""
+    """Each incremental chunk costs 10 on the clock, a full chunk 1 (a plan
+    costing 1 pass pays for itself here). The plan's chunks start at the first
+    full chunk's size, the most allowed: after two of them its search settles,
+    and the rest runs as full passes."""
     model, calls = clocked
+    monkeypatch.setattr("captum_deconvnet._scan.PLAN_COST", 1)
     counted = IncrementalForward.__call__
 
     def slow(self, index, corners, patches):
@@ -97,10 +102,10 @@ def test_a_plan_whose_chunks_cost_more_than_full_passes_gives_way_to_them(
         return counted(self, index, corners, patches)
 
     monkeypatch.setattr(IncrementalForward, "__call__", slow)
-    ours, captum, batches = attribute_both(model, stride=2)
-    assert len(calls) == 2
+    ours, captum, batches = attribute_both(model, stride=2, max_batch=16)
+    assert calls == [16, 16]
     # the unoccluded pass, the first chunk, then full chunks after the plan's two
-    assert batches == [1, 4] + [4] * 33
+    assert batches == [1, 16] + [16] * 6
     torch.testing.assert_close(ours, captum, rtol=1e-5, atol=1e-6)
 
 
