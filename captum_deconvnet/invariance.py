@@ -30,7 +30,7 @@ class InvarianceCurves:
     Attributes:
         transform: ``"translation"`` (pixels down), ``"scale"`` (factor) or
             ``"rotation"`` (degrees anticlockwise).
-        amounts: ``(T,)`` the transformation's amounts.
+        amounts: ``(T,)`` the transformation's amounts, float64 (as given).
         distances: per layer name, ``(N, T)`` Euclidean distance between the
             layer's output for the transformed and for the original image.
         probabilities: ``(N, T)`` softmax probability of each image's label.
@@ -182,7 +182,7 @@ def _curves(kind: str, amounts: Sequence[float], names: list[str], measured: lis
     }
     return InvarianceCurves(
         transform=kind,
-        amounts=torch.tensor([float(a) for a in amounts]),
+        amounts=torch.tensor([float(a) for a in amounts], dtype=torch.float64),
         distances=distances,
         probabilities=torch.stack([p for _, p in measured], dim=1).cpu(),
     )
