@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import signal
 import sys
+import traceback
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -32,7 +34,10 @@ class ZFNetCLI(LightningCLI):
       start, and a resumed fit keeps the ``metrics.csv`` rows logged before its
       checkpoint;
     - ``fast_dev_run`` writes no checkpoint (Lightning's ``save_last`` would, into
-      the working directory).
+      the working directory);
+    - a value that a constructor refuses (``--model.dropout 1.5``) is a bad command
+      line, as a value of the wrong type is: exit code 2 and one line naming the
+      option group, the class and the constructor's words.
 
     The model is :class:`ZFNetModule` or a subclass named by ``class_path`` (such as
     :class:`~lightning_zfnet.transfer.TransferModule`).
@@ -40,14 +45,18 @@ class ZFNetCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse type)
         _count_batches_as_ints(parser)
-        for source, target in (
-            ("num_classes", "num_classes"),
-            ("in_channels", "in_channels"),
-            ("image_size", "input_size"),
-        ):
+        for source, target in _LINKS.items():
             parser.link_arguments(
                 f"data.{source}", f"model.init_args.{target}", apply_on="instantiate"
             )
+
+    def instantiate_classes(self) -> None:
+        """Lightning's, with a constructor's ValueError (an argument out of range)
+        reported as a bad command line: exit code 2 and one line, no traceback."""
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            self.parser.error(_refusal(error))
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand in (None, "fit"):
@@ -125,6 +134,42 @@ class ZFNetCLI(LightningCLI):
             )
         if path:
             keep_logged_rows(self.trainer, Path(path))
+
+
+# The data module's attributes that the model's arguments take.
+_LINKS = {
+    "num_classes": "num_classes",
+    "in_channels": "in_channels",
+    "image_size": "input_size",
+}
+
+# The option group of the classes that the command line builds.
+_GROUPS = {
+    pl.LightningModule: "--model",
+    pl.LightningDataModule: "--data",
+    pl.Trainer: "--trainer",
+    pl.Callback: "--trainer.callbacks",
+}
+
+
+def _refusal(error: ValueError) -> str:
+    """The constructor's words in ``error`` (jsonargparse wraps them), prefixed with
+    the option group and class of the object that refused its arguments."""
+    while isinstance(error.__cause__, ValueError):
+        error = error.__cause__
+    # the outermost __init__ in the traceback: the class the command line built
+    frames = (frame for frame, _ in traceback.walk_tb(error.__traceback__))
+    built = next((f for f in frames if f.f_code.co_name == "__init__"), None)
+    if built is None or "self" not in built.f_locals:
+        return str(error)
+    kind = type(built.f_locals["self"])
+    group = next((g for c, g in _GROUPS.items() if issubclass(kind, c)), "")
+    message = f"{group} ({kind.__name__}): {error}".lstrip()
+    linked = {t: s for s, t in _LINKS.items()}
+    target = str(error).split(" ")[0]
+    if group == "--model" and target in linked:
+        message += f" (the model's {target} is --data.{linked[target]})"
+    return message
 
 
 def _check_checkpoint(path: str | None) -> None:
