@@ -35,6 +35,8 @@ class ZFNetCLI(LightningCLI):
       checkpoint;
     - ``fast_dev_run`` writes no checkpoint (Lightning's ``save_last`` would, into
       the working directory);
+    - ``validate``, ``test`` or ``predict`` limited to 0 batches is refused
+      (Lightning runs nothing and says nothing);
     - a value that a constructor refuses (``--model.dropout 1.5``) is a bad command
       line, as a value of the wrong type is: exit code 2 and one line naming the
       option group, the class and the constructor's words.
@@ -62,6 +64,13 @@ class ZFNetCLI(LightningCLI):
         if self.subcommand in (None, "fit"):
             return
         config = self.config[self.subcommand]
+        stage = "val" if self.subcommand == "validate" else self.subcommand
+        if config.trainer.get(f"limit_{stage}_batches") == 0:  # Lightning: silence
+            self.parser.error(
+                f"--trainer.limit_{stage}_batches 0: {self.subcommand} would run no "
+                "batch and write nothing; give a number of batches or a fraction "
+                "above 0"
+            )
         loggers = config.trainer.logger
         loggers = loggers if isinstance(loggers, list) else [loggers]
         if config.get("ckpt_path") == "last":  # the training's, before logging apart

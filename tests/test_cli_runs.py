@@ -292,3 +292,18 @@ def test_a_whole_number_of_batches_is_a_count_and_a_float_a_share(
     )
     steps = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt")["global_step"]
     assert steps > 1  # all of the fake epoch's batches
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_an_evaluation_limited_to_no_batch_is_refused(
+    subcommand, fake_data_dir, tmp_path, capsys
+):
+    """Lightning runs no batch, writes no metric or prediction and says nothing."""
+    stage = "val" if subcommand == "validate" else subcommand
+    args = _fit_args(fake_data_dir, tmp_path, f"--trainer.limit_{stage}_batches=0")
+    with pytest.raises(SystemExit) as exit_info:
+        main([subcommand, *args[1:]])
+    assert exit_info.value.code == 2
+    refusal = f"error: --trainer.limit_{stage}_batches 0: {subcommand} would run no"
+    assert capsys.readouterr().err.splitlines()[-1].startswith(refusal)
+    assert list(tmp_path.iterdir()) == []
