@@ -6,16 +6,22 @@ import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 import pytorch_lightning as pl
 import torch
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.cli import (
+    LightningArgumentParser,
+    LightningCLI,
+    SaveConfigCallback,
+)
 from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .data import LabelBudgetDataModule, SplitDataModule
+from .default import DEFAULT_CONFIG
 from .module import ZFNetModule
 from .resume import keep_logged_rows, last_checkpoint
 
@@ -37,6 +43,8 @@ class ZFNetCLI(LightningCLI):
       the working directory);
     - ``validate``, ``test`` or ``predict`` limited to 0 batches is refused
       (Lightning runs nothing and says nothing);
+    - a command line without a model or data module (``zfnet fit`` alone) is
+      pointed to the shipped ``configs/``;
     - a value that a constructor refuses (``--model.dropout 1.5``) is a bad command
       line, as a value of the wrong type is: exit code 2 and one line naming the
       option group, the class and the constructor's words.
@@ -273,6 +281,22 @@ def _count_batches_as_ints(parser) -> None:  # noqa: ANN001 (jsonargparse type)
             action._typehint = int | float | None
 
 
+class _Parser(LightningArgumentParser):
+    """Lightning's parser, whose error for a command line without a model or a
+    data module (``zfnet fit`` alone) points to the shipped configs."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        missing = message.startswith("the following arguments are required:")
+        if missing and any(f".{key}" in message for key in ("data", "model")):
+            folder = DEFAULT_CONFIG.parent
+            where = f" ({folder})" if folder.is_dir() else ""
+            message += (
+                f"; a config from the project's configs/ folder{where} gives the "
+                f"model and data, e.g. --config configs/{DEFAULT_CONFIG.name}"
+            )
+        super().error(message, ex)
+
+
 def run_cli(args: list[str] | None = None) -> ZFNetCLI:
     """Run the command line and return it (its ``trainer`` and ``model`` are set);
     ``args`` replaces ``sys.argv[1:]`` when given. A misspelt or abbreviated option
@@ -283,6 +307,7 @@ def run_cli(args: list[str] | None = None) -> ZFNetCLI:
         SplitDataModule,
         subclass_mode_data=True,
         subclass_mode_model=True,
+        parser_class=_Parser,
         save_config_callback=_SaveConfigAtFitStart,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={

@@ -53,6 +53,21 @@ def test_a_value_out_of_range_is_a_bad_command_line(option, refusal, tmp_path, c
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("subcommand", ["fit", "predict"])
+def test_a_command_line_without_a_config_points_to_the_configs(subcommand, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([subcommand])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("error: the following arguments are required: ")
+    example = "configs/cluttered_fashion_mnist.yaml"
+    assert error.endswith(
+        f"; a config from the project's configs/ folder ({ROOT / 'configs'}) gives "
+        f"the model and data, e.g. --config {example}"
+    )
+    assert (ROOT / example).is_file()
+
+
 def test_imagenet_config_is_for_8_gpus_with_ddp_and_bf16():
     config = yaml.safe_load((ROOT / "configs" / "imagenet.yaml").read_text())
     trainer = config["trainer"]
