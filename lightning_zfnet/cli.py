@@ -17,6 +17,8 @@ from pytorch_lightning.cli import (
     LightningCLI,
     SaveConfigCallback,
 )
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -39,6 +41,9 @@ class ZFNetCLI(LightningCLI):
     - ``fit --ckpt_path last`` without a last checkpoint is an error, not a fresh
       start, and a resumed fit keeps the ``metrics.csv`` rows logged before its
       checkpoint;
+    - ``config.yaml`` is written when the subcommand's loop starts: a run that fails
+      before leaves no folder of its own, and without a logger the config goes to
+      ``--trainer.default_root_dir`` only, never the working directory;
     - ``fast_dev_run`` writes no checkpoint (Lightning's ``save_last`` would, into
       the working directory);
     - ``validate``, ``test`` or ``predict`` limited to 0 batches is refused
@@ -247,18 +252,51 @@ def _log_apart(logger: object, subcommand: str) -> None:
         arguments.version = None
 
 
-class _SaveConfigAtFitStart(SaveConfigCallback):
-    """Lightning's ``config.yaml`` writer, which for ``fit`` waits until the fit has
-    started (after ``configure_optimizers``): a resume refused there (a schedule
-    that does not fit the new run's length) leaves the run's config as it was, so
-    that the run can still be resumed from it."""
+class _SaveConfigWhenRunning(SaveConfigCallback):
+    """Lightning's ``config.yaml`` writer, which waits until the subcommand's loop
+    starts (for ``fit``, the training, after ``configure_optimizers`` and the sanity
+    check). A run that fails before (a data module's setup, a checkpoint that does
+    not load, a resume refused for its schedule) leaves the run's config as it was,
+    and the folder that the logger made for it is removed, so that no folder holds
+    a config, or nothing, for a run that never ran. Without a logger the config goes
+    to the ``--trainer.default_root_dir`` given, and without one is not written
+    (Lightning's default is the working directory)."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001
-        if stage != "fit":
-            super().setup(trainer, pl_module, stage)
+        pass  # written when the loop starts
 
-    def on_fit_start(self, trainer, pl_module) -> None:  # noqa: ANN001
-        super().setup(trainer, pl_module, "fit")
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._save(trainer, pl_module, "fit")
+
+    def on_validation_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if trainer.state.fn == TrainerFn.VALIDATING:  # not fit's validation
+            self._save(trainer, pl_module, "validate")
+
+    def on_test_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._save(trainer, pl_module, "test")
+
+    def on_predict_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._save(trainer, pl_module, "predict")
+
+    def _save(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001
+        if not trainer.loggers and self.config.trainer.get("default_root_dir") is None:
+            rank_zero_warn(
+                "config.yaml is not written: without a logger it would go to the "
+                "working directory; give --trainer.default_root_dir to keep it"
+            )
+            return
+        super().setup(trainer, pl_module, stage)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:  # noqa: ANN001
+        logger = trainer.logger
+        if self.already_saved or not isinstance(logger, (CSVLogger, TensorBoardLogger)):
+            return
+        folder = Path(logger.log_dir)
+        # what the run wrote before its loop: the folder, its hyperparameters
+        if trainer.is_global_zero and folder.is_dir() and folder != Path.cwd():
+            if {path.name for path in folder.iterdir()} <= {"hparams.yaml"}:
+                (folder / "hparams.yaml").unlink(missing_ok=True)
+                folder.rmdir()
 
 
 # The Trainer's limits are typed float | int | None, so jsonargparse reads
@@ -308,7 +346,7 @@ def run_cli(args: list[str] | None = None) -> ZFNetCLI:
         subclass_mode_data=True,
         subclass_mode_model=True,
         parser_class=_Parser,
-        save_config_callback=_SaveConfigAtFitStart,
+        save_config_callback=_SaveConfigWhenRunning,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={
             **no_abbreviations,
