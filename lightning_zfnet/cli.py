@@ -257,8 +257,9 @@ class _SaveConfigWhenRunning(SaveConfigCallback):
     starts (for ``fit``, the training, after ``configure_optimizers`` and the sanity
     check). A run that fails before (a data module's setup, a checkpoint that does
     not load, a resume refused for its schedule) leaves the run's config as it was,
-    and the folder that the logger made for it is removed, so that no folder holds
-    a config, or nothing, for a run that never ran. Without a logger the config goes
+    and the folder that the logger made for it is removed when it holds nothing but
+    the run's ``hparams.yaml`` (a CSV logger's), so that no folder is left for a run
+    that never ran. Without a logger the config goes
     to the ``--trainer.default_root_dir`` given, and without one is not written
     (Lightning's default is the working directory)."""
 
@@ -289,14 +290,17 @@ class _SaveConfigWhenRunning(SaveConfigCallback):
 
     def on_exception(self, trainer, pl_module, exception) -> None:  # noqa: ANN001
         logger = trainer.logger
-        if self.already_saved or not isinstance(logger, (CSVLogger, TensorBoardLogger)):
+        if self.already_saved or not trainer.is_global_zero:
+            return
+        if not isinstance(logger, (CSVLogger, TensorBoardLogger)):
             return
         folder = Path(logger.log_dir)
-        # what the run wrote before its loop: the folder, its hyperparameters
-        if trainer.is_global_zero and folder.is_dir() and folder != Path.cwd():
-            if {path.name for path in folder.iterdir()} <= {"hparams.yaml"}:
-                (folder / "hparams.yaml").unlink(missing_ok=True)
-                folder.rmdir()
+        if not folder.is_dir() or folder.resolve() == Path.cwd():
+            return
+        # what a run writes before its loop: the folder, its hyperparameters
+        if {path.name for path in folder.iterdir()} <= {"hparams.yaml"}:
+            (folder / "hparams.yaml").unlink(missing_ok=True)
+            folder.rmdir()
 
 
 # The Trainer's limits are typed float | int | None, so jsonargparse reads

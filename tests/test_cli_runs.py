@@ -323,6 +323,21 @@ def test_an_evaluation_that_fails_before_running_leaves_no_folder(
     assert list((tmp_path / "run").rglob("version_*")) == []
 
 
+def test_an_evaluation_whose_loader_fails_leaves_no_folder(
+    fake_data_dir, trained, tmp_path, monkeypatch
+):
+    """The loader is asked for after the logger wrote hparams.yaml."""
+
+    def no_loader(self):
+        raise OSError("no test images")
+
+    monkeypatch.setattr(ClutteredFashionMNISTDataModule, "test_dataloader", no_loader)
+    args = _fit_args(fake_data_dir, tmp_path / "run")[1:]
+    with pytest.raises(OSError, match="no test images"):
+        main(["test", *args, f"--ckpt_path={trained[0] / 'checkpoints/last.ckpt'}"])
+    assert list((tmp_path / "run" / "test").iterdir()) == []
+
+
 def test_a_fit_that_fails_before_training_leaves_no_folder(fake_data_dir, tmp_path):
     args = _fit_args(fake_data_dir, tmp_path / "run", "--data.val_size=100000")
     with pytest.raises(ValueError, match="val_size must be in"):
