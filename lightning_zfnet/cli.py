@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import signal
 import sys
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
+import pytorch_lightning as pl
 import torch
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.cli import (
+    LightningArgumentParser,
+    LightningCLI,
+    SaveConfigCallback,
+)
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .data import LabelBudgetDataModule, SplitDataModule
+from .default import DEFAULT_CONFIG
 from .module import ZFNetModule
 from .resume import keep_logged_rows, last_checkpoint
 
@@ -31,8 +41,18 @@ class ZFNetCLI(LightningCLI):
     - ``fit --ckpt_path last`` without a last checkpoint is an error, not a fresh
       start, and a resumed fit keeps the ``metrics.csv`` rows logged before its
       checkpoint;
+    - ``config.yaml`` is written when the subcommand's loop starts: a run that fails
+      before leaves no folder of its own, and without a logger the config goes to
+      ``--trainer.default_root_dir`` only, never the working directory;
     - ``fast_dev_run`` writes no checkpoint (Lightning's ``save_last`` would, into
-      the working directory).
+      the working directory);
+    - ``validate``, ``test`` or ``predict`` limited to 0 batches is refused
+      (Lightning runs nothing and says nothing);
+    - a command line without a model or data module (``zfnet fit`` alone) is
+      pointed to the shipped ``configs/``;
+    - a value that a constructor refuses (``--model.dropout 1.5``) is a bad command
+      line, as a value of the wrong type is: exit code 2 and one line naming the
+      option group, the class and the constructor's words.
 
     The model is :class:`ZFNetModule` or a subclass named by ``class_path`` (such as
     :class:`~lightning_zfnet.transfer.TransferModule`).
@@ -40,19 +60,30 @@ class ZFNetCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse type)
         _count_batches_as_ints(parser)
-        for source, target in (
-            ("num_classes", "num_classes"),
-            ("in_channels", "in_channels"),
-            ("image_size", "input_size"),
-        ):
+        for source, target in _LINKS.items():
             parser.link_arguments(
                 f"data.{source}", f"model.init_args.{target}", apply_on="instantiate"
             )
+
+    def instantiate_classes(self) -> None:
+        """Lightning's, with a constructor's ValueError (an argument out of range)
+        reported as a bad command line: exit code 2 and one line, no traceback."""
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            self.parser.error(_refusal(error))
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand in (None, "fit"):
             return
         config = self.config[self.subcommand]
+        stage = "val" if self.subcommand == "validate" else self.subcommand
+        if config.trainer.get(f"limit_{stage}_batches") == 0:  # Lightning: silence
+            self.parser.error(
+                f"--trainer.limit_{stage}_batches 0: {self.subcommand} would run no "
+                "batch and write nothing; give a number of batches or a fraction "
+                "above 0"
+            )
         loggers = config.trainer.logger
         loggers = loggers if isinstance(loggers, list) else [loggers]
         if config.get("ckpt_path") == "last":  # the training's, before logging apart
@@ -127,6 +158,42 @@ class ZFNetCLI(LightningCLI):
             keep_logged_rows(self.trainer, Path(path))
 
 
+# The data module's attributes that the model's arguments take.
+_LINKS = {
+    "num_classes": "num_classes",
+    "in_channels": "in_channels",
+    "image_size": "input_size",
+}
+
+# The option group of the classes that the command line builds.
+_GROUPS = {
+    pl.LightningModule: "--model",
+    pl.LightningDataModule: "--data",
+    pl.Trainer: "--trainer",
+    pl.Callback: "--trainer.callbacks",
+}
+
+
+def _refusal(error: ValueError) -> str:
+    """The constructor's words in ``error`` (jsonargparse wraps them), prefixed with
+    the option group and class of the object that refused its arguments."""
+    while isinstance(error.__cause__, ValueError):
+        error = error.__cause__
+    # the outermost __init__ in the traceback: the class the command line built
+    frames = (frame for frame, _ in traceback.walk_tb(error.__traceback__))
+    built = next((f for f in frames if f.f_code.co_name == "__init__"), None)
+    if built is None or "self" not in built.f_locals:
+        return str(error)
+    kind = type(built.f_locals["self"])
+    group = next((g for c, g in _GROUPS.items() if issubclass(kind, c)), "")
+    message = f"{group} ({kind.__name__}): {error}".lstrip()
+    linked = {t: s for s, t in _LINKS.items()}
+    target = str(error).split(" ")[0]
+    if group == "--model" and target in linked:
+        message += f" (the model's {target} is --data.{linked[target]})"
+    return message
+
+
 def _check_checkpoint(path: str | None) -> None:
     """Name a ``--ckpt_path`` that is not a file before anything runs (Lightning's
     words "best", "hpc", "registry..." and remote paths aside)."""
@@ -185,18 +252,55 @@ def _log_apart(logger: object, subcommand: str) -> None:
         arguments.version = None
 
 
-class _SaveConfigAtFitStart(SaveConfigCallback):
-    """Lightning's ``config.yaml`` writer, which for ``fit`` waits until the fit has
-    started (after ``configure_optimizers``): a resume refused there (a schedule
-    that does not fit the new run's length) leaves the run's config as it was, so
-    that the run can still be resumed from it."""
+class _SaveConfigWhenRunning(SaveConfigCallback):
+    """Lightning's ``config.yaml`` writer, which waits until the subcommand's loop
+    starts (for ``fit``, the training, after ``configure_optimizers`` and the sanity
+    check). A run that fails before (a data module's setup, a checkpoint that does
+    not load, a resume refused for its schedule) leaves the run's config as it was,
+    and the folder that the logger made for it is removed when it holds nothing but
+    the run's ``hparams.yaml`` (a CSV logger's), so that no folder is left for a run
+    that never ran. Without a logger the config goes
+    to the ``--trainer.default_root_dir`` given, and without one is not written
+    (Lightning's default is the working directory)."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001
-        if stage != "fit":
-            super().setup(trainer, pl_module, stage)
+        pass  # written when the loop starts
 
-    def on_fit_start(self, trainer, pl_module) -> None:  # noqa: ANN001
-        super().setup(trainer, pl_module, "fit")
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._save(trainer, pl_module, "fit")
+
+    def on_validation_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if trainer.state.fn == TrainerFn.VALIDATING:  # not fit's validation
+            self._save(trainer, pl_module, "validate")
+
+    def on_test_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._save(trainer, pl_module, "test")
+
+    def on_predict_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._save(trainer, pl_module, "predict")
+
+    def _save(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001
+        if not trainer.loggers and self.config.trainer.get("default_root_dir") is None:
+            rank_zero_warn(
+                "config.yaml is not written: without a logger it would go to the "
+                "working directory; give --trainer.default_root_dir to keep it"
+            )
+            return
+        super().setup(trainer, pl_module, stage)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:  # noqa: ANN001
+        logger = trainer.logger
+        if self.already_saved or not trainer.is_global_zero:
+            return
+        if not isinstance(logger, (CSVLogger, TensorBoardLogger)):
+            return
+        folder = Path(logger.log_dir)
+        if not folder.is_dir() or folder.resolve() == Path.cwd():
+            return
+        # what a run writes before its loop: the folder, its hyperparameters
+        if {path.name for path in folder.iterdir()} <= {"hparams.yaml"}:
+            (folder / "hparams.yaml").unlink(missing_ok=True)
+            folder.rmdir()
 
 
 # The Trainer's limits are typed float | int | None, so jsonargparse reads
@@ -219,6 +323,22 @@ def _count_batches_as_ints(parser) -> None:  # noqa: ANN001 (jsonargparse type)
             action._typehint = int | float | None
 
 
+class _Parser(LightningArgumentParser):
+    """Lightning's parser, whose error for a command line without a model or a
+    data module (``zfnet fit`` alone) points to the shipped configs."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        missing = message.startswith("the following arguments are required:")
+        if missing and any(f".{key}" in message for key in ("data", "model")):
+            folder = DEFAULT_CONFIG.parent
+            where = f" ({folder})" if folder.is_dir() else ""
+            message += (
+                f"; a config from the project's configs/ folder{where} gives the "
+                f"model and data, e.g. --config configs/{DEFAULT_CONFIG.name}"
+            )
+        super().error(message, ex)
+
+
 def run_cli(args: list[str] | None = None) -> ZFNetCLI:
     """Run the command line and return it (its ``trainer`` and ``model`` are set);
     ``args`` replaces ``sys.argv[1:]`` when given. A misspelt or abbreviated option
@@ -229,7 +349,8 @@ def run_cli(args: list[str] | None = None) -> ZFNetCLI:
         SplitDataModule,
         subclass_mode_data=True,
         subclass_mode_model=True,
-        save_config_callback=_SaveConfigAtFitStart,
+        parser_class=_Parser,
+        save_config_callback=_SaveConfigWhenRunning,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={
             **no_abbreviations,

@@ -79,7 +79,9 @@ class ZFNet(nn.Module):
     Args:
         num_classes: size of the output layer.
         in_channels: channels of the input image.
-        input_size: side of the square input the classifier is sized for (>= 54).
+        input_size: side of the square input the classifier is sized for: at
+            least 53 with conv1 at stride 2, 29 at stride 1, 39 with
+            Krizhevsky's layer 1.
         width: multiplier on every layer's width; 1.0 is the paper's network.
         wide: the wider variant (b) of Table 2, with 512/1024/512 maps in layers 3-5.
         dropout: dropout probability after fc6 and fc7.
@@ -258,21 +260,39 @@ def feature_map_sizes(layers: nn.Sequential, input_size: int) -> list[int]:
     """Side of each conv and max-pool output in ``layers`` for a square input.
 
     Raises:
-        ValueError: if the input is too small for some layer.
+        ValueError: if the input is too small for some layer, naming the smallest
+            input the layers take.
     """
     sizes, side = [], input_size
-    for layer in layers:
-        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
-            k, s, p = (
-                _pair(getattr(layer, a)) for a in ("kernel_size", "stride", "padding")
+    for k, s, p in _windows(layers):
+        side = (side + 2 * p - k) // s + 1
+        if side < 1:
+            smallest = _smallest_input_size(layers)
+            raise ValueError(
+                f"input_size {input_size} is too small for this network: its "
+                f"smallest input is {smallest}x{smallest} pixels"
             )
-            side = (side + 2 * p - k) // s + 1
-            if side < 1:
-                raise ValueError(
-                    f"input_size {input_size} is too small: {layer} outputs nothing"
-                )
-            sizes.append(side)
+        sizes.append(side)
     return sizes
+
+
+def _smallest_input_size(layers: nn.Sequential) -> int:
+    """Side of the smallest square input for which every conv and max-pool in
+    ``layers`` outputs at least one pixel."""
+    need = 1  # pixels out of the last layer
+    for k, s, p in reversed(_windows(layers)):
+        # (side + 2p - k) // s + 1 >= need  <=>  side >= (need - 1) * s + k - 2p
+        need = max((need - 1) * s + k - 2 * p, 1)
+    return need
+
+
+def _windows(layers: nn.Sequential) -> list[tuple[int, int, int]]:
+    """Kernel size, stride and padding of each conv and max-pool in ``layers``."""
+    return [
+        tuple(_pair(getattr(layer, a)) for a in ("kernel_size", "stride", "padding"))
+        for layer in layers
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d))
+    ]
 
 
 def _pair(v: int | tuple[int, ...]) -> int:

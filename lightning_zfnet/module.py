@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -43,6 +44,10 @@ class ZFNetModule(pl.LightningModule):
             module; convolutions and max-pooling then run in that layout, which is
             faster on CPUs (and on GPUs under mixed precision). The numbers are the
             same up to rounding.
+
+    Raises:
+        ValueError: for a value out of range, naming it (before anything is built,
+            not when the fit starts).
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class ZFNetModule(pl.LightningModule):
         if scheduler not in ("plateau", "step", "cosine", "onecycle", "none"):
             raise ValueError(f"unknown scheduler {scheduler!r}")
         self.save_hyperparameters()
+        _check_recipe(self.hparams)
         self.model = zfnet(
             num_classes=num_classes,
             in_channels=in_channels,
@@ -257,3 +263,22 @@ class ZFNetModule(pl.LightningModule):
                 "accumulate_grad_batches, devices and data.batch_size as they were) "
                 "to finish that run, or start a new fit without --ckpt_path."
             )
+
+
+# The SGD and schedule settings' ranges (torch checks some only when the fit starts).
+_RECIPE_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "lr": ("positive", lambda v: v > 0),
+    "momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "weight_decay": (">= 0", lambda v: v >= 0),
+    "lr_factor": ("in (0, 1)", lambda v: 0 < v < 1),
+    "patience": (">= 0", lambda v: v >= 0),
+    "step_size": ("positive", lambda v: v > 0),
+    "warmup": ("in [0, 1]", lambda v: 0 <= v <= 1),
+}
+
+
+def _check_recipe(hparams: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the first SGD or schedule setting out of range."""
+    for name, (allowed, holds) in _RECIPE_RANGES.items():
+        if not holds(hparams[name]):
+            raise ValueError(f"{name} must be {allowed}, got {hparams[name]!r}")

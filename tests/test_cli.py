@@ -24,6 +24,50 @@ def test_configs_parse(config, capsys):
     assert printed["model"]["init_args"]["momentum"] == 0.9
 
 
+@pytest.mark.parametrize(
+    "option, refusal",
+    [
+        ("--data.batch_size=0", "--data (ClutteredFashionMNISTDataModule): "
+         "batch_size must be positive, got 0"),
+        ("--model.dropout=1.5", "--model (ZFNetModule): "
+         "dropout must be in [0, 1), got 1.5"),
+        ("--model.lr=-0.1", "--model (ZFNetModule): lr must be positive, got -0.1"),
+        ("--data.image_size=28", "--model (ZFNetModule): input_size 28 is too "
+         "small for this network: its smallest input is 29x29 pixels (the model's "
+         "input_size is --data.image_size)"),
+        ("--trainer.callbacks+=lightning_zfnet.PredictionWriter "
+         "--trainer.callbacks.top_k=0", "--trainer.callbacks (PredictionWriter): "
+         "top_k must be a positive int, got 0"),
+    ],
+    ids=["batch_size", "dropout", "lr", "image_size", "callback"],
+)  # fmt: skip
+def test_a_value_out_of_range_is_a_bad_command_line(option, refusal, tmp_path, capsys):
+    """As jsonargparse reports a value of the wrong type: exit code 2 and one line
+    naming the option, the value and what it may be (the constructor's words)."""
+    args = ["fit", "--config", str(ROOT / "configs" / "cluttered_fashion_mnist.yaml")]
+    args.append(f"--trainer.logger.init_args.save_dir={tmp_path / 'run'}")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, *option.split()])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {refusal}"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "predict"])
+def test_a_command_line_without_a_config_points_to_the_configs(subcommand, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([subcommand])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("error: the following arguments are required: ")
+    example = "configs/cluttered_fashion_mnist.yaml"
+    assert error.endswith(
+        f"; a config from the project's configs/ folder ({ROOT / 'configs'}) gives "
+        f"the model and data, e.g. --config {example}"
+    )
+    assert (ROOT / example).is_file()
+
+
 def test_imagenet_config_is_for_8_gpus_with_ddp_and_bf16():
     config = yaml.safe_load((ROOT / "configs" / "imagenet.yaml").read_text())
     trainer = config["trainer"]

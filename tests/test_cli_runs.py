@@ -292,3 +292,68 @@ def test_a_whole_number_of_batches_is_a_count_and_a_float_a_share(
     )
     steps = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt")["global_step"]
     assert steps > 1  # all of the fake epoch's batches
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_an_evaluation_limited_to_no_batch_is_refused(
+    subcommand, fake_data_dir, tmp_path, capsys
+):
+    """Lightning runs no batch, writes no metric or prediction and says nothing."""
+    stage = "val" if subcommand == "validate" else subcommand
+    args = _fit_args(fake_data_dir, tmp_path, f"--trainer.limit_{stage}_batches=0")
+    with pytest.raises(SystemExit) as exit_info:
+        main([subcommand, *args[1:]])
+    assert exit_info.value.code == 2
+    refusal = f"error: --trainer.limit_{stage}_batches 0: {subcommand} would run no"
+    assert capsys.readouterr().err.splitlines()[-1].startswith(refusal)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_an_evaluation_that_fails_before_running_leaves_no_folder(
+    subcommand, fake_data_dir, trained, tmp_path
+):
+    saved = torch.load(trained[0] / "checkpoints" / "last.ckpt", weights_only=True)
+    saved["state_dict"]["model.classifier.6.bias"] = torch.zeros(3)  # not 10 classes
+    torch.save(saved, tmp_path / "other.ckpt")
+    args = _fit_args(fake_data_dir, tmp_path / "run")[1:]
+    with pytest.raises(RuntimeError, match="size mismatch for model.classifier.6"):
+        main([subcommand, *args, f"--ckpt_path={tmp_path / 'other.ckpt'}"])
+    assert list((tmp_path / "run").rglob("*.*")) == []  # no config.yaml, no folder
+    assert list((tmp_path / "run").rglob("version_*")) == []
+
+
+def test_an_evaluation_whose_loader_fails_leaves_no_folder(
+    fake_data_dir, trained, tmp_path, monkeypatch
+):
+    """The loader is asked for after the logger wrote hparams.yaml."""
+
+    def no_loader(self):
+        raise OSError("no test images")
+
+    monkeypatch.setattr(ClutteredFashionMNISTDataModule, "test_dataloader", no_loader)
+    args = _fit_args(fake_data_dir, tmp_path / "run")[1:]
+    with pytest.raises(OSError, match="no test images"):
+        main(["test", *args, f"--ckpt_path={trained[0] / 'checkpoints/last.ckpt'}"])
+    assert list((tmp_path / "run" / "test").iterdir()) == []
+
+
+def test_a_fit_that_fails_before_training_leaves_no_folder(fake_data_dir, tmp_path):
+    args = _fit_args(fake_data_dir, tmp_path / "run", "--data.val_size=100000")
+    with pytest.raises(ValueError, match="val_size must be in"):
+        main(args)
+    assert not (tmp_path / "run").exists()  # the logger had made it
+
+
+def test_without_a_logger_the_config_goes_to_default_root_dir_not_the_cwd(
+    fake_data_dir, trained, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    args = _fit_args(fake_data_dir, tmp_path, "--trainer.logger=false")[1:]
+    args += [f"--ckpt_path={trained[0] / 'checkpoints' / 'last.ckpt'}"]
+    args += ["--trainer.limit_test_batches=1"]
+    with pytest.warns(UserWarning, match="config.yaml is not written"):
+        main(["test", *args])
+    assert list(tmp_path.iterdir()) == []
+    main(["test", *args, f"--trainer.default_root_dir={tmp_path / 'root'}"])
+    assert [p.name for p in tmp_path.rglob("*")] == ["root", "config.yaml"]

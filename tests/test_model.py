@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -88,6 +90,35 @@ def test_paper_init_is_normal_001_with_zero_bias():
 def test_bad_arguments_are_named(kwargs, word):
     with pytest.raises(ValueError, match=word):
         ZFNet(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"conv1_stride": 2}, {"conv1_stride": 1}, {"layer1": "krizhevsky"}]
+)
+def test_too_small_an_input_names_the_smallest_the_network_takes(kwargs):
+    with pytest.raises(ValueError, match="input_size 8 is too small") as refused:
+        ZFNet(input_size=8, width=0.25, **kwargs)
+    smallest = int(
+        re.search(r"smallest input is (\d+)x\1 pixels", str(refused.value))[1]
+    )
+    features = ZFNet(in_channels=1, width=0.25, **kwargs).features.eval()
+
+    def runs(size):  # the reference: torch's own layers on such an input
+        try:
+            with torch.no_grad():
+                features(torch.zeros(1, 1, size, size))
+        except RuntimeError:
+            return False
+        return True
+
+    assert [runs(size) for size in (smallest - 1, smallest, smallest + 1)] == [
+        False,
+        True,
+        True,
+    ]
+    ZFNet(input_size=smallest, width=0.25, **kwargs)
+    with pytest.raises(ValueError, match=f"input_size {smallest - 1} is too small"):
+        ZFNet(input_size=smallest - 1, width=0.25, **kwargs)
 
 
 def test_builder_is_keyword_only():

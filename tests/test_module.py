@@ -46,6 +46,27 @@ def test_unknown_scheduler_is_named():
         _module(scheduler="warmup")
 
 
+@pytest.mark.parametrize(
+    "name, value, allowed",
+    [
+        ("lr", -0.1, "positive"),
+        ("lr", 0.0, "positive"),
+        ("momentum", 1.0, "in [0, 1)"),
+        ("weight_decay", -1e-4, ">= 0"),
+        ("lr_factor", 1.0, "in (0, 1)"),
+        ("patience", -1, ">= 0"),
+        ("step_size", 0, "positive"),
+        ("warmup", 1.5, "in [0, 1]"),
+    ],
+)
+def test_a_recipe_setting_out_of_range_is_named_before_the_fit(name, value, allowed):
+    """torch's SGD and schedulers refuse some of these only when the fit starts
+    (a negative lr), others never (momentum 1 never forgets a gradient)."""
+    with pytest.raises(ValueError) as refused:
+        _module(**{name: value})
+    assert str(refused.value) == f"{name} must be {allowed}, got {value!r}"
+
+
 def _fit(data_dir, out, max_epochs, ckpt_path=None, **module_kwargs):
     pl.seed_everything(0)
     dm = ClutteredFashionMNISTDataModule(str(data_dir), batch_size=16, val_size=56)
