@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from captum_deconvnet._scan import OcclusionScan
+from captum_deconvnet.incremental import IncrementalForward
 from lightning_zfnet import train_default
 
 from .helpers import tiny_training_args, write_fake_fashion_mnist
@@ -24,6 +25,20 @@ def every_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("captum_deconvnet._scan.MIN_LIMIT", 0.0)
     monkeypatch.setattr("captum_deconvnet._scan.PLAN_COST", 0)
     monkeypatch.setattr(OcclusionScan, "_small_input", lambda self: False)
+
+
+@pytest.fixture
+def incremental_chunks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of copies of each chunk the incremental plan computes."""
+    sizes: list[int] = []
+    call = IncrementalForward.__call__
+
+    def recording(self, index, corners, patches):  # noqa: ANN001, ANN202
+        sizes.append(len(index))
+        return call(self, index, corners, patches)
+
+    monkeypatch.setattr(IncrementalForward, "__call__", recording)
+    return sizes
 
 
 @pytest.fixture(scope="session")

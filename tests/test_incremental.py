@@ -344,16 +344,10 @@ def test_the_model_is_left_as_it_was():
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
-def test_chunks_grow_while_faster_and_max_batch_bounds_them(monkeypatch, every_plan):
-    model = calibrated(vgg_style(), 24)
-    sizes = []
-    call = IncrementalForward.__call__
-
-    def recording(self, index, corners, patches):
-        sizes.append(len(index))
-        return call(self, index, corners, patches)
-
-    monkeypatch.setattr(IncrementalForward, "__call__", recording)
+def test_chunks_grow_while_faster_and_max_batch_bounds_them(
+    every_plan, incremental_chunks
+):
+    model, sizes = calibrated(vgg_style(), 24), incremental_chunks
     x = images(2, 24)
     kwargs = {"sliding_window_shapes": (3, 4, 4), "strides": 3, "target": 0}
     reference = Occlusion(model).attribute(x, perturbations_per_eval=8, **kwargs)

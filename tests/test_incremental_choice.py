@@ -39,20 +39,12 @@ class Clocked(nn.Module):
 
 
 @pytest.fixture
-def clocked(monkeypatch):
+def clocked(monkeypatch, incremental_chunks):
     """``(model, copies)``: the clock stands for time in the scan; ``copies`` gets
     each incremental chunk's number of copies."""
     CLOCK[0] = 0.0
     monkeypatch.setattr(_scan, "time", SimpleNamespace(perf_counter=lambda: CLOCK[0]))
-    calls = []
-    call = IncrementalForward.__call__
-
-    def counted(self, index, corners, patches):
-        calls.append(len(index))
-        return call(self, index, corners, patches)
-
-    monkeypatch.setattr(IncrementalForward, "__call__", counted)
-    return Clocked(1.0).eval(), calls
+    return Clocked(1.0).eval(), incremental_chunks
 
 
 def attribute_both(
