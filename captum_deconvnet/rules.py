@@ -181,10 +181,10 @@ def _clamp(func: Callable, args: tuple, kwargs: dict) -> tuple | None:
         inplace = func is F.threshold_ or bool(flag)
     elif func in _MAXIMUM:
         (lower,), inplace = _arguments(args, kwargs, ("other",)), False
-        if _is_constant(x, 0) and not _is_constant(lower, 0):
-            x, lower = lower, x  # torch.maximum(zeros, x)
         if not isinstance(x, Tensor) or not isinstance(lower, Tensor):
             return None  # torch.max(x, 1) is a reduction
+        if _is_constant(x, 0) and not _is_constant(lower, 0):
+            x, lower = lower, x  # torch.maximum(zeros, x)
         if torch.broadcast_shapes(x.shape, lower.shape) != x.shape or (
             torch.result_type(x, lower) != x.dtype
         ):
