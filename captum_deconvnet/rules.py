@@ -12,15 +12,14 @@ and no bias. Only two rules differ from the gradient:
 
 The rules are installed as a ``TorchFunctionMode`` for the duration of a forward pass.
 That sees every call, so ``nn.ReLU`` (in place or reused), ``F.relu``, ``torch.relu``,
-``Tensor.relu``, their in-place forms and ReLUs written as a clamp at 0
-(``x.clamp(min=0)``, ``torch.clamp_min(x, 0)``, ``F.threshold(x, 0, 0)``,
-``torch.maximum(x, zeros)``) are all covered, and the model itself is never touched:
-no hooks, no swapped modules.
+``Tensor.relu``, their in-place forms and ``F.threshold(x, 0, 0)`` are all covered,
+and the model itself is never touched: no hooks, no swapped modules. A clamp at 0
+(``x.clamp(min=0)``, ``torch.maximum(x, zeros)``) may be a ReLU or may guard a value
+such as a variance: it keeps its gradient and the warning names it.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -36,12 +35,17 @@ NORMALIZATIONS = ("skip", "gradient")
 
 _RELU = {F.relu, torch.relu, Tensor.relu, torch.ops.aten.relu.default}
 _RELU_INPLACE = {F.relu_, torch.relu_, Tensor.relu_, torch.ops.aten.relu_.default}
-# Clamps, which are ReLUs when they bound below at 0 alone: (min, max) as given.
-_CLAMP = {torch.clamp, Tensor.clamp, torch.clip, Tensor.clip}
-_CLAMP_INPLACE = {torch.clamp_, Tensor.clamp_, torch.clip_, Tensor.clip_}
-_CLAMP_MIN = {torch.clamp_min, Tensor.clamp_min}
-_CLAMP_MIN_INPLACE = {torch.clamp_min_, Tensor.clamp_min_}
+# Clamps, named in the warning when they bound below at 0 (the bound is their
+# second argument or min=); they are not taken for ReLUs (see _CLAMP_HINT).
+_CLAMP = {torch.clamp, Tensor.clamp, torch.clip, Tensor.clip, torch.clamp_min}
+_CLAMP |= {Tensor.clamp_min, torch.clamp_, Tensor.clamp_, torch.clip_, Tensor.clip_}
+_CLAMP |= {torch.clamp_min_, Tensor.clamp_min_}
 _MAXIMUM = {torch.maximum, Tensor.maximum, torch.max, Tensor.max, torch.fmax}
+_CLAMP_HINT = (
+    " A clamp at 0 (x.clamp(min=0), torch.maximum(x, zeros)) is not taken for a "
+    "ReLU, as it may guard a value such as a variance: write an activation as "
+    "F.relu or nn.ReLU to have it rectified."
+)
 
 # Non-linearities with no deconvnet rule: they keep their ordinary gradient, and the
 # caller is warned that the result is not a pure deconvnet projection.
@@ -125,12 +129,14 @@ class DeconvRules(TorchFunctionMode):
             inplace = func in _RELU_INPLACE or _inplace_flag(args, kwargs)
             x, _, _ = _first(args, kwargs)
             return _rectify(x, inplace)
-        clamp = _clamp(func, args, kwargs)
-        if clamp is not None and _is_constant(clamp[1], 0):
-            x, _, upper, inplace = clamp
-            if upper is None or _is_constant(upper, math.inf):  # a ReLU
-                return _rectify(x, inplace)
-            self.unruled.add(func.__name__.strip("_"))  # a ReLU6 written as a clamp
+        if (func is F.threshold or func is F.threshold_) and _relu_threshold(
+            args, kwargs
+        ):
+            x, _, _ = _first(args, kwargs)
+            flag = _arguments(args, kwargs, ("threshold", "value", "inplace"))[2]
+            return _rectify(x, func is F.threshold_ or bool(flag))
+        if _clamps_at_zero(func, args, kwargs):
+            self.unruled.add(func.__name__.strip("_") + " at 0")
         if func is F.local_response_norm and self.skip_normalization:
             x, rest, others = _first(args, kwargs)
             return _PassGradient.apply(x, lambda x: func(x, *rest, **others))
@@ -141,10 +147,12 @@ class DeconvRules(TorchFunctionMode):
     def warn_unruled(self) -> None:
         """Warn once if the forward pass met activations without a deconvnet rule."""
         if self.unruled:
+            clamps = any(name.endswith(" at 0") for name in self.unruled)
             warnings.warn(
                 "the model applies " + ", ".join(sorted(self.unruled)) + ", for which "
                 "the deconvnet has no rule; they pass their ordinary gradient, so the "
-                "result mixes deconvnet and gradient. Only ReLU is rectified.",
+                "result mixes deconvnet and gradient. Only ReLU is rectified."
+                + (_CLAMP_HINT if clamps else ""),
                 UserWarning,
                 stacklevel=3,
             )
@@ -159,39 +167,25 @@ def _first(args: tuple, kwargs: dict) -> tuple[Tensor, tuple, dict]:
     return others.pop("input"), (), others
 
 
-def _clamp(func: Callable, args: tuple, kwargs: dict) -> tuple | None:
-    """``(x, lower, upper, inplace)`` if ``func(*args, **kwargs)`` clamps ``x`` (a
-    bound not given is ``None``): ``clamp``, ``clip``, ``clamp_min`` and their
-    in-place forms, ``F.threshold(x, t, 0)``, which clamps below at ``t``, and
-    ``torch.maximum(x, bound)`` with a bound that broadcasts to ``x``; else
-    ``None``."""
-    upper = None
+def _relu_threshold(args: tuple, kwargs: dict) -> bool:
+    """Whether ``F.threshold(x, threshold, value)`` is a ReLU: both numbers 0."""
+    threshold, value = _arguments(args, kwargs, ("threshold", "value"))
+    return _is_zero(threshold) and _is_zero(value)
+
+
+def _clamps_at_zero(func: Callable, args: tuple, kwargs: dict) -> bool:
+    """Whether ``func(*args, **kwargs)`` is a clamp below at 0 (``clamp``, ``clip``,
+    ``clamp_min``, their in-place forms, ``torch.maximum`` with zeros), which may
+    be a ReLU or may guard a value such as a variance."""
     x = args[0] if args else kwargs.get("input")
-    if func in _CLAMP or func in _CLAMP_INPLACE:
-        lower, upper = _arguments(args, kwargs, ("min", "max"))
-        inplace = func in _CLAMP_INPLACE
-    elif func in _CLAMP_MIN or func in _CLAMP_MIN_INPLACE:
-        (lower,) = _arguments(args, kwargs, ("min",))
-        inplace = func in _CLAMP_MIN_INPLACE
-    elif func is F.threshold or func is F.threshold_:
-        names = ("threshold", "value", "inplace")
-        lower, value, flag = _arguments(args, kwargs, names)
-        if not _is_constant(value, 0):
-            return None
-        inplace = func is F.threshold_ or bool(flag)
-    elif func in _MAXIMUM:
-        (lower,), inplace = _arguments(args, kwargs, ("other",)), False
-        if not isinstance(x, Tensor) or not isinstance(lower, Tensor):
-            return None  # torch.max(x, 1) is a reduction
-        if _is_constant(x, 0) and not _is_constant(lower, 0):
-            x, lower = lower, x  # torch.maximum(zeros, x)
-        if torch.broadcast_shapes(x.shape, lower.shape) != x.shape or (
-            torch.result_type(x, lower) != x.dtype
-        ):
-            return None  # the result is not x's shape or dtype
-    else:
-        return None
-    return x, lower, upper, inplace
+    if func in _CLAMP:
+        lower = _arguments(args, kwargs, ("min",))[0]
+        return _is_zero(lower)
+    if func in _MAXIMUM:
+        other = _arguments(args, kwargs, ("other",))[0]
+        # torch.max(x, 1) is a reduction; torch.maximum(zeros, x) clamps x
+        return isinstance(other, Tensor) and (_is_zero(other) or _is_zero(x))
+    return False
 
 
 def _arguments(args: tuple, kwargs: dict, names: tuple[str, ...]) -> list:
@@ -203,15 +197,12 @@ def _arguments(args: tuple, kwargs: dict, names: tuple[str, ...]) -> list:
     ]
 
 
-def _is_constant(value: Any, constant: float) -> bool:
-    """Whether ``value`` is ``constant``: a number, or a tensor holding only it
-    that no gradient flows into."""
+def _is_zero(value: Any) -> bool:
+    """Whether ``value`` is the number 0 or a tensor of zeros."""
     if isinstance(value, Tensor):
-        return not value.requires_grad and bool((value == constant).all())
+        return bool((value == 0).all())
     return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and value == constant
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
     )
 
 

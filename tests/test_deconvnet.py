@@ -242,17 +242,13 @@ class ReLUStyles(nn.Module):
             "Tensor.relu_": lambda t: t.relu_(),
             "torch.relu(input=)": lambda t: torch.relu(input=t),
             "torch.relu_(input=)": lambda t: torch.relu_(input=t),
-            "Tensor.clamp(min=0)": lambda t: t.clamp(min=0),
-            "torch.clamp(t, 0)": lambda t: torch.clamp(t, 0),
-            "Tensor.clamp_(0, None)": lambda t: t.clamp_(0, None),
-            "torch.clip(min=0.0)": lambda t: torch.clip(t, min=0.0),
-            "Tensor.clamp_min(0)": lambda t: t.clamp_min(0),
-            "torch.clamp_min_": lambda t: torch.clamp_min_(t, 0),
             "nn.Threshold(0, 0)": nn.Threshold(0, 0),
             "F.threshold(inplace=True)": lambda t: F.threshold(t, 0.0, 0, True),
             "aten.relu": torch.ops.aten.relu.default,
+            "Tensor.clamp(min=0)": lambda t: t.clamp(min=0),
+            "Tensor.clamp_(0, None)": lambda t: t.clamp_(0, None),
+            "torch.clamp_min_": lambda t: torch.clamp_min_(t, 0),
             "clamp(min=tensor(0.))": lambda t: t.clamp(min=torch.tensor(0.0)),
-            "clamp(min=0, max=inf)": lambda t: t.clamp(min=0.0, max=float("inf")),
             "torch.maximum(t, zeros)": lambda t: torch.maximum(t, torch.zeros(1)),
             "torch.max(zeros, t)": lambda t: torch.max(torch.zeros_like(t), t),
         }[self.style](x)
@@ -265,11 +261,11 @@ class ReLUStyles(nn.Module):
 
 STYLES = ["F.relu", "F.relu_inplace", "F.relu_", "torch.relu", "torch.relu_"]
 STYLES += ["Tensor.relu", "Tensor.relu_", "torch.relu(input=)", "torch.relu_(input=)"]
-STYLES += ["Tensor.clamp(min=0)", "torch.clamp(t, 0)", "Tensor.clamp_(0, None)"]
-STYLES += ["torch.clip(min=0.0)", "Tensor.clamp_min(0)", "torch.clamp_min_"]
 STYLES += ["nn.Threshold(0, 0)", "F.threshold(inplace=True)", "aten.relu"]
-STYLES += ["clamp(min=tensor(0.))", "clamp(min=0, max=inf)"]
-STYLES += ["torch.maximum(t, zeros)", "torch.max(zeros, t)"]
+# A clamp at 0 may be a ReLU or guard a value such as a variance: it keeps its
+# gradient and is named.
+CLAMPS = ["Tensor.clamp(min=0)", "Tensor.clamp_(0, None)", "torch.clamp_min_"]
+CLAMPS += ["clamp(min=tensor(0.))", "torch.maximum(t, zeros)", "torch.max(zeros, t)"]
 
 
 @pytest.mark.parametrize("style", STYLES)
@@ -284,6 +280,16 @@ def test_every_way_of_calling_relu_is_rectified(style):
     plain = Saliency(model).attribute(x, target=1, abs=False)
     torch.testing.assert_close(Deconvolution(model).attribute(x, target=1), plain)
     assert not torch.allclose(reference, plain)
+
+
+@pytest.mark.parametrize("style", CLAMPS)
+def test_a_clamp_at_zero_keeps_its_gradient_and_is_named(style):
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    model = ReLUStyles(style).double().eval()
+    with pytest.warns(UserWarning, match="at 0.*write an activation as F.relu"):
+        ours = DeconvNet(model).attribute(x, target=1)
+    gradient = Saliency(model).attribute(x, target=1, abs=False)
+    torch.testing.assert_close(ours, gradient, **TIGHT)
 
 
 def test_resnet_with_batchnorm_and_reused_inplace_relus_matches_captum():
@@ -345,8 +351,8 @@ class Apply(nn.Module):
         (nn.Sigmoid(), "sigmoid"), (nn.Tanh(), "tanh"),
         (nn.Hardsigmoid(), "hardsigmoid"),
         (nn.Threshold(0.1, 0.0), "threshold"), (nn.Softshrink(), "softshrink"),
-        (Apply(lambda t: t.clamp(0, 6)), "clamp"),
-        (Apply(lambda t: torch.clip(t, 0, 1)), "clip"),
+        (Apply(lambda t: t.clamp(0, 6)), "clamp at 0"),
+        (Apply(lambda t: torch.clip(t, 0, 1)), "clip at 0"),
         (nn.Threshold(0.0, -1.0), "threshold"),
     ],
 )  # fmt: skip
