@@ -177,7 +177,9 @@ class TopKActivations:
 def _best(values: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Per row, the ``k`` best (value largest, then key smallest) of distinct keys."""
     values, keys = _sorted(values, keys, values, descending=True)
-    values, keys = _sorted(values, keys, keys, descending=False)
+    # by key, an empty slot after every activation (even one of -inf)
+    rank = keys.masked_fill(keys == _EMPTY, torch.iinfo(keys.dtype).max)
+    values, keys = _sorted(values, keys, rank, descending=False)
     # Now equal keys are adjacent, the largest value first: drop the others.
     repeated = torch.zeros_like(keys, dtype=torch.bool)
     repeated[:, 1:] = (keys[:, 1:] == keys[:, :-1]) & (keys[:, 1:] != _EMPTY)

@@ -64,6 +64,19 @@ def test_any_dtype_shortlisted_in_blocks_of_rows_equals_a_full_sort(dtype, monke
     assert as_lists(top, "layer") == naive_top(batches, 4)
 
 
+def test_an_activation_of_minus_infinity_fills_a_slot_before_an_empty_one():
+    activations = torch.tensor([-torch.inf, 2.0, -torch.inf]).reshape(3, 1, 1, 1)
+    batches = [
+        (activations[:2], torch.tensor([0, 1])),
+        (activations[2:], torch.tensor([2])),
+    ]
+    top = TopKActivations(4)
+    for batch, indices in batches:
+        top.update("layer", batch, indices)
+    assert top.entries("layer").images.tolist() == [[1, 0, 2, -1]]
+    assert as_lists(top, "layer")[0][:3] == naive_top(batches, 4)[0]
+
+
 def test_merging_parts_in_any_order_equals_the_whole():
     batches = random_batches([2, 3, 4, 1, 3], seed=3)
     whole = TopKActivations(6)
