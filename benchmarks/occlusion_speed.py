@@ -135,12 +135,11 @@ def occluder_row(
     }
     seconds = {name: [] for name in runs}
     seconds["captum"].append(captum_s[str(best)])  # its sweep's run counts
-    results, boxed = {}, {}  # per run, the copies it computed incrementally
+    results, boxed = {}, {}  # per run, its last call's incremental chunks
     for turn in range(repeats):
         for name, run in runs.items():
             if name != "captum" or turn > 0:
-                with _counting(boxed.setdefault(name, [])) as copies:
-                    copies.clear()
+                with incremental_chunk_sizes() as boxed[name]:
                     elapsed, results[name] = timed(run, device)
                 seconds[name].append(elapsed)
     row = {"window": window, "stride": stride, "captum_s": captum_s}
@@ -177,18 +176,19 @@ def occluder_row(
 
 
 @contextmanager
-def _counting(copies: list[int]) -> Iterator[list[int]]:
-    """Appends the number of copies each incremental chunk computes to ``copies``
-    (how the default path ran: the chunks a run boxed, the rest full passes)."""
+def incremental_chunk_sizes() -> Iterator[list[int]]:
+    """The number of copies of each chunk the incremental plan computes inside the
+    block (how occlusion ran: the chunks it boxed, the rest full passes)."""
+    sizes: list[int] = []
     call = IncrementalForward.__call__
 
-    def counted(self, index, corners, patches):
-        copies.append(len(index))
+    def recording(self, index, corners, patches):  # noqa: ANN001, ANN202
+        sizes.append(len(index))
         return call(self, index, corners, patches)
 
-    IncrementalForward.__call__ = counted
+    IncrementalForward.__call__ = recording
     try:
-        yield copies
+        yield sizes
     finally:
         IncrementalForward.__call__ = call
 

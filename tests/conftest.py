@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from benchmarks.occlusion_speed import incremental_chunk_sizes
 from captum_deconvnet._scan import OcclusionScan
-from captum_deconvnet.incremental import IncrementalForward
 from lightning_zfnet import train_default
 
 from .helpers import tiny_training_args, write_fake_fashion_mnist
@@ -28,17 +29,10 @@ def every_plan(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def incremental_chunks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def incremental_chunks() -> Iterator[list[int]]:
     """The number of copies of each chunk the incremental plan computes."""
-    sizes: list[int] = []
-    call = IncrementalForward.__call__
-
-    def recording(self, index, corners, patches):  # noqa: ANN001, ANN202
-        sizes.append(len(index))
-        return call(self, index, corners, patches)
-
-    monkeypatch.setattr(IncrementalForward, "__call__", recording)
-    return sizes
+    with incremental_chunk_sizes() as sizes:
+        yield sizes
 
 
 @pytest.fixture(scope="session")

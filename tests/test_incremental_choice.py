@@ -87,13 +87,13 @@ def test_a_plan_whose_chunks_cost_more_than_full_passes_gives_way_to_them(
     and the rest runs as full passes."""
     model, calls = clocked
     monkeypatch.setattr("captum_deconvnet._scan.PLAN_COST", 1)
-    counted = IncrementalForward.__call__
+    incremental = OcclusionScan._incremental
 
-    def slow(self, index, corners, patches):
+    def slow(self, chunk):
         CLOCK[0] += 10.0
-        return counted(self, index, corners, patches)
+        return incremental(self, chunk)
 
-    monkeypatch.setattr(IncrementalForward, "__call__", slow)
+    monkeypatch.setattr(OcclusionScan, "_incremental", slow)
     ours, captum, batches = attribute_both(model, stride=2, max_batch=16)
     assert calls == [16, 16]
     # the unoccluded pass, the first chunk, then full chunks after the plan's two
