@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -34,6 +35,14 @@ PLANS_PAY_ON = ("cpu",)
 # most where the layers are many and cheap. A plan is made only where full passes
 # would cost enough for the least saving accepted (MIN_LIMIT) to repay that.
 PLAN_COST = 8
+# Per model, by input shape (C, H, W) and box, the speed-up limit of the exact plans
+# refused for it (below MIN_LIMIT): a later call of the same geometry skips making
+# the plan, which only making it could refuse (30-75 ms on 64x64 inputs, measured).
+# The limit depends on the graph and the geometry alone; an entry made stale by a
+# change to the model can only cost speed, as the call then runs exact full passes.
+_REFUSED_LIMITS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, float]] = (
+    weakref.WeakKeyDictionary()
+)
 # Chunks timed per size while the adaptive chunk size is searched for.
 TRIALS = 2
 # Input elements in the first chunk of whole copies: two 3x224x224 images.
@@ -52,10 +61,11 @@ class OcclusionScan:
     can pay for itself: full passes must cost enough to repay making it
     (``PLAN_COST``), its boxes must save enough (``MIN_LIMIT``) and, with
     ``adaptive``, its chunks must be measured cheaper than full passes'; otherwise
-    copies run as full passes. ``adaptive`` lets the chunk size grow from small
-    while the time per copy falls (at most ``positions``; on a GPU whole copies
-    start there); else chunks hold ``positions``. ``approximate`` trades exactness
-    for speed (see :class:`Approximation`).
+    copies run as full passes (a plan refused for its saving is remembered, per
+    model and geometry, and not made again). ``adaptive`` lets the chunk size
+    grow from small while the time per copy falls (at most ``positions``; on a GPU
+    whole copies start there); else chunks hold ``positions``. ``approximate``
+    trades exactness for speed (see :class:`Approximation`).
     """
 
     def __init__(
@@ -132,6 +142,11 @@ class OcclusionScan:
 
     def _make_plan(self) -> None:
         approximate = self.approximate
+        exact = approximate is None or not approximate.needs_plan
+        refused = _REFUSED_LIMITS.get(self.forward_func, {})
+        geometry = (tuple(self.tensors[0].shape[1:]), tuple(self._box()))
+        if exact and refused.get(geometry, math.inf) < MIN_LIMIT:
+            return
         cap = approximate.projective_field if approximate else 1.0
         tolerance = approximate.tolerance if approximate else 0.0
         with BatchedInputs():  # its pass may be the first: see unoccluded_output
@@ -141,9 +156,10 @@ class OcclusionScan:
         if self.plan is None:
             return
         self.unoccluded = self.plan.output
-        exact = approximate is None or not approximate.needs_plan
-        if exact and position_limit(self.plan, self._box()) < MIN_LIMIT:
+        limit = position_limit(self.plan, self._box()) if exact else math.inf
+        if limit < MIN_LIMIT:
             self.plan = None
+            _REFUSED_LIMITS.setdefault(self.forward_func, {})[geometry] = limit
 
     def unoccluded_output(self, with_watched: bool = False):
         """The model's output for the inputs (and the watched layer's per-channel

@@ -27,10 +27,12 @@ def test_occlusion_speed_quick_run_writes_its_results(tmp_path):
     assert row["repeats"] == 3
     swept = row["captum_s"][str(row["captum_best_per_eval"])]
     assert row["captum_best_s"] <= swept == min(row["captum_s"].values())
+    assert row["default_first_s"] >= row["default_s"]
     table = (tmp_path / "occlusion_speed_quick_cpu.md").read_text()
     assert "| resnet18 (64) | 16/8 | 49 |" in table
+    assert f"(first call {row['default_first_s']:.2f})" in table
     # rows written before the repeats existed still make a table
-    del row["captum_best_s"], row["repeats"]
+    del row["captum_best_s"], row["repeats"], row["default_first_s"]
     assert f"| {swept:.2f} ({row['captum_best_per_eval']}) |" in occlusion_speed.table(
         written
     )

@@ -3,6 +3,8 @@ inference (where the plan's boxes save enough, where making it costs less than t
 full passes it would replace, where it pays on the device, and where its chunks are
 measured cheaper), and which passes check that convolutions get batches."""
 
+import gc
+import weakref
 from types import SimpleNamespace
 
 import pytest
@@ -122,6 +124,49 @@ def test_a_plan_that_saves_too_little_gives_way_to_full_passes():
     assert (
         OcclusionScan(local, (x,), 0, regions[:1], torch.tensor(0), (), 4).plan is None
     )
+
+
+def test_a_plan_refused_for_its_saving_is_not_made_again_for_the_same_geometry(
+    monkeypatch,
+):
+    """The refusal depends on the model's graph, the input's shape and the box
+    alone: a later scan of that geometry runs full passes without making the plan
+    again; another box, another model or a lower threshold plans anew."""
+    made = []
+    plan = IncrementalForward.plan.__func__
+
+    def counted(cls, model, *args, **kwargs):
+        made.append(model)
+        return plan(cls, model, *args, **kwargs)
+
+    monkeypatch.setattr(IncrementalForward, "plan", classmethod(counted))
+    squeeze, x = Functional(global_layer=True).eval(), images(1, 16)
+
+    def scan(model, side: int) -> OcclusionScan:
+        regions = [(slice(None), slice(0, side), slice(0, side))] * 30
+        return OcclusionScan(model, (x,), 0, regions, torch.tensor(0), (), 4)
+
+    assert scan(squeeze, 4).plan is None and made == [squeeze]
+    assert scan(squeeze, 4).plan is None and made == [squeeze]
+    scan(squeeze, 6)
+    other = Functional(global_layer=True).eval()
+    scan(other, 4)
+    assert made == [squeeze, squeeze, other]
+    monkeypatch.setattr("captum_deconvnet._scan.MIN_LIMIT", 0.0)
+    monkeypatch.setattr("captum_deconvnet._scan.PLAN_COST", 0)
+    assert scan(squeeze, 4).plan is not None and len(made) == 4
+    monkeypatch.undo()
+    kwargs = {"sliding_window_shapes": (3, 4, 4), "strides": 2, "target": 1}
+    torch.testing.assert_close(
+        OcclusionSensitivity(squeeze).attribute(x, **kwargs),
+        Occlusion(squeeze).attribute(x, **kwargs),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    remembered = weakref.ref(other)
+    del other, made[:]
+    gc.collect()
+    assert remembered() is None  # the memory does not keep a model alive
 
 
 def test_where_plans_do_not_pay_only_a_box_cutting_approximation_makes_one(
