@@ -236,8 +236,10 @@ def test_an_image_given_again_keeps_its_strongest_activation():
     """Indices are distinct within a batch; across updates an image's activations
     are all candidates: its strongest of all is kept, in either order."""
     batches = random_batches([4, 3], seed=4)
-    again = (batches[0][0].flip(-1) + 1, batches[0][1])  # the same 4 images
-    for seen in ([*batches, again], [again, *batches]):
+    images = batches[0][1]
+    mirrored = (batches[0][0].flip(-1), images)  # equal maxima, other positions
+    stronger = (batches[0][0].flip(-2) + 1, images)
+    for seen in ([*batches, mirrored], [mirrored, *batches], [stronger, *batches]):
         top = distinct_state(seen, 3)
         assert filled(top, "layer") == naive_distinct_top(seen, 3)
         every = TopKActivations(3)
