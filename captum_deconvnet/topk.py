@@ -129,7 +129,7 @@ class TopKActivations:
                 f"activations of {name!r} hold NaN, which has no rank among the "
                 "top activations: check the model and the images"
             )
-        n, c, h, w = activations.shape
+        n, _, h, w = activations.shape
         indices = torch.as_tensor(image_indices, device=activations.device)
         if not holds_integers(indices):
             raise ValueError(f"image_indices must be ints, got {image_indices!r}")

@@ -161,9 +161,8 @@ class TopKWriter(BatchWriter):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         part = self.path.with_name(self.path.name + ".part")
         top = self.result.top
-        state = {"k": top.k, "size": self.size, "done": sorted(self.done)}
-        state["distinct_images"] = top.distinct_images
-        torch.save({**state, "result": self.result}, part)
+        state = {"k": top.k, "size": self.size, "distinct_images": top.distinct_images}
+        torch.save({**state, "done": sorted(self.done), "result": self.result}, part)
         part.replace(self.path)
         self._saved_at = time.monotonic()
 

@@ -88,23 +88,31 @@ def test_rank_zero_merges_the_batches_in_any_order(distinct_images):
         other.write(0, results[0])
 
 
-def test_a_saved_scan_of_the_other_form_is_not_resumed(tmp_path):
+def saved_scan(path, distinct_images):
+    """A scan file holding the first batch of 4 images."""
     model, images = tiny_model(), tiny_images()
-    path = tmp_path / "scan.pt"
-    writer = TopKWriter(3, len(images), path, distinct_images=True)
-    writer.write(
-        0,
-        top_k_compute(["0"], 3, distinct_images=True)(
-            model, torch.arange(4), images[:4]
-        ),
-    )
+    compute = top_k_compute(["0"], 3, distinct_images=distinct_images)
+    writer = TopKWriter(3, len(images), path, distinct_images=distinct_images)
+    writer.write(0, compute(model, torch.arange(4), images[:4]))
     writer.close()
-    resumed = TopKWriter(3, len(images), path, distinct_images=True)
+    return len(images)
+
+
+def test_a_saved_scan_of_the_other_form_is_not_resumed(tmp_path):
+    size = saved_scan(tmp_path / "scan.pt", distinct_images=True)
+    resumed = TopKWriter(3, size, tmp_path / "scan.pt", distinct_images=True)
     assert resumed.written() == {0} and resumed.result.top.distinct_images
-    with pytest.raises(
-        ValueError, match="distinct_images=True.*not.*distinct_images=False"
-    ):
-        TopKWriter(3, len(images), path)
+    with pytest.raises(ValueError, match="distinct_images=True, not .*=False"):
+        TopKWriter(3, size, tmp_path / "scan.pt")
+    # A file saved before the option existed holds a scan of every position.
+    saved_scan(tmp_path / "older.pt", distinct_images=False)
+    saved = torch.load(tmp_path / "older.pt", weights_only=False)
+    del saved["distinct_images"], saved["result"].top.__dict__["distinct_images"]
+    torch.save(saved, tmp_path / "older.pt")
+    older = TopKWriter(3, size, tmp_path / "older.pt")
+    assert older.written() == {0} and not older.result.top.distinct_images
+    with pytest.raises(ValueError, match="distinct_images=False, not .*=True"):
+        TopKWriter(3, size, tmp_path / "older.pt", distinct_images=True)
 
 
 @pytest.mark.slow
