@@ -1,5 +1,6 @@
-"""Throughput of the explorer's scan (each channel's top-9 over a dataset, and each
-image's prediction) in Lightning's predict loop, one process against two (DDP).
+"""Throughput of the explorer's scan (each channel's top-9 over a dataset, from 9
+different images, and each image's prediction) in Lightning's predict loop, one
+process against two (DDP).
 
     python -m benchmarks.explorer_speed [--quick] [--device cpu|cuda] [--out DIR]
 
@@ -60,13 +61,13 @@ def scan_once(args: argparse.Namespace) -> None:
         devices=args.processes,
         strategy="ddp" if args.processes > 1 else "auto",
     )
-    compute = top_k_compute(layers, 9, outputs=True)
+    compute = top_k_compute(layers, 9, outputs=True, distinct_images=True)
 
     def scan(count: int) -> float:
         start = time.perf_counter()
         run_batches(
             model, images[:count], fixed_batches(count, BATCH), compute,
-            TopKWriter(9, count), trainer,
+            TopKWriter(9, count, distinct_images=True), trainer,
         )  # fmt: skip
         if args.device == "cuda":
             torch.cuda.synchronize()
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         "environment": environment(args.device),
         "config": {
             "model": "ZFNet width 0.25, 64x64, 1 channel, random weights",
-            "layers": "conv1-conv5, top-9 each, and every image's prediction",
+            "layers": "conv1-conv5, top-9 of distinct images each, every prediction",
             "batch_per_process": BATCH,
         },
         "runs": rows,

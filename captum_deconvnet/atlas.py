@@ -226,6 +226,7 @@ def feature_atlas(
     k: int = 9,
     batch_size: int = 64,
     normalization: str = "skip",
+    distinct_images: bool = False,
 ) -> dict[str, LayerAtlas]:
     """Fig. 2: scan ``dataset`` for each channel's top-``k`` activations of
     ``layers``, then project each and cut its patch.
@@ -238,6 +239,10 @@ def feature_atlas(
         k: activations per channel (the paper shows 9).
         batch_size: images per scanning pass and projections per reverse pass.
         normalization: as for :class:`FeatureMapDeconvNet`.
+        distinct_images: each channel's ``k`` activations from ``k`` different
+            images, each at its strongest position, as in the paper's Fig. 2 (see
+            :class:`~captum_deconvnet.TopKActivations`). Default ``False``: the
+            ``k`` strongest (image, position) pairs, which may repeat an image.
 
     Returns:
         One :class:`LayerAtlas` per layer, by its name in ``model``. For a dataset
@@ -247,11 +252,15 @@ def feature_atlas(
 
     Example::
 
-        >>> atlas = feature_atlas(model, [model.features[4]], val_set)
+        >>> atlas = feature_atlas(
+        ...     model, [model.features[4]], val_set, distinct_images=True
+        ... )
         >>> save_atlas(atlas["features.4"], "conv2.png", channels=range(16))
     """
     with guarded(model) as plain:  # one guard, one warning, for both steps
-        top = top_activations(plain, layers, dataset, k, batch_size)
+        top = top_activations(
+            plain, layers, dataset, k, batch_size, distinct_images=distinct_images
+        )
         return project_top_activations(plain, top, dataset, batch_size, normalization)
 
 

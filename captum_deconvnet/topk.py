@@ -3,7 +3,9 @@
 :class:`TopKActivations` is a small mergeable state: per layer and channel, the k
 largest values with the image and position each came from. Its order is total (value
 first, then image, row and column, smallest first), so updating in any order, or
-scanning parts separately and merging, gives exactly the same state.
+scanning parts separately and merging, gives exactly the same state. With
+``distinct_images`` a channel's k slots hold k different images, each at its strongest
+position, as in the paper's Fig. 2.
 :func:`top_activations` streams a dataset through a model in this process;
 ``lightning_zfnet.scan_top_activations`` does the same in Lightning's predict loop,
 where under DDP every process scans its share and the states are merged at the end.
@@ -57,25 +59,42 @@ class TopKActivations:
     """Per layer and channel, the ``k`` largest activations and where they were.
 
     Ties are broken by image index, then row, then column (smallest first), and an
-    activation seen twice (same image and position) counts once, so the state
-    depends only on the set of activations seen.
+    activation seen twice (same image and position) counts once, with its largest
+    value, so the state depends only on the set of activations seen.
+
+    By default an image may fill several of a channel's slots, at several
+    positions. With ``distinct_images`` it fills at most one, at its strongest
+    position for that channel (of equal values, the smallest row, then column): the
+    k slots are k images, as in the paper's Fig. 2, whose 9 activations per feature
+    map come from 9 different validation images. An image given again in a later
+    update or in a merged state keeps its strongest position of all seen. Both
+    forms are exact whatever the order of updates and merges; states of the two
+    forms do not merge.
 
     Args:
         k: activations kept per channel.
+        distinct_images: keep at most one activation per image and channel.
 
     Example::
 
-        >>> top = TopKActivations(k=9)
+        >>> top = TopKActivations(k=9, distinct_images=True)
         >>> top.update("features.4", activations, image_indices)
         >>> top.merge(top_of_another_process)
         >>> values, images, rows, cols = top.entries("features.4")
     """
 
-    def __init__(self, k: int = 9) -> None:
+    def __init__(self, k: int = 9, distinct_images: bool = False) -> None:
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
+        if not isinstance(distinct_images, bool):
+            raise TypeError(f"distinct_images must be a bool, got {distinct_images!r}")
         self.k = k
+        self.distinct_images = distinct_images
         self._layers: dict[str, _LayerTop] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # states saved before distinct_images existed kept every position
+        self.__dict__.update({"distinct_images": False, **state})
 
     @property
     def layers(self) -> list[str]:
@@ -84,6 +103,10 @@ class TopKActivations:
 
     def update(self, name: str, activations: Tensor, image_indices: Tensor) -> None:
         """Add a batch of activations of layer ``name``.
+
+        An index may come again in a later update: its activations join those
+        seen before (an activation seen twice counts once, with its largest value;
+        with ``distinct_images`` the image keeps its strongest of all).
 
         Args:
             name: the layer's name.
@@ -106,7 +129,7 @@ class TopKActivations:
                 f"activations of {name!r} hold NaN, which has no rank among the "
                 "top activations: check the model and the images"
             )
-        n, c, h, w = activations.shape
+        n, _, h, w = activations.shape
         indices = torch.as_tensor(image_indices, device=activations.device)
         if not holds_integers(indices):
             raise ValueError(f"image_indices must be ints, got {image_indices!r}")
@@ -117,17 +140,30 @@ class TopKActivations:
             )
         if indices.unique().numel() != n:
             raise ValueError(f"image_indices repeat within the batch: {indices}")
-        # In image order, the batch's keys ascend along each channel's row.
-        indices, order = indices.sort()
-        # ranked in their own dtype (float64 holds each value exactly, in the same
-        # order), so only the shortlist is widened
-        values = activations.detach()[order].transpose(0, 1).reshape(c, -1)
+        values, keys = self._candidates(activations.detach(), indices)
         if not values.is_floating_point():
             values = values.double()  # an empty slot's -inf needs a float
-        positions = torch.arange(h * w, device=activations.device)
-        keys = (indices[:, None] * (h * w) + positions).reshape(-1)
         values, keys = _shortlist(values, keys, self.k)
         self._add(name, _LayerTop(values.double(), keys, (h, w)))
+
+    def _candidates(
+        self, activations: Tensor, indices: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """A batch's activations ``(C, M)``, in image order, and their keys, which
+        ascend along each row: ``(M,)`` for all channels, or ``(C, M)`` with
+        ``distinct_images`` (``M = N``: each image's strongest position). Values
+        stay in their dtype (float64 holds each exactly, in the same order), so
+        only the shortlist is widened."""
+        _, c, h, w = activations.shape
+        indices, order = indices.sort()
+        if self.distinct_images:
+            # max gives the first of equal values: the smallest row, then column
+            values, positions = activations.flatten(2).max(dim=2)  # (N, C)
+            keys = indices[:, None] * (h * w) + positions[order]
+            return values[order].T, keys.T
+        values = activations[order].transpose(0, 1).reshape(c, -1)
+        positions = torch.arange(h * w, device=activations.device)
+        return values, (indices[:, None] * (h * w) + positions).reshape(-1)
 
     def merge(self, other: TopKActivations) -> TopKActivations:
         """Fold in the state of ``other`` (another process, another part of the
@@ -136,6 +172,12 @@ class TopKActivations:
             raise TypeError(f"can only merge a TopKActivations, got {type(other)}")
         if other.k != self.k:
             raise ValueError(f"cannot merge a top-{other.k} into a top-{self.k}")
+        if other.distinct_images != self.distinct_images:
+            raise ValueError(
+                f"cannot merge a state with distinct_images={other.distinct_images} "
+                f"into one with distinct_images={self.distinct_images}: scan both "
+                "the same way"
+            )
         for name, top in other._layers.items():
             self._add(name, top)
         return self
@@ -170,44 +212,60 @@ class TopKActivations:
         device = new.values.device
         values = torch.cat([old.values.to(device), new.values], dim=1)
         keys = torch.cat([old.keys.to(device), new.keys], dim=1)
-        values, keys = _best(values, keys, self.k)
+        per_image = new.map_size[0] * new.map_size[1] if self.distinct_images else 1
+        values, keys = _best(values, keys, self.k, per_image)
         self._layers[name] = _LayerTop(values.cpu(), keys.cpu(), new.map_size)
 
 
-def _best(values: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Per row, the ``k`` best (value largest, then key smallest) of distinct keys."""
-    values, keys = _sorted(values, keys, values, descending=True)
-    # by key, an empty slot after every activation (even one of -inf)
-    rank = keys.masked_fill(keys == _EMPTY, torch.iinfo(keys.dtype).max)
-    values, keys = _sorted(values, keys, rank, descending=False)
-    # Now equal keys are adjacent, the largest value first: drop the others.
+def _best(
+    values: Tensor, keys: Tensor, k: int, group: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Per row, the ``k`` best (value largest, then key smallest) entries, one per
+    group of ``group`` consecutive keys (1: of distinct keys; an image's positions:
+    of distinct images), each group's best."""
+    values, keys = _ranked(values, keys)
+    last = torch.iinfo(keys.dtype).max  # empty slots' group
+    groups = (keys // group).masked_fill(keys == _EMPTY, last)
+    order = groups.argsort(dim=1, stable=True)
+    values, keys, groups = (t.gather(1, order) for t in (values, keys, groups))
+    # Now a group's entries are adjacent, its best first: drop the others.
     repeated = torch.zeros_like(keys, dtype=torch.bool)
-    repeated[:, 1:] = (keys[:, 1:] == keys[:, :-1]) & (keys[:, 1:] != _EMPTY)
+    repeated[:, 1:] = (groups[:, 1:] == groups[:, :-1]) & (groups[:, 1:] != last)
     values = values.masked_fill(repeated, -torch.inf)
     keys = keys.masked_fill(repeated, _EMPTY)
-    # A stable sort by value keeps equal values in key order.
-    values, keys = _sorted(values, keys, values, descending=True)
+    values, keys = _ranked(values, keys)
     return values[:, :k], keys[:, :k]
 
 
+def _ranked(values: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows in the state's order: value largest first, then key smallest, empty
+    slots after every activation of the same value (-inf)."""
+    rank = keys.masked_fill(keys == _EMPTY, torch.iinfo(keys.dtype).max)
+    values, keys = _sorted(values, keys, rank, descending=False)
+    # A stable sort by value keeps equal values in key order.
+    return _sorted(values, keys, values, descending=True)
+
+
 def _shortlist(values: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Per row of ``values`` (``(C, M)``, with ``keys`` ``(M,)`` ascending), at most
-    ``2k`` entries that include its top ``k``; the rest are marked empty.
+    """Per row of ``values`` (``(C, M)``, with ``keys`` ``(M,)`` or ``(C, M)``
+    ascending along the row), at most ``2k`` entries that include its top ``k``;
+    the rest are marked empty.
 
     Sorting whole rows is slow for large maps; this is linear. Everything above the
     k-th largest value is kept, and of the values equal to it the first ``k``, which
     have the smallest keys. Rows go in blocks of about ``SHORTLIST_ELEMENTS``, so
     the temporaries stay small whatever the batch and map.
     """
+    keys = keys.expand_as(values)
     if values.shape[1] <= 2 * k:
-        return values, keys.expand_as(values)
+        return values, keys
     rows = max(1, SHORTLIST_ELEMENTS // values.shape[1])
-    blocks = [_shortlist_rows(part, keys, k) for part in values.split(rows)]
+    parts = zip(values.split(rows), keys.split(rows), strict=True)
+    blocks = [_shortlist_rows(v, i, k) for v, i in parts]
     return torch.cat([b[0] for b in blocks]), torch.cat([b[1] for b in blocks])
 
 
 def _shortlist_rows(values: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    keys = keys.expand_as(values)
     kth = values.topk(k, dim=1).values[:, -1:]
     ties = values == kth
     kept = (values > kth) | (ties & (ties.cumsum(dim=1, dtype=torch.int32) <= k))
@@ -233,6 +291,7 @@ def top_activations(
     k: int = 9,
     batch_size: int = 64,
     num_workers: int = 0,
+    distinct_images: bool = False,
 ) -> TopKActivations:
     """The top-``k`` activations of every channel of ``layers`` over ``dataset``, in
     this process; item ``i`` of the dataset has image index ``i``. The model runs in
@@ -252,10 +311,15 @@ def top_activations(
         k: activations kept per channel.
         batch_size: images per forward pass.
         num_workers: data loader workers.
+        distinct_images: keep at most one activation per image and channel, at its
+            strongest position: the k slots are k different images, the paper's
+            Fig. 2. Default ``False``: the k strongest (image, position) pairs, so
+            one image may fill several slots.
 
     Returns:
         The state, keyed by the layers' names in ``model`` (in the module a
-        compiled or ``DataParallel`` model wraps).
+        compiled or ``DataParallel`` model wraps); its entries are ``(C, k)`` per
+        layer, strongest first.
 
     Raises:
         TypeError: if a layer's output is not one tensor, or ``dataset`` is a
@@ -268,6 +332,8 @@ def top_activations(
 
         >>> top = top_activations(model, [model.features[4]], val_set, k=9)
         >>> top.entries("features.4").images[5]  # images of channel 5's top 9
+        >>> top_activations(model, [model.features[4]], val_set, k=9,
+        ...                 distinct_images=True)  # 9 different images each
     """
     if isinstance(layers, nn.Module) or not len(layers):
         raise ValueError(f"layers must be a non-empty list of submodules, got {layers}")
@@ -278,7 +344,7 @@ def top_activations(
         )
     if not len(dataset):
         raise ValueError("dataset is empty: there is nothing to scan")
-    top = TopKActivations(k)
+    top = TopKActivations(k, distinct_images)
     loader = DataLoader(
         IndexedDataset(dataset), batch_size=batch_size, num_workers=num_workers
     )

@@ -36,6 +36,12 @@ def _build_parser() -> ArgumentParser:
         "--source", type=str | None, help="package.module:function returning a Source"
     )
     parser.add_argument("--k", type=int, default=9, help="activations per channel")
+    parser.add_argument(
+        "--distinct_images",
+        type=bool,
+        default=True,
+        help="each channel's k activations from k different images (Fig. 2)",
+    )
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument(
         "--maps", type=int | None, help="images with occlusion and attribution maps"
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         channels=args.channels,
         methods=args.methods,
         num_workers=args.num_workers,
+        distinct_images=args.distinct_images,
     )
     if args.trainer.is_global_zero:
         print(f"explorer: {index.resolve()}")

@@ -42,6 +42,7 @@ def build_site(
     channels: int | None = None,
     methods: Sequence[str] | None = None,
     num_workers: int = 0,
+    distinct_images: bool = True,
 ) -> Path:
     """Build the explorer's site for ``source`` in ``out``; returns its index page.
 
@@ -58,6 +59,9 @@ def build_site(
         channels: only the first ``channels`` channels of each layer.
         methods: names in ``benchmarks.methods.METHODS`` (default all).
         num_workers: data loader workers per process.
+        distinct_images: each channel's ``k`` activations from ``k`` different
+            images, each at its strongest position, as in the paper's Fig. 2;
+            ``False``: the ``k`` strongest (image, position) pairs.
 
     Raises:
         ValueError: for settings out of range, unknown methods, or an ``out``
@@ -77,6 +81,7 @@ def build_site(
         "layers": source.layers,
         "images": len(source.dataset),
         "k": k,
+        "distinct_images": distinct_images,
         "batch_size": batch_size,
         "maps": maps,
         "channels": channels,
@@ -87,7 +92,7 @@ def build_site(
     build = _Build(source, out, trainer, num_workers, batch_size)
     timings: dict[str, float] = {}
     with _timed(timings, "scan_s"):
-        scan = build.scan(k)
+        scan = build.scan(k, distinct_images)
     layers = _layers(source, scan, channels, shape)
     with _timed(timings, "projections_s"):
         notes = build.project(layers, scan)
@@ -124,14 +129,15 @@ class _Build:
             model, dataset, batches, compute, writer, trainer, self.num_workers
         )
 
-    def scan(self, k: int) -> ScanResult:
+    def scan(self, k: int, distinct_images: bool) -> ScanResult:
         """Each channel's top-k, each image's prediction and label."""
         size, names = len(self.source.dataset), list(self.source.layers.values())
+        path = self.out / "work" / "scan.pt"
         return self.run(
             self.source.dataset,
             fixed_batches(size, self.batch_size),
-            top_k_compute(names, k, outputs=True),
-            TopKWriter(k, size, self.out / "work" / "scan.pt"),
+            top_k_compute(names, k, outputs=True, distinct_images=distinct_images),
+            TopKWriter(k, size, path, distinct_images=distinct_images),
         )
 
     def project(self, layers: list[Layer], scan: ScanResult) -> list[str]:

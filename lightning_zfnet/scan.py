@@ -2,7 +2,8 @@
 loop (:mod:`.batches`): under DDP every process scans its share of the batches and
 rank 0 merges their states exactly (``captum_deconvnet.TopKActivations`` merges in
 any order to the same state). With a file the merged state is saved as it grows, and
-a killed scan resumes from it."""
+a killed scan resumes from it. With ``distinct_images`` each channel's top-k holds k
+different images, as in the paper's Fig. 2."""
 
 from __future__ import annotations
 
@@ -45,10 +46,16 @@ class ScanResult:
     outputs: dict[str, Tensor] = field(default_factory=dict)
 
 
-def top_k_compute(layer_names: Sequence[str], k: int, outputs: bool = False):
+def top_k_compute(
+    layer_names: Sequence[str],
+    k: int,
+    outputs: bool = False,
+    distinct_images: bool = False,
+):
     """The compute function of a top-k scan (see :func:`~.batches.run_batches`):
-    a batch's :class:`TopKActivations` of the layers ``layer_names``, and with
-    ``outputs`` its images' predictions and labels (the model then runs to its end).
+    a batch's :class:`TopKActivations` (``k``, ``distinct_images``) of the layers
+    ``layer_names``, and with ``outputs`` its images' predictions and labels (the
+    model then runs to its end).
     """
 
     def compute(model: nn.Module, indices: Tensor, items: Any) -> tuple:
@@ -57,7 +64,7 @@ def top_k_compute(layer_names: Sequence[str], k: int, outputs: bool = False):
             maps, output = layer_outputs(
                 model, layers, first_item(items), stop_early=not outputs
             )
-        top = TopKActivations(k)
+        top = TopKActivations(k, distinct_images)
         for name, activations in zip(layer_names, maps, strict=True):
             top.update(name, activations, indices)
         per_image = _per_image(output, items) if outputs else {}
@@ -90,6 +97,13 @@ class TopKWriter(BatchWriter):
         size: images in the dataset.
         path: the state file, or ``None`` to keep it in memory only.
         save_every: seconds between saves (default ``SAVE_EVERY_S``).
+        distinct_images: whether the batches' states keep one activation per
+            image and channel (as ``top_k_compute``'s); a state of the other form
+            is refused.
+
+    Raises:
+        ValueError: a file holding a scan with other ``k``, ``size`` or
+            ``distinct_images``.
     """
 
     def __init__(
@@ -98,17 +112,21 @@ class TopKWriter(BatchWriter):
         size: int,
         path: str | os.PathLike | None = None,
         save_every: float | None = None,
+        distinct_images: bool = False,
     ) -> None:
         self.size = size
         self.save_every = SAVE_EVERY_S if save_every is None else save_every
         self.path = None if path is None else Path(path)
-        self.result, self.done = ScanResult(TopKActivations(k)), set()
+        self.result = ScanResult(TopKActivations(k, distinct_images))
+        self.done: set[int] = set()
         if self.path is not None and self.path.exists():
             saved = torch.load(self.path, weights_only=False)
-            if saved["k"] != k or saved["size"] != size:
+            now = {"k": k, "size": size, "distinct_images": distinct_images}
+            was = {key: saved.get(key, False) for key in now}  # older: no distinct
+            if any(was[key] != value for key, value in now.items()):
                 raise ValueError(
-                    f"{self.path} holds a top-{saved['k']} scan of {saved['size']} "
-                    f"images, not a top-{k} scan of {size}: remove it to start again"
+                    f"{self.path} holds a scan with {_settings(was)}, not "
+                    f"{_settings(now)}: remove it to start again"
                 )
             self.result, self.done = saved["result"], set(saved["done"])
         self._saved_at = time.monotonic()
@@ -142,10 +160,15 @@ class TopKWriter(BatchWriter):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         part = self.path.with_name(self.path.name + ".part")
-        state = {"k": self.result.top.k, "size": self.size, "done": sorted(self.done)}
-        torch.save({**state, "result": self.result}, part)
+        top = self.result.top
+        state = {"k": top.k, "size": self.size, "distinct_images": top.distinct_images}
+        torch.save({**state, "done": sorted(self.done), "result": self.result}, part)
         part.replace(self.path)
         self._saved_at = time.monotonic()
+
+
+def _settings(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in settings.items())
 
 
 def scan_top_activations(
@@ -156,6 +179,7 @@ def scan_top_activations(
     batch_size: int = 64,
     trainer: pl.Trainer | None = None,
     num_workers: int = 0,
+    distinct_images: bool = False,
 ) -> TopKActivations:
     """The top-``k`` activations of every channel of ``layers`` over ``dataset``.
 
@@ -169,6 +193,10 @@ def scan_top_activations(
         trainer: runs the scan; e.g. ``pl.Trainer(strategy="ddp", devices=2)`` to
             spread it over processes. Default: one device, no logging.
         num_workers: data loader workers.
+        distinct_images: keep at most one activation per image and channel, at its
+            strongest position: each channel's ``k`` images differ, as in the
+            paper's Fig. 2. Default ``False``: the ``k`` strongest (image, position)
+            pairs. Rank 0 merges the processes' states exactly either way.
 
     Returns:
         The state, the same in every process, keyed by the layers' names in
@@ -184,8 +212,8 @@ def scan_top_activations(
         model,
         dataset,
         fixed_batches(len(dataset), batch_size),
-        top_k_compute(names, k),
-        TopKWriter(k, len(dataset)),
+        top_k_compute(names, k, distinct_images=distinct_images),
+        TopKWriter(k, len(dataset), distinct_images=distinct_images),
         trainer,
         num_workers,
     )

@@ -45,7 +45,9 @@ ATLAS_CHANNELS = 12  # channels shown per layer
 def atlas_section(ctx: ReportContext) -> str:
     convs = {ctx.name_of(m): name for name, m in ctx.layers.items() if "conv" in name}
     modules = [ctx.model.get_submodule(name) for name in convs]
-    top = top_activations(ctx.model, modules, ctx.images, k=9, batch_size=250)
+    top = top_activations(
+        ctx.model, modules, ctx.images, k=9, batch_size=250, distinct_images=True
+    )
     chosen = {name: _some_channels(top.entries(name).values) for name in convs}
     # Only the channels shown are projected: most of the cost otherwise.
     atlases = project_top_activations(
@@ -53,8 +55,9 @@ def atlas_section(ctx: ReportContext) -> str:
     )
     parts = [
         f"""For each convolutional layer, {ATLAS_CHANNELS} of its channels (feature
-maps, drawn at random among those that respond at all) and for each channel the 9
-strongest activations over {len(ctx.images)} test images, as in the paper's Fig. 2.
+maps, drawn at random among those that respond at all) and for each channel its 9
+strongest activations over {len(ctx.images)} test images, one per image (9 images, each
+at the position where the channel responds most), as in the paper's Fig. 2.
 Each channel is a block: on the left the 9 activations, each projected back to pixel
 space on its own by the deconvnet (unpooling with the forward pass's switches,
 rectifying, filtering with the transposed weights), on the right the 9 image patches

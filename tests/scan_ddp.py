@@ -30,7 +30,7 @@ def tiny_images() -> torch.Tensor:
     return torch.randn(37, 1, 10, 10, generator=generator).mul(2).round()
 
 
-def scan(devices: int, strategy: str = "auto"):
+def scan(devices: int, strategy: str = "auto", distinct_images: bool = False):
     model = tiny_model()
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -42,17 +42,24 @@ def scan(devices: int, strategy: str = "auto"):
     )
     layers = [model[0], model[4]]
     top = scan_top_activations(
-        model, layers, tiny_images(), k=5, batch_size=4, trainer=trainer
+        model, layers, tiny_images(), 5, 4, trainer, distinct_images=distinct_images
     )
     return top, trainer
 
 
 def main(out: Path, devices: int) -> None:
     top, trainer = scan(devices, strategy="ddp")
-    state = {name: top.entries(name)._asdict() for name in top.layers}
+    model = tiny_model()  # the same again, and the processes already connected
+    distinct = scan_top_activations(
+        model, [model[0], model[4]], tiny_images(), 5, 4, trainer, distinct_images=True
+    )
+    states = {
+        form: {name: state.entries(name)._asdict() for name in state.layers}
+        for form, state in (("state", top), ("distinct", distinct))
+    }
     out.mkdir(parents=True, exist_ok=True)
     torch.save(
-        {"state": state, "world_size": trainer.world_size},
+        {**states, "world_size": trainer.world_size},
         out / f"rank{trainer.global_rank}.pt",
     )
     # Lightning leaves the process group up; gloo's threads can abort the

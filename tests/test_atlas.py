@@ -16,6 +16,7 @@ from captum_deconvnet import (
 from .reference_deconvnet import position_seed, reference_projection
 from .scan_ddp import tiny_images, tiny_model
 from .test_deconvnet_contract import snapshot
+from .test_topk import naive_distinct_top, naive_top
 
 IMAGE = torch.arange(36.0).view(1, 1, 6, 6)
 
@@ -131,3 +132,29 @@ def test_only_the_chosen_channels_are_projected(atlas_and_scan):
         project_top_activations(model, top, images, channels={"4": [9]})
     with pytest.raises(ValueError, match="'5'"):  # a misspelt layer is not ignored
         project_top_activations(model, top, images, channels={"5": [1]})
+
+
+def test_an_atlas_of_distinct_images_holds_each_image_once_per_channel():
+    model, images = tiny_model(), tiny_images()
+    atlas = feature_atlas(model, [model[0]], images, k=4, distinct_images=True)["0"]
+    with torch.no_grad():
+        conv = model[0](images)
+    expected = naive_distinct_top([(conv, torch.arange(len(images)))], 4)
+    assert expected != naive_top([(conv, torch.arange(len(images)))], 4)
+    found = [
+        [(-v, i, r, c) for v, i, (r, c) in zip(*channel, strict=True)]
+        for channel in zip(
+            atlas.values.tolist(),
+            atlas.images.tolist(),
+            atlas.positions.tolist(),
+            strict=True,
+        )
+    ]
+    assert found == expected
+    channel, rank = 2, 3  # a projection cut at its own image and position
+    image = images[atlas.images[channel, rank]][None]
+    where = atlas.positions[channel, rank][None]
+    seed = position_seed([channel], where.tolist())
+    full = reference_projection(model, image, 0, seed)
+    expected_cut = cut_patches(full, atlas.field, where)[0]
+    torch.testing.assert_close(atlas.projections[channel, rank], expected_cut)

@@ -119,11 +119,20 @@ def test_the_analyses_take_cpu_data_to_a_cuda_model():
     model = zfnet(num_classes=10, width=0.25, input_size=96).eval()
     images = torch.randn(6, 3, 96, 96)
     layer = model.features[4]
-    on_cpu = top_activations(model, [layer], images, k=2)
-    on_gpu = top_activations(model.cuda(), [layer], images, k=2)  # CPU dataset
-    pairs = zip(on_gpu.entries("features.4"), on_cpu.entries("features.4"), strict=True)
-    for ours, theirs in pairs:
-        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    forms = (False, True)  # distinct_images
+    on_cpu = [
+        top_activations(model, [layer], images, 2, distinct_images=d) for d in forms
+    ]
+    model.cuda()
+    for distinct_images, theirs in zip(forms, on_cpu, strict=True):
+        on_gpu = top_activations(  # CPU dataset
+            model, [layer], images, 2, distinct_images=distinct_images
+        )
+        pairs = zip(
+            on_gpu.entries("features.4"), theirs.entries("features.4"), strict=True
+        )
+        for ours, expected in pairs:
+            torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
     boxes = torch.tensor([[10, 10, 60, 80]] * 6)
     masks = box_part_masks(boxes, (96, 96))
     assert all(

@@ -68,7 +68,12 @@ def test_site_shows_the_atlas_of_the_library_and_the_models_numbers(site):
     assert DEAD in index["layers"][1]["dead"]
 
     layers = [model.features[1], model.features[4]]
-    atlas = feature_atlas(model, layers, images, k=SETTINGS["k"])
+    atlas = feature_atlas(model, layers, images, SETTINGS["k"], distinct_images=True)
+    assert all(  # the paper's form: each channel's 9 images differ
+        len(set(images)) == SETTINGS["k"]
+        for layer in atlas.values()
+        for images in layer.images.tolist()
+    )
     for slug, name in (("conv1", "features.1"), ("conv2", "features.4")):
         for channel in range(atlas[name].values.shape[0]):
             for rank in range(SETTINGS["k"]):
@@ -128,6 +133,8 @@ def test_a_killed_build_resumes_with_the_batches_it_had_not_written(
 def test_bad_settings_are_refused(site, tmp_path):
     with pytest.raises(ValueError, match="other k"):
         build(site, k=5)
+    with pytest.raises(ValueError, match="other distinct_images"):
+        build(site, distinct_images=False)
     with pytest.raises(ValueError, match="unknown methods"):
         build(tmp_path, methods=["DeconvNet", "Gradient"])
     source = tiny_source()

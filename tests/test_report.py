@@ -5,9 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from reports import demo
-from reports.context import load_context
-from reports.features import evolution_section
+from captum_deconvnet import project_top_activations
+from lightning_zfnet import zfnet
+from reports import demo, features
+from reports.context import ReportContext, load_context
+from reports.features import atlas_section, evolution_section
 from reports.report import SECTIONS, write_report
 
 METRICS = {"test/top1": 0.4321, "test/top5": 0.8765, "test/loss": 1.5}
@@ -108,3 +110,29 @@ def test_a_checkpoint_trained_without_evolution_says_so(tiny_demo, tmp_path):
     shutil.copyfile(result["checkpoint"], checkpoint)
     context = load_context(checkpoint, tmp_path, result["data_dir"])
     assert evolution_section(context).startswith("No pictures")
+
+
+def test_the_atlas_shows_each_channels_activations_from_different_images(
+    tmp_path, monkeypatch
+):
+    """The paper's Fig. 2: a channel's 9 activations come from 9 images."""
+    torch.manual_seed(0)
+    model = zfnet(num_classes=3, in_channels=1, input_size=64, width=0.25).eval()
+    images = torch.randn(12, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    context = ReportContext(
+        model, images, torch.zeros(12), torch.zeros(12, 4), 0.0, ["a", "b", "c"], {},
+        12, tmp_path / "last.ckpt", tmp_path,
+    )  # fmt: skip
+    shown = []
+
+    def recording(model, top, *args, **kwargs):
+        shown.append((top, kwargs["channels"]))
+        return project_top_activations(model, top, *args, **kwargs)
+
+    monkeypatch.setattr(features, "project_top_activations", recording)
+    text = atlas_section(context)
+    ((top, channels),) = shown
+    assert len(channels) == 5 and "### conv5" in text
+    for name, chosen in channels.items():
+        for found in top.entries(name).images[chosen].tolist():
+            assert len(set(found)) == 9 and min(found) >= 0, (name, found)

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from captum_deconvnet import top_activations
-from lightning_zfnet import scan_top_activations
+from lightning_zfnet import TopKWriter, scan_top_activations
+from lightning_zfnet.scan import top_k_compute
 
 from .scan_ddp import scan, tiny_images, tiny_model
 from .test_deconvnet_contract import snapshot
-from .test_topk import as_lists, naive_top
+from .test_topk import as_lists, naive_distinct_top, naive_top
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +51,70 @@ def test_scan_reads_images_out_of_tuples_and_restores_the_mode():
         scan_top_activations(model, [nn.ReLU()], items)
 
 
+def test_scan_of_distinct_images_equals_the_naive_per_image_max():
+    model, images = tiny_model(), tiny_images()
+    top, _ = scan(devices=1, distinct_images=True)
+    with torch.no_grad():
+        conv = model[0](images)
+        last = model(images)
+    indices = torch.arange(len(images))
+    for name, maps in (("0", conv), ("4", last)):
+        assert as_lists(top, name) == naive_distinct_top([(maps, indices)], 5)
+    # conv's top 5 of (image, position) pairs repeat images
+    assert as_lists(top, "0") != naive_top([(conv, indices)], 5)
+
+
+@pytest.mark.parametrize("distinct_images", [False, True])
+def test_rank_zero_merges_the_batches_in_any_order(distinct_images):
+    """As under DDP: rank 0's writer gets the batches' states in the order the
+    processes' steps gather them."""
+    model, images = tiny_model(), tiny_images()
+    compute = top_k_compute(["0"], 3, distinct_images=distinct_images)
+    batches = torch.arange(len(images)).split(4)
+    results = [compute(model, i, images[i]) for i in batches]
+    with torch.no_grad():
+        conv = model[0](images)
+    naive = naive_distinct_top if distinct_images else naive_top
+    expected = naive([(conv, torch.arange(len(images)))], 3)
+    for seed in range(3):
+        writer = TopKWriter(3, len(images), distinct_images=distinct_images)
+        for number in torch.randperm(
+            len(batches), generator=torch.Generator().manual_seed(seed)
+        ):
+            writer.write(int(number), results[number])
+        assert as_lists(writer.close().top, "0") == expected
+    other = TopKWriter(3, len(images), distinct_images=not distinct_images)
+    with pytest.raises(ValueError, match="distinct_images"):
+        other.write(0, results[0])
+
+
+def saved_scan(path, distinct_images):
+    """A scan file holding the first batch of 4 images."""
+    model, images = tiny_model(), tiny_images()
+    compute = top_k_compute(["0"], 3, distinct_images=distinct_images)
+    writer = TopKWriter(3, len(images), path, distinct_images=distinct_images)
+    writer.write(0, compute(model, torch.arange(4), images[:4]))
+    writer.close()
+    return len(images)
+
+
+def test_a_saved_scan_of_the_other_form_is_not_resumed(tmp_path):
+    size = saved_scan(tmp_path / "scan.pt", distinct_images=True)
+    resumed = TopKWriter(3, size, tmp_path / "scan.pt", distinct_images=True)
+    assert resumed.written() == {0} and resumed.result.top.distinct_images
+    with pytest.raises(ValueError, match="distinct_images=True, not .*=False"):
+        TopKWriter(3, size, tmp_path / "scan.pt")
+    # A file saved before the option existed holds a scan of every position.
+    saved_scan(tmp_path / "older.pt", distinct_images=False)
+    saved = torch.load(tmp_path / "older.pt", weights_only=False)
+    del saved["distinct_images"], saved["result"].top.__dict__["distinct_images"]
+    torch.save(saved, tmp_path / "older.pt")
+    older = TopKWriter(3, size, tmp_path / "older.pt")
+    assert older.written() == {0} and not older.result.top.distinct_images
+    with pytest.raises(ValueError, match="distinct_images=False, not .*=True"):
+        TopKWriter(3, size, tmp_path / "older.pt", distinct_images=True)
+
+
 @pytest.mark.slow
 def test_ddp_scan_on_two_processes_equals_one_process(tmp_path):
     command = [sys.executable, "-m", "tests.scan_ddp", str(tmp_path), "2"]
@@ -57,9 +122,10 @@ def test_ddp_scan_on_two_processes_equals_one_process(tmp_path):
     subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=300)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
-    single, _ = scan(devices=1)
-    for rank in ranks:
-        assert rank["state"].keys() == {"0", "4"}
-        for name, entries in rank["state"].items():
-            for field, value in single.entries(name)._asdict().items():
-                assert torch.equal(entries[field], value), (name, field)
+    for form, distinct_images in (("state", False), ("distinct", True)):
+        single, _ = scan(devices=1, distinct_images=distinct_images)
+        for rank in ranks:
+            assert rank[form].keys() == {"0", "4"}
+            for name, entries in rank[form].items():
+                for field, value in single.entries(name)._asdict().items():
+                    assert torch.equal(entries[field], value), (form, name, field)
