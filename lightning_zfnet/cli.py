@@ -50,9 +50,12 @@ class ZFNetCLI(LightningCLI):
       (Lightning runs nothing and says nothing);
     - a command line without a model or data module (``zfnet fit`` alone) is
       pointed to the shipped ``configs/``;
-    - a value that a constructor refuses (``--model.dropout 1.5``) is a bad command
-      line, as a value of the wrong type is: exit code 2 and one line naming the
-      option group, the class and the constructor's words.
+    - a value that a constructor refuses (``--model.dropout 1.5``), or that the data
+      module's :meth:`~lightning_zfnet.data.SplitDataModule.check_data` refuses for
+      the data at hand (``--data.val_size`` as large as the training set), is a bad
+      command line, as a value of the wrong type is: exit code 2 and one line
+      naming the option group, the class and the refusal's words, before the run
+      writes anything.
 
     The model is :class:`ZFNetModule` or a subclass named by ``class_path`` (such as
     :class:`~lightning_zfnet.transfer.TransferModule`).
@@ -66,10 +69,13 @@ class ZFNetCLI(LightningCLI):
             )
 
     def instantiate_classes(self) -> None:
-        """Lightning's, with a constructor's ValueError (an argument out of range)
-        reported as a bad command line: exit code 2 and one line, no traceback."""
+        """Lightning's, then the data module's check of its settings against the
+        data; a ValueError of either (an argument out of range, a split larger than
+        the data) is reported as a bad command line: exit code 2 and one line, no
+        traceback."""
         try:
             super().instantiate_classes()
+            self.datamodule.check_data()
         except ValueError as error:
             self.parser.error(_refusal(error))
 
@@ -175,16 +181,18 @@ _GROUPS = {
 
 
 def _refusal(error: ValueError) -> str:
-    """The constructor's words in ``error`` (jsonargparse wraps them), prefixed with
-    the option group and class of the object that refused its arguments."""
+    """The refusal's words in ``error`` (jsonargparse wraps a constructor's),
+    prefixed with the option group and class of the object that refused its
+    arguments."""
     while isinstance(error.__cause__, ValueError):
         error = error.__cause__
-    # the outermost __init__ in the traceback: the class the command line built
+    # the outermost method of a class that the command line builds in the traceback
     frames = (frame for frame, _ in traceback.walk_tb(error.__traceback__))
-    built = next((f for f in frames if f.f_code.co_name == "__init__"), None)
-    if built is None or "self" not in built.f_locals:
+    built = (frame.f_locals.get("self") for frame in frames)
+    refused = next((obj for obj in built if isinstance(obj, tuple(_GROUPS))), None)
+    if refused is None:
         return str(error)
-    kind = type(built.f_locals["self"])
+    kind = type(refused)
     group = next((g for c, g in _GROUPS.items() if issubclass(kind, c)), "")
     message = f"{group} ({kind.__name__}): {error}".lstrip()
     linked = {t: s for s, t in _LINKS.items()}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from torchvision.datasets import FashionMNIST
 
 from lightning_zfnet import ZFNetModule
 from lightning_zfnet.cli import main
@@ -338,9 +339,34 @@ def test_an_evaluation_whose_loader_fails_leaves_no_folder(
     assert list((tmp_path / "run" / "test").iterdir()) == []
 
 
-def test_a_fit_that_fails_before_training_leaves_no_folder(fake_data_dir, tmp_path):
+@pytest.mark.parametrize("subcommand", ["fit", "test"])
+def test_a_validation_split_as_large_as_the_data_is_a_bad_command_line(
+    subcommand, fake_data_dir, tmp_path, capsys
+):
+    """Checked against the data before the run starts: exit code 2, one line, no
+    folder (it was a traceback from the data module's setup, exit code 1)."""
+    size = len(FashionMNIST(str(fake_data_dir), train=True))
+    args = _fit_args(fake_data_dir, tmp_path / "run", f"--data.val_size={size}")
+    with pytest.raises(SystemExit) as exit_info:
+        main([subcommand, *args[1:]])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: --data (ClutteredFashionMNISTDataModule): val_size "
+        f"{size} leaves no image to train on: the training set in {fake_data_dir} "
+        f"has {size} images; give a val_size from 1 to {size - 1}"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fit_that_fails_before_training_leaves_no_folder(
+    fake_data_dir, tmp_path, monkeypatch
+):
+    """The data module's setup refuses (check_data, which would refuse first, is
+    skipped: as for data that prepare_data has yet to download)."""
+    no_check = lambda self: None  # noqa: E731
+    monkeypatch.setattr(ClutteredFashionMNISTDataModule, "check_data", no_check)
     args = _fit_args(fake_data_dir, tmp_path / "run", "--data.val_size=100000")
-    with pytest.raises(ValueError, match="val_size must be in"):
+    with pytest.raises(ValueError, match="val_size 100000 leaves no image"):
         main(args)
     assert not (tmp_path / "run").exists()  # the logger had made it
 
