@@ -20,7 +20,7 @@ from .cli_config import SaveConfigWhenRunning
 from .data import LabelBudgetDataModule, SplitDataModule
 from .default import DEFAULT_CONFIG
 from .module import ZFNetModule
-from .resume import keep_logged_rows, last_checkpoint
+from .resume import differing_settings, keep_logged_rows, last_checkpoint
 
 __all__ = ["ZFNetCLI", "main", "run_cli"]
 
@@ -36,6 +36,12 @@ class ZFNetCLI(LightningCLI):
     - ``fit --ckpt_path last`` without a last checkpoint is an error, not a fresh
       start, and a resumed fit keeps the ``metrics.csv`` rows logged before its
       checkpoint;
+    - with ``--ckpt_path``, Lightning builds the model from the checkpoint's
+      hyperparameters in place of the ``--model`` settings given; ``zfnet`` warns,
+      naming each setting so replaced and its value in the checkpoint. ``--ckpt_path
+      last`` takes the checkpoint's settings as its path does, except that ``fit``
+      finds its last checkpoint after the model is built: a resume whose settings
+      differ from the checkpoint's is then refused, naming them;
     - ``config.yaml`` is written when the subcommand's loop starts: a run that fails
       before leaves no folder of its own, and without a logger the config goes to
       ``--trainer.default_root_dir`` only, never the working directory;
@@ -63,6 +69,14 @@ class ZFNetCLI(LightningCLI):
                 f"data.{source}", f"model.init_args.{target}", apply_on="instantiate"
             )
 
+    def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (Lightning's)
+        """Lightning's, keeping the model's settings as given, before a
+        checkpoint's hyperparameters replace them."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        model = self.config[subcommand].get("model") if subcommand else None
+        self._model_given = model.clone() if isinstance(model, Namespace) else None
+
     def instantiate_classes(self) -> None:
         """Lightning's, then the data module's check of its settings against the
         data; a ValueError of either (an argument out of range, a split larger than
@@ -75,8 +89,26 @@ class ZFNetCLI(LightningCLI):
             self.parser.error(_refusal(error))
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand in (None, "fit"):
+        if self.subcommand is None:
             return
+        if self.subcommand != "fit":
+            self._prepare_evaluation()
+        path = self.config[self.subcommand].get("ckpt_path")
+        if path and path != "last" and self._model_given is not None:
+            replaced = differing_settings(
+                _as_hparams(self._model_given),
+                _as_hparams(self.config[self.subcommand].model),
+                skip=_LINKS.values(),
+            )
+            if replaced:
+                rank_zero_warn(
+                    f"--ckpt_path {path}: the model is built with the checkpoint's "
+                    "hyperparameters (LightningCLI's rule), which replace these "
+                    f"settings: {_listed(replaced)}"
+                )
+
+    def _prepare_evaluation(self) -> None:
+        """Refuse a limit of 0 batches, find ``--ckpt_path last`` and log apart."""
         config = self.config[self.subcommand]
         stage = "val" if self.subcommand == "validate" else self.subcommand
         if config.trainer.get(f"limit_{stage}_batches") == 0:  # Lightning: silence
@@ -87,10 +119,13 @@ class ZFNetCLI(LightningCLI):
             )
         loggers = config.trainer.logger
         loggers = loggers if isinstance(loggers, list) else [loggers]
-        if config.get("ckpt_path") == "last":  # the training's, before logging apart
+        last = config.get("ckpt_path") == "last"
+        if last:  # the training's, before logging apart
             config.ckpt_path = _last_of_training(loggers[0], config.trainer.callbacks)
         for logger in loggers:
             _log_apart(logger, self.subcommand)
+        if last:  # Lightning's step for a path given (it makes a new self.config)
+            self._parse_ckpt_path()
 
     def before_validate(self) -> None:
         self._check_draw()
@@ -133,6 +168,22 @@ class ZFNetCLI(LightningCLI):
                 f"include training images: add {options}"
             )
 
+    def _check_resumed_settings(self, path: str) -> None:
+        """Refuse to resume the fit of ``path`` with other model settings: the
+        model was built from the command line (Lightning takes a checkpoint's
+        hyperparameters for a path only, not for ``last``)."""
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        differ = differing_settings(
+            self.model.hparams, saved.get("hyper_parameters", {}), _LINKS.values()
+        )
+        if differ:
+            self.parser.error(
+                f"--ckpt_path last resumes {path}, whose model settings differ from "
+                f"this command line's: {_listed(differ)}. A resumed fit goes on "
+                "with the checkpoint's settings: give them, or give the "
+                "checkpoint's path, whose settings then replace these"
+            )
+
     def before_fit(self) -> None:
         if self.trainer.fast_dev_run:
             for callback in self.trainer.checkpoint_callbacks:
@@ -147,6 +198,7 @@ class ZFNetCLI(LightningCLI):
             )
         if path == "last":
             arguments["ckpt_path"] = path = last_checkpoint(self.trainer)
+            self._check_resumed_settings(path)
         _check_checkpoint(path)
         if path and self.trainer.max_steps != -1:
             rank_zero_warn(
@@ -195,6 +247,21 @@ def _refusal(error: ValueError) -> str:
     if group == "--model" and target in linked:
         message += f" (the model's {target} is --data.{linked[target]})"
     return message
+
+
+def _as_hparams(model: Namespace) -> dict[str, object]:
+    """A ``--model`` config as LightningCLI saves it in a checkpoint."""
+    return {"_class_path": model.get("class_path"), **model.init_args.as_dict()}
+
+
+def _listed(differ: dict[str, tuple[object, object]]) -> str:
+    """``--model.lr 0.5 (0.03 in the checkpoint), ...`` for ``{name: (given,
+    saved)}``."""
+    return ", ".join(
+        f"--model{'' if name == '_class_path' else '.' + name} {given} "
+        f"({saved} in the checkpoint)"
+        for name, (given, saved) in differ.items()
+    )
 
 
 def _check_checkpoint(path: str | None) -> None:

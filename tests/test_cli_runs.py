@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from PIL import Image
 from torchvision.datasets import FashionMNIST
 
 from lightning_zfnet import ZFNetModule
-from lightning_zfnet.cli import main
+from lightning_zfnet.cli import main, run_cli
 from lightning_zfnet.data import ClutteredFashionMNISTDataModule
 from tests.helpers import tiny_training_args
 
@@ -235,6 +236,66 @@ def test_resume_from_a_missing_checkpoint_or_last_under_fast_dev_run_is_named(
     quick = _fit_args(fake_data_dir, tmp_path, "--trainer.fast_dev_run=true")
     with pytest.raises(ValueError, match="fast_dev_run"):
         main([*quick, "--ckpt_path=last"])
+
+
+@pytest.mark.parametrize(
+    "subcommand, checkpoint",
+    [("test", "checkpoints/last.ckpt"), ("test", "last"),
+     ("fit", "checkpoints/last.ckpt")],
+)  # fmt: skip
+def test_settings_that_a_checkpoint_replaces_are_named(
+    subcommand, checkpoint, fake_data_dir, trained, tmp_path
+):
+    """LightningCLI builds the model from the checkpoint's hyperparameters, in place
+    of those given, and said nothing; "last" now builds it as its path does."""
+    shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    saved = torch.load(path, weights_only=True)["hyper_parameters"]
+    args = _fit_args(fake_data_dir, tmp_path, "--trainer.limit_test_batches=1")
+    checkpoint = checkpoint if checkpoint == "last" else tmp_path / checkpoint
+    args = [subcommand, *args[1:], f"--ckpt_path={checkpoint}"]
+    given = {"lr": saved["lr"] * 2, "dropout": saved["dropout"]}  # dropout: equal
+    options = [f"--model.{name}={value}" for name, value in given.items()]
+    with pytest.warns(UserWarning, match="replace these settings") as warned:
+        cli = run_cli([*args, *options])
+    named = [str(w.message) for w in warned if "replace these" in str(w.message)]
+    assert named == [
+        f"--ckpt_path {path}: the model is built with the checkpoint's "
+        "hyperparameters (LightningCLI's rule), which replace these settings: "
+        f"--model.lr {given['lr']} ({saved['lr']} in the checkpoint)"
+    ]
+    assert cli.model.hparams.lr == saved["lr"]
+    with warnings.catch_warnings():  # the checkpoint's own values: nothing to say
+        warnings.filterwarnings("error", message=".*replace these settings")
+        run_cli([*args, f"--model.lr={saved['lr']}"])
+
+
+def test_resuming_last_with_other_model_settings_is_refused(
+    fake_data_dir, trained, tmp_path, capsys
+):
+    """The model is built before "last" is found, from the command line: its
+    settings would be used (dropout) or contradict the optimiser's restored state
+    (lr) and the checkpoint's, and hparams.yaml would record them."""
+    shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
+    files = _contents(tmp_path)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    dropout = saved["hyper_parameters"]["dropout"]
+    other = _fit_args(fake_data_dir, tmp_path, f"--model.dropout={dropout / 2}")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*other, "--ckpt_path=last"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: --ckpt_path last resumes {tmp_path / 'checkpoints' / 'last.ckpt'}, "
+        "whose model settings differ from this command line's: --model.dropout "
+        f"{dropout / 2} ({dropout} in the checkpoint). A resumed fit goes on with "
+        "the checkpoint's settings: give them, or give the checkpoint's path, whose "
+        "settings then replace these"
+    )
+    assert _contents(tmp_path) == files  # no folder, no file, none changed
+
+
+def _contents(folder):
+    return {p: p.is_file() and p.read_bytes() for p in folder.rglob("*")}
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
