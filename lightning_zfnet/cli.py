@@ -12,20 +12,15 @@ import pytorch_lightning as pl
 import torch
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import (
-    LightningArgumentParser,
-    LightningCLI,
-    SaveConfigCallback,
-)
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from .cli_config import SaveConfigWhenRunning
 from .data import LabelBudgetDataModule, SplitDataModule
 from .default import DEFAULT_CONFIG
 from .module import ZFNetModule
-from .resume import keep_logged_rows, last_checkpoint
+from .resume import differing_settings, keep_logged_rows, last_checkpoint
 
 __all__ = ["ZFNetCLI", "main", "run_cli"]
 
@@ -41,6 +36,12 @@ class ZFNetCLI(LightningCLI):
     - ``fit --ckpt_path last`` without a last checkpoint is an error, not a fresh
       start, and a resumed fit keeps the ``metrics.csv`` rows logged before its
       checkpoint;
+    - with ``--ckpt_path``, Lightning builds the model from the checkpoint's
+      hyperparameters in place of the ``--model`` settings given; ``zfnet`` warns,
+      naming each setting so replaced and its value in the checkpoint. ``--ckpt_path
+      last`` takes the checkpoint's settings as its path does, except that ``fit``
+      finds its last checkpoint after the model is built: a resume whose settings
+      differ from the checkpoint's is then refused, naming them;
     - ``config.yaml`` is written when the subcommand's loop starts: a run that fails
       before leaves no folder of its own, and without a logger the config goes to
       ``--trainer.default_root_dir`` only, never the working directory;
@@ -50,9 +51,12 @@ class ZFNetCLI(LightningCLI):
       (Lightning runs nothing and says nothing);
     - a command line without a model or data module (``zfnet fit`` alone) is
       pointed to the shipped ``configs/``;
-    - a value that a constructor refuses (``--model.dropout 1.5``) is a bad command
-      line, as a value of the wrong type is: exit code 2 and one line naming the
-      option group, the class and the constructor's words.
+    - a value that a constructor refuses (``--model.dropout 1.5``), or that the data
+      module's :meth:`~lightning_zfnet.data.SplitDataModule.check_data` refuses for
+      the data at hand (``--data.val_size`` as large as the training set), is a bad
+      command line, as a value of the wrong type is: exit code 2 and one line
+      naming the option group, the class and the refusal's words, before the run
+      writes anything.
 
     The model is :class:`ZFNetModule` or a subclass named by ``class_path`` (such as
     :class:`~lightning_zfnet.transfer.TransferModule`).
@@ -65,17 +69,46 @@ class ZFNetCLI(LightningCLI):
                 f"data.{source}", f"model.init_args.{target}", apply_on="instantiate"
             )
 
+    def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (Lightning's)
+        """Lightning's, keeping the model's settings as given, before a
+        checkpoint's hyperparameters replace them."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        model = self.config[subcommand].get("model") if subcommand else None
+        self._model_given = model.clone() if isinstance(model, Namespace) else None
+
     def instantiate_classes(self) -> None:
-        """Lightning's, with a constructor's ValueError (an argument out of range)
-        reported as a bad command line: exit code 2 and one line, no traceback."""
+        """Lightning's, then the data module's check of its settings against the
+        data; a ValueError of either (an argument out of range, a split larger than
+        the data) is reported as a bad command line: exit code 2 and one line, no
+        traceback."""
         try:
             super().instantiate_classes()
+            self.datamodule.check_data()
         except ValueError as error:
             self.parser.error(_refusal(error))
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand in (None, "fit"):
+        if self.subcommand is None:
             return
+        if self.subcommand != "fit":
+            self._prepare_evaluation()
+        path = self.config[self.subcommand].get("ckpt_path")
+        if path and path != "last" and self._model_given is not None:
+            replaced = differing_settings(
+                _as_hparams(self._model_given),
+                _as_hparams(self.config[self.subcommand].model),
+                skip=_LINKS.values(),
+            )
+            if replaced:
+                rank_zero_warn(
+                    f"--ckpt_path {path}: the model is built with the checkpoint's "
+                    "hyperparameters (LightningCLI's rule), which replace these "
+                    f"settings: {_listed(replaced)}"
+                )
+
+    def _prepare_evaluation(self) -> None:
+        """Refuse a limit of 0 batches, find ``--ckpt_path last`` and log apart."""
         config = self.config[self.subcommand]
         stage = "val" if self.subcommand == "validate" else self.subcommand
         if config.trainer.get(f"limit_{stage}_batches") == 0:  # Lightning: silence
@@ -86,10 +119,13 @@ class ZFNetCLI(LightningCLI):
             )
         loggers = config.trainer.logger
         loggers = loggers if isinstance(loggers, list) else [loggers]
-        if config.get("ckpt_path") == "last":  # the training's, before logging apart
+        last = config.get("ckpt_path") == "last"
+        if last:  # the training's, before logging apart
             config.ckpt_path = _last_of_training(loggers[0], config.trainer.callbacks)
         for logger in loggers:
             _log_apart(logger, self.subcommand)
+        if last:  # Lightning's step for a path given (it makes a new self.config)
+            self._parse_ckpt_path()
 
     def before_validate(self) -> None:
         self._check_draw()
@@ -132,6 +168,22 @@ class ZFNetCLI(LightningCLI):
                 f"include training images: add {options}"
             )
 
+    def _check_resumed_settings(self, path: str) -> None:
+        """Refuse to resume the fit of ``path`` with other model settings: the
+        model was built from the command line (Lightning takes a checkpoint's
+        hyperparameters for a path only, not for ``last``)."""
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        differ = differing_settings(
+            self.model.hparams, saved.get("hyper_parameters", {}), _LINKS.values()
+        )
+        if differ:
+            self.parser.error(
+                f"--ckpt_path last resumes {path}, whose model settings differ from "
+                f"this command line's: {_listed(differ)}. A resumed fit goes on "
+                "with the checkpoint's settings: give them, or give the "
+                "checkpoint's path, whose settings then replace these"
+            )
+
     def before_fit(self) -> None:
         if self.trainer.fast_dev_run:
             for callback in self.trainer.checkpoint_callbacks:
@@ -146,6 +198,7 @@ class ZFNetCLI(LightningCLI):
             )
         if path == "last":
             arguments["ckpt_path"] = path = last_checkpoint(self.trainer)
+            self._check_resumed_settings(path)
         _check_checkpoint(path)
         if path and self.trainer.max_steps != -1:
             rank_zero_warn(
@@ -175,16 +228,18 @@ _GROUPS = {
 
 
 def _refusal(error: ValueError) -> str:
-    """The constructor's words in ``error`` (jsonargparse wraps them), prefixed with
-    the option group and class of the object that refused its arguments."""
+    """The refusal's words in ``error`` (jsonargparse wraps a constructor's),
+    prefixed with the option group and class of the object that refused its
+    arguments."""
     while isinstance(error.__cause__, ValueError):
         error = error.__cause__
-    # the outermost __init__ in the traceback: the class the command line built
+    # the outermost method of a class that the command line builds in the traceback
     frames = (frame for frame, _ in traceback.walk_tb(error.__traceback__))
-    built = next((f for f in frames if f.f_code.co_name == "__init__"), None)
-    if built is None or "self" not in built.f_locals:
+    built = (frame.f_locals.get("self") for frame in frames)
+    refused = next((obj for obj in built if isinstance(obj, tuple(_GROUPS))), None)
+    if refused is None:
         return str(error)
-    kind = type(built.f_locals["self"])
+    kind = type(refused)
     group = next((g for c, g in _GROUPS.items() if issubclass(kind, c)), "")
     message = f"{group} ({kind.__name__}): {error}".lstrip()
     linked = {t: s for s, t in _LINKS.items()}
@@ -192,6 +247,21 @@ def _refusal(error: ValueError) -> str:
     if group == "--model" and target in linked:
         message += f" (the model's {target} is --data.{linked[target]})"
     return message
+
+
+def _as_hparams(model: Namespace) -> dict[str, object]:
+    """A ``--model`` config as LightningCLI saves it in a checkpoint."""
+    return {"_class_path": model.get("class_path"), **model.init_args.as_dict()}
+
+
+def _listed(differ: dict[str, tuple[object, object]]) -> str:
+    """``--model.lr 0.5 (0.03 in the checkpoint), ...`` for ``{name: (given,
+    saved)}``."""
+    return ", ".join(
+        f"--model{'' if name == '_class_path' else '.' + name} {given} "
+        f"({saved} in the checkpoint)"
+        for name, (given, saved) in differ.items()
+    )
 
 
 def _check_checkpoint(path: str | None) -> None:
@@ -252,57 +322,6 @@ def _log_apart(logger: object, subcommand: str) -> None:
         arguments.version = None
 
 
-class _SaveConfigWhenRunning(SaveConfigCallback):
-    """Lightning's ``config.yaml`` writer, which waits until the subcommand's loop
-    starts (for ``fit``, the training, after ``configure_optimizers`` and the sanity
-    check). A run that fails before (a data module's setup, a checkpoint that does
-    not load, a resume refused for its schedule) leaves the run's config as it was,
-    and the folder that the logger made for it is removed when it holds nothing but
-    the run's ``hparams.yaml`` (a CSV logger's), so that no folder is left for a run
-    that never ran. Without a logger the config goes
-    to the ``--trainer.default_root_dir`` given, and without one is not written
-    (Lightning's default is the working directory)."""
-
-    def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001
-        pass  # written when the loop starts
-
-    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
-        self._save(trainer, pl_module, "fit")
-
-    def on_validation_start(self, trainer, pl_module) -> None:  # noqa: ANN001
-        if trainer.state.fn == TrainerFn.VALIDATING:  # not fit's validation
-            self._save(trainer, pl_module, "validate")
-
-    def on_test_start(self, trainer, pl_module) -> None:  # noqa: ANN001
-        self._save(trainer, pl_module, "test")
-
-    def on_predict_start(self, trainer, pl_module) -> None:  # noqa: ANN001
-        self._save(trainer, pl_module, "predict")
-
-    def _save(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001
-        if not trainer.loggers and self.config.trainer.get("default_root_dir") is None:
-            rank_zero_warn(
-                "config.yaml is not written: without a logger it would go to the "
-                "working directory; give --trainer.default_root_dir to keep it"
-            )
-            return
-        super().setup(trainer, pl_module, stage)
-
-    def on_exception(self, trainer, pl_module, exception) -> None:  # noqa: ANN001
-        logger = trainer.logger
-        if self.already_saved or not trainer.is_global_zero:
-            return
-        if not isinstance(logger, (CSVLogger, TensorBoardLogger)):
-            return
-        folder = Path(logger.log_dir)
-        if not folder.is_dir() or folder.resolve() == Path.cwd():
-            return
-        # what a run writes before its loop: the folder, its hyperparameters
-        if {path.name for path in folder.iterdir()} <= {"hparams.yaml"}:
-            (folder / "hparams.yaml").unlink(missing_ok=True)
-            folder.rmdir()
-
-
 # The Trainer's limits are typed float | int | None, so jsonargparse reads
 # "--trainer.limit_train_batches 1" as 1.0: the whole epoch, not one batch.
 _BATCH_LIMITS = {
@@ -350,7 +369,7 @@ def run_cli(args: list[str] | None = None) -> ZFNetCLI:
         subclass_mode_data=True,
         subclass_mode_model=True,
         parser_class=_Parser,
-        save_config_callback=_SaveConfigWhenRunning,
+        save_config_callback=SaveConfigWhenRunning,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={
             **no_abbreviations,

@@ -1,8 +1,10 @@
-"""Resuming a fit from a checkpoint: finding ``last``, keeping the earlier logs."""
+"""Resuming a fit from a checkpoint: finding ``last``, keeping the earlier logs,
+naming the model settings in which a command line and a checkpoint differ."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -11,7 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-__all__ = ["keep_logged_rows", "last_checkpoint"]
+__all__ = ["differing_settings", "keep_logged_rows", "last_checkpoint"]
 
 
 def last_checkpoint(trainer: pl.Trainer) -> str:
@@ -34,6 +36,26 @@ def last_checkpoint(trainer: pl.Trainer) -> str:
             "the checkpoint's path."
         )
     return str(max(existing, key=lambda path: path.stat().st_mtime))
+
+
+def differing_settings(
+    given: Mapping[str, object],
+    saved: Mapping[str, object],
+    skip: Collection[str] = (),
+) -> dict[str, tuple[object, object]]:
+    """The model settings that differ between ``given`` and a checkpoint's
+    ``saved`` hyperparameters, as ``{name: (given, saved)}``.
+
+    Both map argument names to values, with the class under ``_class_path`` (as
+    LightningCLI saves them); settings that only one of them has, ``skip`` and
+    LightningCLI's ``_instantiator`` are left out.
+    """
+    return {
+        name: (value, saved[name])
+        for name, value in given.items()
+        if name in saved and name not in skip and name != "_instantiator"
+        if value != saved[name]
+    }
 
 
 def keep_logged_rows(trainer: pl.Trainer, checkpoint: Path) -> None:

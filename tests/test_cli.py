@@ -38,8 +38,13 @@ def test_configs_parse(config, capsys):
         ("--trainer.callbacks+=lightning_zfnet.PredictionWriter "
          "--trainer.callbacks.top_k=0", "--trainer.callbacks (PredictionWriter): "
          "top_k must be a positive int, got 0"),
+        ("--data.val_size=0", "--data (ClutteredFashionMNISTDataModule): "
+         "val_size must be positive, got 0"),
+        ("--data.fragment_size=29", "--data (ClutteredFashionMNISTDataModule): "
+         "fragment_size must be in (0, 28], got 29"),
     ],
-    ids=["batch_size", "dropout", "lr", "image_size", "callback"],
+    ids=["batch_size", "dropout", "lr", "image_size", "callback", "val_size",
+         "fragment_size"],
 )  # fmt: skip
 def test_a_value_out_of_range_is_a_bad_command_line(option, refusal, tmp_path, capsys):
     """As jsonargparse reports a value of the wrong type: exit code 2 and one line

@@ -6,14 +6,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from torchvision.datasets import FashionMNIST
 
 from lightning_zfnet import ZFNetModule
-from lightning_zfnet.cli import main
+from lightning_zfnet.cli import main, run_cli
 from lightning_zfnet.data import ClutteredFashionMNISTDataModule
 from tests.helpers import tiny_training_args
 
@@ -236,6 +238,66 @@ def test_resume_from_a_missing_checkpoint_or_last_under_fast_dev_run_is_named(
         main([*quick, "--ckpt_path=last"])
 
 
+@pytest.mark.parametrize(
+    "subcommand, checkpoint",
+    [("test", "checkpoints/last.ckpt"), ("test", "last"),
+     ("fit", "checkpoints/last.ckpt")],
+)  # fmt: skip
+def test_settings_that_a_checkpoint_replaces_are_named(
+    subcommand, checkpoint, fake_data_dir, trained, tmp_path
+):
+    """LightningCLI builds the model from the checkpoint's hyperparameters, in place
+    of those given, and said nothing; "last" now builds it as its path does."""
+    shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    saved = torch.load(path, weights_only=True)["hyper_parameters"]
+    args = _fit_args(fake_data_dir, tmp_path, "--trainer.limit_test_batches=1")
+    checkpoint = checkpoint if checkpoint == "last" else tmp_path / checkpoint
+    args = [subcommand, *args[1:], f"--ckpt_path={checkpoint}"]
+    given = {"lr": saved["lr"] * 2, "dropout": saved["dropout"]}  # dropout: equal
+    options = [f"--model.{name}={value}" for name, value in given.items()]
+    with pytest.warns(UserWarning, match="replace these settings") as warned:
+        cli = run_cli([*args, *options])
+    named = [str(w.message) for w in warned if "replace these" in str(w.message)]
+    assert named == [
+        f"--ckpt_path {path}: the model is built with the checkpoint's "
+        "hyperparameters (LightningCLI's rule), which replace these settings: "
+        f"--model.lr {given['lr']} ({saved['lr']} in the checkpoint)"
+    ]
+    assert cli.model.hparams.lr == saved["lr"]
+    with warnings.catch_warnings():  # the checkpoint's own values: nothing to say
+        warnings.filterwarnings("error", message=".*replace these settings")
+        run_cli([*args, f"--model.lr={saved['lr']}"])
+
+
+def test_resuming_last_with_other_model_settings_is_refused(
+    fake_data_dir, trained, tmp_path, capsys
+):
+    """The model is built before "last" is found, from the command line: its
+    settings would be used (dropout) or contradict the optimiser's restored state
+    (lr) and the checkpoint's, and hparams.yaml would record them."""
+    shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
+    files = _contents(tmp_path)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    dropout = saved["hyper_parameters"]["dropout"]
+    other = _fit_args(fake_data_dir, tmp_path, f"--model.dropout={dropout / 2}")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*other, "--ckpt_path=last"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: --ckpt_path last resumes {tmp_path / 'checkpoints' / 'last.ckpt'}, "
+        "whose model settings differ from this command line's: --model.dropout "
+        f"{dropout / 2} ({dropout} in the checkpoint). A resumed fit goes on with "
+        "the checkpoint's settings: give them, or give the checkpoint's path, whose "
+        "settings then replace these"
+    )
+    assert _contents(tmp_path) == files  # no folder, no file, none changed
+
+
+def _contents(folder):
+    return {p: p.is_file() and p.read_bytes() for p in folder.rglob("*")}
+
+
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
 def test_evaluating_a_missing_checkpoint_is_named_before_anything_is_written(
     subcommand, fake_data_dir, tmp_path
@@ -338,9 +400,34 @@ def test_an_evaluation_whose_loader_fails_leaves_no_folder(
     assert list((tmp_path / "run" / "test").iterdir()) == []
 
 
-def test_a_fit_that_fails_before_training_leaves_no_folder(fake_data_dir, tmp_path):
+@pytest.mark.parametrize("subcommand", ["fit", "test"])
+def test_a_validation_split_as_large_as_the_data_is_a_bad_command_line(
+    subcommand, fake_data_dir, tmp_path, capsys
+):
+    """Checked against the data before the run starts: exit code 2, one line, no
+    folder (it was a traceback from the data module's setup, exit code 1)."""
+    size = len(FashionMNIST(str(fake_data_dir), train=True))
+    args = _fit_args(fake_data_dir, tmp_path / "run", f"--data.val_size={size}")
+    with pytest.raises(SystemExit) as exit_info:
+        main([subcommand, *args[1:]])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: --data (ClutteredFashionMNISTDataModule): val_size "
+        f"{size} leaves no image to train on: the training set in {fake_data_dir} "
+        f"has {size} images; give a val_size from 1 to {size - 1}"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fit_that_fails_before_training_leaves_no_folder(
+    fake_data_dir, tmp_path, monkeypatch
+):
+    """The data module's setup refuses (check_data, which would refuse first, is
+    skipped: as for data that prepare_data has yet to download)."""
+    no_check = lambda self: None  # noqa: E731
+    monkeypatch.setattr(ClutteredFashionMNISTDataModule, "check_data", no_check)
     args = _fit_args(fake_data_dir, tmp_path / "run", "--data.val_size=100000")
-    with pytest.raises(ValueError, match="val_size must be in"):
+    with pytest.raises(ValueError, match="val_size 100000 leaves no image"):
         main(args)
     assert not (tmp_path / "run").exists()  # the logger had made it
 

@@ -83,6 +83,29 @@ def test_fashion_mnist_module_splits_and_resizes(fake_data_dir):
     assert not train_ids & val_ids
 
 
+@pytest.mark.parametrize("classes", [None, [3, 7]])
+def test_a_validation_split_as_large_as_the_training_set_is_refused(
+    classes, fake_data_dir
+):
+    """Before any split is made (check_data, which the zfnet command calls) and
+    by setup, as a Trainer calls it."""
+    labels = FashionMNIST(str(fake_data_dir), train=True).targets
+    size = (
+        len(labels) if classes is None else int(sum(labels == c for c in classes).sum())
+    )
+    refused = FashionMNISTDataModule(str(fake_data_dir), val_size=size, classes=classes)
+    for check in (refused.check_data, refused.setup):
+        with pytest.raises(ValueError, match=f"has {size} images; give a val_size "
+                           f"from 1 to {size - 1}$"):  # fmt: skip
+            check()
+    largest = FashionMNISTDataModule(
+        str(fake_data_dir), val_size=size - 1, classes=classes
+    )
+    largest.check_data()
+    largest.setup("fit")
+    assert (len(largest.train_set), len(largest.val_set)) == (1, size - 1)
+
+
 def test_cluttered_boxes_contain_the_item():
     images, labels = fake_items(40, seed=3)
     data = ClutteredImages(

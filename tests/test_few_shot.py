@@ -44,6 +44,20 @@ def test_a_class_without_enough_examples_is_named():
         draw_per_class(torch.tensor([0, 1]), per_class=0, seed=0)
 
 
+def test_a_budget_that_leaves_a_class_nothing_to_test_is_refused_before_setup():
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+
+    smallest = int(np.bincount(load_digits().target).min())
+    data = DigitsDataModule(per_class=smallest)
+    for check in (data.check_data, data.setup):
+        with pytest.raises(ValueError, match=f"give a per_class below {smallest}$"):
+            check()
+    DigitsDataModule(per_class=smallest - 1).check_data()
+    with pytest.raises(ValueError, match="test_per_class must be positive, got 0"):
+        DigitsDataModule(test_per_class=0)
+
+
 def test_digits_serve_the_budget_at_the_source_size():
     pytest.importorskip("sklearn")
     data = DigitsDataModule(per_class=2, seed=1, image_size=64)

@@ -75,6 +75,18 @@ class SplitDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self._resumed_epoch: int | None = None
 
+    def check_data(self) -> None:
+        """Check the settings that need the data (such as a validation split
+        smaller than the training set) against the data at hand, as ``setup``
+        does, but without preparing any split: the ``zfnet`` command calls it
+        before a run starts. Data that is not there yet (``prepare_data``
+        downloads it) is not checked; ``setup`` checks it.
+
+        Raises:
+            ValueError: naming the setting, its value, what the data allows and
+                what to give instead.
+        """
+
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
         return DataLoader(
             dataset,

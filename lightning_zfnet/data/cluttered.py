@@ -46,12 +46,7 @@ class ClutteredImages(Dataset):
         side = images.shape[-1]
         if canvas < side:
             raise ValueError(f"canvas {canvas} is smaller than the items ({side})")
-        if not 0 < fragment_size <= side:
-            raise ValueError(
-                f"fragment_size must be in (0, {side}], got {fragment_size}"
-            )
-        if fragments < 0:
-            raise ValueError(f"fragments must be >= 0, got {fragments}")
+        _check_fragments(side, fragments, fragment_size)
         self.images = images.numpy()
         self.labels = labels
         self.canvas, self.mean, self.std = canvas, mean, std
@@ -138,6 +133,15 @@ class FlipShift(Dataset):
         return shifted, label, torch.tensor(box)
 
 
+def _check_fragments(side: int, fragments: int, fragment_size: int) -> None:
+    """Raise ValueError unless ``fragments`` is a count and crops of
+    ``fragment_size`` pixels fit in an item of ``side`` pixels."""
+    if not 0 < fragment_size <= side:
+        raise ValueError(f"fragment_size must be in (0, {side}], got {fragment_size}")
+    if fragments < 0:
+        raise ValueError(f"fragments must be >= 0, got {fragments}")
+
+
 def _overlap(shift: int, size: int) -> tuple[slice, slice]:
     """Where a line of ``size`` pixels shifted by ``shift`` lands, and from where."""
     return (
@@ -168,6 +172,11 @@ class ClutteredFashionMNISTDataModule(FashionMNISTDataModule):
         fragment_size: side of each fragment.
         augment: flip and shift the training canvases at random each time they are
             drawn (:class:`FlipShift`, by up to ``image_size // 16`` pixels).
+
+    Raises:
+        ValueError: as :class:`~lightning_zfnet.data.FashionMNISTDataModule`, and
+            for an ``item_size`` below 1 or above ``image_size``, a
+            ``fragment_size`` outside ``1..item_size`` or negative ``fragments``.
     """
 
     mean, std = 0.0885, 0.2386  # of the default training canvases, scaled to [0, 1]
@@ -189,6 +198,12 @@ class ClutteredFashionMNISTDataModule(FashionMNISTDataModule):
         super().__init__(
             data_dir, image_size, batch_size, num_workers, val_size, seed, download
         )
+        if not 0 < item_size <= image_size:
+            raise ValueError(
+                f"item_size must be in (0, {image_size}] (the image_size), got "
+                f"{item_size}"
+            )
+        _check_fragments(item_size, fragments, fragment_size)
         self.item_size = item_size
         self.fragments = fragments
         self.fragment_size = fragment_size

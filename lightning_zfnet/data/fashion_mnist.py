@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Dataset
 from torchvision.datasets import FashionMNIST
+from torchvision.datasets.mnist import read_label_file
 
 from .base import SplitDataModule
 
@@ -173,12 +174,18 @@ class FashionMNISTDataModule(SplitDataModule):
         image_size: side of the images served.
         batch_size: batch size per process.
         num_workers: data loader workers per process.
-        val_size: training images held out for validation.
+        val_size: training images held out for validation, from 1 to one less
+            than the training images (of ``classes``).
         seed: seed of the validation split.
         download: allow torchvision's download as the last resort.
         classes: train and test on these classes only, labelled ``0..k-1`` in this
             order (a transfer source that leaves the others for a target); None:
             all 10.
+
+    Raises:
+        ValueError: for a ``val_size`` below 1 or ``classes`` out of range; in
+            :meth:`check_data` and ``setup``, for a ``val_size`` that leaves no
+            training image.
     """
 
     in_channels = 1
@@ -196,6 +203,8 @@ class FashionMNISTDataModule(SplitDataModule):
         classes: list[int] | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers)
+        if val_size < 1:
+            raise ValueError(f"val_size must be positive, got {val_size}")
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.image_size = image_size
@@ -227,13 +236,30 @@ class FashionMNISTDataModule(SplitDataModule):
     def prepare_data(self) -> None:
         find_fashion_mnist(self.data_dir, download=self.download)
 
+    def check_data(self) -> None:
+        try:
+            root = find_fashion_mnist(self.data_dir, download=False)
+        except FileNotFoundError:
+            return  # prepare_data downloads it, and setup checks it then
+        labels = read_label_file(str(root / "FashionMNIST" / "raw" / _FILES[1]))
+        if self.classes is not None:
+            labels = labels[torch.isin(labels, torch.tensor(self.classes))]
+        self._check_val_size(len(labels))
+
+    def _check_val_size(self, train_size: int) -> None:
+        if self.val_size < train_size:
+            return
+        of = "" if self.classes is None else f" of classes {self.classes}"
+        raise ValueError(
+            f"val_size {self.val_size} leaves no image to train on: the training "
+            f"set{of} in {self.data_dir} has {train_size} images; give a val_size "
+            f"from 1 to {train_size - 1}"
+        )
+
     def setup(self, stage: str | None = None) -> None:
         find_fashion_mnist(self.data_dir, download=False)
         images, labels = self._load(train=True)
-        if not 0 < self.val_size < len(labels):
-            raise ValueError(
-                f"val_size must be in (0, {len(labels)}), got {self.val_size}"
-            )
+        self._check_val_size(len(labels))
         order = torch.randperm(
             len(labels), generator=torch.Generator().manual_seed(self.seed)
         )

@@ -67,15 +67,18 @@ def draw_per_class(
     if test_per_class is not None and test_per_class < 1:
         raise ValueError(f"test_per_class must be positive, got {test_per_class}")
     labels = torch.as_tensor(labels)
+    counts = torch.bincount(labels)
+    if counts.min() <= per_class:
+        smallest = int(counts.argmin())
+        raise ValueError(
+            f"class {smallest} has {int(counts.min())} examples: too few for "
+            f"per_class={per_class} and a test example; give a per_class below "
+            f"{int(counts.min())}"
+        )
     generator = torch.Generator().manual_seed(seed)
     train, test = [], []
-    for label in range(int(labels.max()) + 1):
+    for label in range(len(counts)):
         members = (labels == label).nonzero().flatten()
-        if len(members) <= per_class:
-            raise ValueError(
-                f"class {label} has {len(members)} examples: too few for "
-                f"per_class={per_class} and a test example"
-            )
         order = members[torch.randperm(len(members), generator=generator)]
         train.append(order[:per_class])
         end = None if test_per_class is None else per_class + test_per_class
@@ -98,6 +101,11 @@ class LabelBudgetDataModule(SplitDataModule):
         test_per_class: most test images per class; None tests on all the rest.
         batch_size: batch size per process.
         num_workers: data loader workers per process.
+
+    Raises:
+        ValueError: for a ``per_class`` or ``test_per_class`` below 1; in
+            :meth:`check_data` and ``setup``, for a ``per_class`` that leaves a
+            class of the pool no test image.
     """
 
     def __init__(
@@ -111,6 +119,8 @@ class LabelBudgetDataModule(SplitDataModule):
         super().__init__(batch_size, num_workers)
         if per_class < 1:
             raise ValueError(f"per_class must be positive, got {per_class}")
+        if test_per_class is not None and test_per_class < 1:
+            raise ValueError(f"test_per_class must be positive, got {test_per_class}")
         self.per_class = per_class
         self.seed = seed
         self.test_per_class = test_per_class
@@ -122,6 +132,9 @@ class LabelBudgetDataModule(SplitDataModule):
     def make_split(self, indices: Tensor, split: str) -> Dataset:
         """The dataset of pool images ``indices`` for ``split`` (train, val, test)."""
         raise NotImplementedError
+
+    def check_data(self) -> None:
+        draw_per_class(self.pool_labels(), self.per_class, self.seed)
 
     def setup(self, stage: str | None = None) -> None:
         train, test = draw_per_class(
@@ -260,6 +273,13 @@ class FewShotFashionMNISTDataModule(LabelBudgetDataModule):
 
     def prepare_data(self) -> None:
         find_fashion_mnist(self.data_dir, download=self.download)
+
+    def check_data(self) -> None:
+        try:
+            find_fashion_mnist(self.data_dir, download=False)
+        except FileNotFoundError:
+            return  # prepare_data downloads it, and setup checks it then
+        super().check_data()
 
     def _images(self) -> tuple[Tensor, Tensor]:
         if self._pool is None:

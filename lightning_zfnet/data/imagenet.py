@@ -67,6 +67,11 @@ class ImageNetDataModule(SplitDataModule):
         resize: side the images are resized and centre-cropped to first.
         ten_crop_test: 10-crop testing; otherwise the test split uses the centre crop.
         test_split: folder used for testing (ImageNet's test labels are not public).
+
+    Raises:
+        ValueError: for an ``image_size`` above ``resize``; in :meth:`check_data`
+            and ``setup``, when the class folders of ``val`` or ``test_split``
+            differ from those of ``train``.
     """
 
     in_channels = 3
@@ -106,16 +111,20 @@ class ImageNetDataModule(SplitDataModule):
         """The transform of ``split``: ``"train"``, ``"val"`` or ``"test"``."""
         return paper_transform(split, self.image_size, self.resize, self.ten_crop_test)
 
-    def setup(self, stage: str | None = None) -> None:
+    def check_data(self) -> None:
         classes = find_classes(self._split_dir("train"))[0]
+        for folder in ("val", self.test_split):
+            if find_classes(self._split_dir(folder))[0] != classes:
+                raise ValueError(
+                    f"classes of {folder!r} differ from those of 'train' in "
+                    f"{self.data_dir}"
+                )
+
+    def setup(self, stage: str | None = None) -> None:
+        self.check_data()
         splits = {"train": "train", "val": "val", "test": self.test_split}
         for split, folder in splits.items():
             dataset = ImageFolder(
                 self._split_dir(folder), transform=self.transform(split)
             )
-            if dataset.classes != classes:
-                raise ValueError(
-                    f"classes of {folder!r} differ from those of 'train' in "
-                    f"{self.data_dir}"
-                )
             setattr(self, f"{split}_set", dataset)
