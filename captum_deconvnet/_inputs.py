@@ -6,7 +6,7 @@ Captum's own helpers for this are private and accept some bad values silently (a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -22,8 +22,8 @@ __all__ = [
     "extra_args",
     "holds_integers",
     "per_example",
-    "repeat_targets",
     "select_targets",
+    "target_selector",
     "widened",
 ]
 
@@ -182,14 +182,37 @@ def select_targets(output: Tensor, target: TargetType) -> Tensor:
     raise TypeError(f"target must be an int, tuple, tensor or list, got {target!r}")
 
 
-def repeat_targets(target: TargetType, copies: int) -> TargetType:
-    """``target`` for ``copies`` copies of a batch stacked one after another (copy
-    ``p * N + n`` is example ``n``): per-example targets repeat, shared ones stay."""
-    if isinstance(target, Tensor) and target.numel() > 1:
-        return target.repeat(copies)
-    if isinstance(target, Sequence) and not isinstance(target, (str, tuple)):
-        return list(target) * copies
-    return target
+def target_selector(output: Tensor, target: TargetType) -> Callable[[Tensor], Tensor]:
+    """What :func:`select_targets` takes from ``output`` (``(N, ...)``), as a
+    function of outputs of the same shape or of ``P`` copies of the batch stacked
+    one after another (``(P * N, ...)``, copy ``p * N + n`` is example ``n``),
+    returning ``(P * N,)``.
+
+    The target is checked and turned into one column per example once, on the
+    output's device: building it again for every chunk of copies would take a
+    round trip to the host each time, which stalls a GPU's queue of work.
+
+    Raises:
+        ValueError, TypeError: as :func:`select_targets`, for ``output``; the
+            function, ValueError for outputs of another shape per example.
+    """
+    n, shape = output.shape[0], output.shape[1:]
+    width = shape.numel()
+    columns = torch.arange(width, device=output.device).expand(n, width)
+    columns = select_targets(columns.reshape(output.shape), target)  # (N,)
+
+    def select(outputs: Tensor) -> Tensor:
+        if outputs.shape[1:] != shape or len(outputs) % n:
+            raise ValueError(
+                f"the model returned shape {tuple(outputs.shape)} for copies of a "
+                f"batch for which it returned {(n, *shape)}: it must return "
+                "the same shape per example"
+            )
+        rows = outputs.reshape(-1, n, width)
+        index = columns.expand(len(rows), n).unsqueeze(2)
+        return rows.gather(2, index).reshape(-1)
+
+    return select
 
 
 def _index(output: Tensor, target: int | tuple) -> tuple[int, ...]:

@@ -191,13 +191,18 @@ class OcclusionScan:
         start, search = 0, self._search()
         full_seconds = math.inf  # per position, the cheapest full chunk timed
         device = self.tensors[0].device
+        # made once: a chunk's own would be a copy to the device, which waits for
+        # the work queued there (a GPU would idle while the next chunk is queued)
+        image = self.tensors[self.index]
+        masks = region_masks(regions, image.shape[1:], image.device)
         while start < len(regions):
             chunk = regions[start : start + search.size]
             if not search.settled and device.type == "cuda":  # time it alone
                 torch.cuda.synchronize(device)
             began = time.perf_counter()
             incremental = self.plan is not None
-            outputs, watched = self._chunk(chunk)
+            part = [m[start : start + len(chunk)] for m in masks]
+            outputs, watched = self._chunk(chunk, part)
             if not search.settled and device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = (time.perf_counter() - began) / len(chunk)
@@ -239,28 +244,33 @@ class OcclusionScan:
             copies = max(2, math.ceil(FIRST_CHUNK_ELEMENTS / elements))
         return max(1, min(self.positions, copies // len(self.tensors[0])))
 
-    def _chunk(self, chunk: list[Region]) -> tuple[Tensor, Tensor | None]:
+    def _chunk(
+        self, chunk: list[Region], masks: list[Tensor]
+    ) -> tuple[Tensor, Tensor | None]:
+        """The chunk's outputs and watched sums; ``masks`` are its regions' (see
+        :func:`region_masks`)."""
         if self.plan is not None:
             return self._incremental(chunk)
         with self._watching() as sums:
-            outputs = self.forward_func(*self._copies(chunk), *self._extra(chunk))
+            outputs = self.forward_func(*self._copies(masks), *self._extra(len(chunk)))
         return outputs, sums[0] if sums else None
 
-    def _copies(self, chunk: list[Region]) -> tuple[Tensor, ...]:
-        """Every input repeated once per region, the occluded one filled there."""
+    def _copies(self, masks: list[Tensor]) -> tuple[Tensor, ...]:
+        """Every input repeated once per region of ``masks``, the occluded one
+        filled there."""
         image = self.tensors[self.index]
-        covers = region_covers(region_masks(chunk, image.shape[1:], image.device))
+        covers = region_covers(masks)
         occluded = torch.where(covers[:, None], self.fill, image)  # (P, N, ...)
         return tuple(
             occluded.reshape(-1, *t.shape[1:])
             if i == self.index
-            else t.repeat(len(chunk), *[1] * (t.ndim - 1))
+            else t.repeat(len(covers), *[1] * (t.ndim - 1))
             for i, t in enumerate(self.tensors)
         )
 
-    def _extra(self, chunk: list[Region]) -> tuple:
+    def _extra(self, copies: int) -> tuple:
         return tuple(
-            torch.cat([a] * len(chunk)) if isinstance(a, Tensor) and a.ndim else a
+            torch.cat([a] * copies) if isinstance(a, Tensor) and a.ndim else a
             for a in self.extra
         )
 

@@ -23,8 +23,7 @@ from ._inputs import (
     check_images,
     check_submodule,
     extra_args,
-    repeat_targets,
-    select_targets,
+    target_selector,
     widened,
 )
 from ._occlusion_args import (
@@ -226,13 +225,13 @@ class OcclusionSensitivity(PerturbationAttribution):
                 )
                 if unoccluded is None:
                     output = model_output(scan.unoccluded_output(), n)
-                    unoccluded = widened(select_targets(output, target))
-                scan.score = lambda out: select_targets(out, target)
+                    select = target_selector(output, target)
+                    unoccluded = widened(select(output))
+                scan.score = select
                 done, drops = [], []
                 for chunk, outputs, _ in scan:
                     model_output(outputs, n * len(chunk))
-                    values = select_targets(outputs, repeat_targets(target, len(chunk)))
-                    drops.append(unoccluded.repeat(len(chunk)) - values)
+                    drops.append(unoccluded.repeat(len(chunk)) - select(outputs))
                     done += chunk
                     bar.update(len(chunk))
                 drop = torch.cat(drops).reshape(len(done), n)

@@ -5,8 +5,8 @@ from captum._utils.common import _select_targets
 from captum_deconvnet._inputs import (
     as_tuple,
     check_submodule,
-    repeat_targets,
     select_targets,
+    target_selector,
 )
 
 OUTPUT = torch.arange(24.0).reshape(4, 6)
@@ -35,17 +35,18 @@ def test_per_example_targets_take_negative_indices_and_repeat_per_copy():
     target = [(1, -1), (-2, 0), (0, 4)]
     rows = [output[0, 1, -1], output[1, -2, 0], output[2, 0, 4]]
     torch.testing.assert_close(select_targets(output, target), torch.stack(rows))
-    copies = torch.cat([output, output * 2])  # two copies of the batch, stacked
-    for repeated in (
-        repeat_targets(target, 2),
-        repeat_targets(torch.tensor([1, 0, 1]), 2),
-    ):
-        assert len(repeated) == 6
-    torch.testing.assert_close(
-        select_targets(copies, repeat_targets(target, 2)),
-        torch.cat([torch.stack(rows), 2 * torch.stack(rows)]),
-    )
-    assert repeat_targets((1, 2), 5) == (1, 2) and repeat_targets(3, 5) == 3
+    flat = output.reshape(3, 10)
+    cases = [(output, target), (output, (1, 2)), (flat, torch.tensor([4, 0, 9]))]
+    cases += [(flat, 7), (flat, [-1, 2, 3]), (flat[:, :1], None), (flat[:, 0], None)]
+    for batch, target in cases:
+        copies = torch.cat([batch, batch * 2, -batch])  # copies of the batch, stacked
+        select = target_selector(batch, target)
+        # the reference: select_targets on each copy of the batch alone
+        expected = torch.cat([select_targets(c, target) for c in copies.split(3)])
+        assert torch.equal(select(copies), expected)
+        assert torch.equal(select(batch), select_targets(batch, target))
+    with pytest.raises(ValueError, match=r"returned shape \(6, 2\) for copies"):
+        select(torch.zeros(6, 2))
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import torch
 from captum.attr import Occlusion, PerturbationAttribution
 from captum.metrics import sensitivity_max
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from captum_deconvnet import OcclusionSensitivity, _occlusion_args, _scan
 from tests.helpers import snapshot
@@ -478,3 +479,35 @@ def test_token_ids_are_occluded_as_captum_occludes_them():
         OcclusionSensitivity(model).attribute(ids > 3, (2,), target=1)
     with pytest.raises(TypeError, match=r"uint8.*\.float\(\)"):  # images
         OcclusionSensitivity(model).attribute(ids.to(torch.uint8), (2,), target=1)
+
+
+class HostTransfers(TorchFunctionMode):
+    """Counts the calls that copy data between the host and a device or read a
+    value to the host: on a GPU each waits for the work queued before it."""
+
+    NAMES = {"tensor", "tolist", "item", "to", "cpu", "cuda", "numpy", "__bool__"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") in self.NAMES
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("target", [2, torch.tensor([3, 0]), [(1,), (4,)]])
+def test_full_passes_copy_nothing_to_the_host_per_chunk(target):
+    """With 4 times as many chunks of copies, no more transfers: the masks and the
+    targets' columns are made once per call (a round trip per chunk would keep a
+    GPU idle while the next chunk is queued)."""
+    model, x = small_cnn(), torch.rand(2, 3, 12, 12)
+    kwargs = {"sliding_window_shapes": (3, 2, 2), "strides": 1, "target": target}
+    occlusion = OcclusionSensitivity(model, incremental=False)
+    counts = []
+    for per_eval in (32, 8):  # 121 positions: 4 and 16 chunks
+        with HostTransfers() as transfers:
+            ours = occlusion.attribute(x, perturbations_per_eval=per_eval, **kwargs)
+        counts.append(transfers.count)
+        torch.testing.assert_close(ours, Occlusion(model).attribute(x, **kwargs))
+    assert counts[0] == counts[1]
