@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ._windows import Pair, map_size, node_shape, sliding_window
 from .incremental.classify import (
     ELEMENTWISE_FUNCTIONS,
     ELEMENTWISE_METHODS,
@@ -41,7 +42,6 @@ from .layers import guarded, layer_name
 
 __all__ = ["ReceptiveField", "receptive_field"]
 
-Pair = tuple[int, int]
 Box = tuple[int, int, int, int]
 
 
@@ -195,7 +195,7 @@ def _node_field(graph: fx.GraphModule, node: fx.Node, fields: dict) -> Field:
     if node.op == "placeholder":
         if node is not next(iter(graph.graph.nodes)):
             return None
-        height, width = _map_size(node)
+        height, width = map_size(node)
         return ReceptiveField(
             (1, 1), (1, 1), (0, 0), (height, width), (0, 0, width, height)
         )
@@ -203,20 +203,11 @@ def _node_field(graph: fx.GraphModule, node: fx.Node, fields: dict) -> Field:
     merged = _union(inputs, node)
     if node.op == "output" or not isinstance(merged, ReceptiveField):
         return merged
-    window = _window(graph, node)
+    window = sliding_window(graph, node)
     if window is not None:
         source = node.args[0] if node.args else node.kwargs["input"]
-        return _widen(merged, window, _map_size(source), _map_size(node))
+        return _widen(merged, window, map_size(source), map_size(node))
     return _same_size(graph, node, merged)
-
-
-def _map_size(node: fx.Node) -> Pair:
-    """Height and width of the map ``node`` computes (the first of a tuple, as
-    ``max_pool2d`` with indices returns)."""
-    meta = node.meta["tensor_meta"]
-    if not hasattr(meta, "shape"):
-        meta = meta[0]
-    return tuple(meta.shape[-2:])
 
 
 def _union(fields: list[Field], node: fx.Node) -> Field:
@@ -243,8 +234,8 @@ def _widen(
     kernel, stride, padding, dilation = window
     size, jump, start = [], [], []
     for a in (0, 1):
-        extent = dilation[a] * (kernel[a] - 1)
-        size.append(field.size[a] + extent * field.jump[a])
+        span = dilation[a] * (kernel[a] - 1)
+        size.append(field.size[a] + span * field.jump[a])
         start.append(field.start[a] - padding[a] * field.jump[a])
         jump.append(field.jump[a] * stride[a])
     (y0, y1), (x0, x1) = (
@@ -281,10 +272,10 @@ def _same_size(graph: fx.GraphModule, node: fx.Node, field: ReceptiveField) -> F
     """Pass the field on through an operation known to compute each position from
     the same position of its inputs (ReLU, normalisation, dropout, a sum, a
     concatenation of channels); anything else has no bounded field."""
-    if node.target is operator.getitem and _shape(node.args[0]) is None:
+    if node.target is operator.getitem and node_shape(node.args[0]) is None:
         return field  # a map taken out of a tuple, as max_pool2d's with indices
-    out = _shape(node)
-    source = next((_shape(n) for n in node.all_input_nodes if _shape(n)), None)
+    out = node_shape(node)
+    source = next((node_shape(n) for n in node.all_input_nodes if node_shape(n)), None)
     if _leading_dims_only(node, source, out):
         return field
     if out is not None and len(out) == 4 and source is not None and len(source) == 4:
@@ -328,21 +319,12 @@ def _keeps_positions(graph: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_method" and node.target in _SAME_POSITION_METHODS
 
 
-def _shape(node: fx.Node) -> tuple[int, ...] | None:
-    meta = node.meta.get("tensor_meta")
-    return tuple(meta.shape) if hasattr(meta, "shape") else None
-
-
 def _describe(graph: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_module":
         return f"{node.target} ({type(graph.get_submodule(node.target)).__name__})"
     return f"{node.name}"
 
 
-_POOL_FUNCTIONS = {
-    F.max_pool2d, F.max_pool2d_with_indices, F.avg_pool2d, torch.max_pool2d,
-}  # fmt: skip
-_CONV_FUNCTIONS = {F.conv2d, torch.conv2d}
 _SAME_POSITION_MODULES = (
     *POINTWISE_MODULES, *IDENTITY_MODULES, nn.modules.batchnorm._BatchNorm,
     nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,  # to the same size: no change
@@ -353,72 +335,3 @@ _SAME_POSITION_FUNCTIONS = (
     | {F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
 )  # fmt: skip
 _SAME_POSITION_METHODS = POINTWISE_METHODS | ELEMENTWISE_METHODS | {"contiguous"}
-
-
-def _window(graph: fx.GraphModule, node: fx.Node):
-    """``(kernel, stride, padding, dilation)`` of a 2-D conv or pool, else None."""
-    if node.op == "call_module":
-        module = graph.get_submodule(node.target)
-        if isinstance(module, nn.Conv2d):
-            if module.padding_mode == "circular":
-                raise ValueError(f"circular padding wraps the field around: {module}")
-            return _conv_window(
-                module.kernel_size, module.stride, module.padding, module.dilation
-            )
-        if isinstance(module, (nn.ZeroPad2d, nn.ConstantPad2d)):
-            return _pad_window(module.padding)
-        if isinstance(module, (nn.ReflectionPad2d, nn.ReplicationPad2d)):
-            raise ValueError(f"{module} copies pixels across the border: no window")
-        if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-            dilation = getattr(module, "dilation", 1)
-            kernel, stride = module.kernel_size, module.stride or module.kernel_size
-            return tuple(_pair(v) for v in (kernel, stride, module.padding, dilation))
-        return None
-    if node.op != "call_function":
-        return None
-    if node.target in _CONV_FUNCTIONS:
-        args = _bind(node, ("input", "weight", "bias", "stride", "padding", "dilation"))
-        kernel = _shape(args["weight"])[-2:]
-        stride, dilation = args.get("stride", 1), args.get("dilation", 1)
-        return _conv_window(kernel, stride, args.get("padding", 0), dilation)
-    if node.target is F.pad:
-        args = _bind(node, ("input", "pad", "mode", "value"))
-        if args.get("mode", "constant") != "constant":
-            raise ValueError(f"{node.name} pads with mode {args['mode']!r}: no window")
-        return _pad_window(args["pad"])
-    if node.target in _POOL_FUNCTIONS:
-        args = _bind(node, ("input", "kernel_size", "stride", "padding", "dilation"))
-        kernel = args["kernel_size"]
-        stride = args.get("stride") or kernel
-        dilation = args.get("dilation", 1) if node.target is not F.avg_pool2d else 1
-        padding = args.get("padding", 0)
-        return tuple(_pair(v) for v in (kernel, stride, padding, dilation))
-    return None
-
-
-def _pad_window(pad: Sequence[int]) -> tuple[Pair, Pair, Pair, Pair]:
-    """Constant padding ``(left, right[, top, bottom, ...])`` as a 1x1 window: it
-    moves the map's origin by the leading pads (negative ones crop)."""
-    left, top = pad[0], pad[2] if len(pad) > 2 else 0
-    return (1, 1), (1, 1), (top, left), (1, 1)
-
-
-def _conv_window(kernel, stride, padding, dilation) -> tuple[Pair, Pair, Pair, Pair]:
-    kernel, stride, dilation = _pair(kernel), _pair(stride), _pair(dilation)
-    if padding == "valid":
-        padding = 0
-    elif padding == "same":  # PyTorch puts the odd pixel of padding at the end
-        padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation, strict=True))
-    return kernel, stride, _pair(padding), dilation
-
-
-def _bind(node: fx.Node, names: Sequence[str]) -> dict:
-    bound = dict(zip(names, node.args, strict=False))  # args may stop early
-    bound.update(node.kwargs)
-    return bound
-
-
-def _pair(value: int | Sequence[int]) -> Pair:
-    if isinstance(value, int):
-        return (value, value)
-    return tuple(value) if len(value) == 2 else (value[0], value[0])
