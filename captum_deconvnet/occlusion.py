@@ -280,7 +280,9 @@ class OcclusionSensitivity(PerturbationAttribution):
             TypeError: if the model does not return one tensor, or the layer's
                 output is not one tensor.
             ValueError: for images that are not ``(N, C, H, W)``, a layer that does
-                not run, or arguments that do not fit.
+                not run, or does not run on the whole batch of a pass (a model
+                that loops over the examples of a batch of copies), or arguments
+                that do not fit.
         """
         if isinstance(inputs, tuple):
             raise ValueError(
