@@ -159,12 +159,39 @@ def target_classes(output: Tensor, target: TargetType) -> Tensor:
     return values.expand(n).remainder(classes).to(output.device)
 
 
-def watched_channels(channel: Any, sums: Tensor, layer: nn.Module) -> Tensor:
-    if sums.ndim != 2:
+def watched_sums(
+    sums: Tensor, rows: int, layer: nn.Module, channels: int | None = None
+) -> Tensor:
+    """``sums``, the per-channel sums ``(rows, C)`` of the first run of ``layer`` in
+    a forward pass over ``rows`` examples, if they have a row per example (and
+    ``channels`` columns).
+
+    Raises:
+        ValueError: for an output without channels, or a first run on part of the
+            batch (a model that runs the layer one example at a time, say).
+    """
+    if sums.ndim != 2 and channels is None:
         raise ValueError(
             f"the output of layer {layer!r} has no channels to watch: it must be "
             f"(N, C, ...), got shape {tuple(sums.shape)}"
         )
+    if sums.shape[0] != rows or (
+        channels is not None and sums.shape[1:] != (channels,)
+    ):
+        raise ValueError(
+            f"layer {layer!r} ran on part of a forward pass over {rows} examples: "
+            f"its first run's per-channel sums have shape {tuple(sums.shape)}, not "
+            f"({rows}, C). The model runs it on pieces of the batch (one example "
+            "at a time, say), and the layer's values are read from its first run "
+            "in each pass: watch a layer that runs on the whole batch, or make "
+            "the model run this one on whole batches"
+        )
+    return sums
+
+
+def watched_channels(channel: Any, sums: Tensor, layer: nn.Module) -> Tensor:
+    """The channel of ``layer`` to watch per example, given the per-channel sums
+    ``(N, C)`` of the unoccluded pass (each example's strongest for ``None``)."""
     n, count = sums.shape
     if channel is None:
         return sums.argmax(1)

@@ -102,8 +102,9 @@ class DeconvNet(_Deconv):
     Reverse pass: unpool with the forward max-pool switches, rectify with a ReLU, filter
     with the transposed forward weights (no biases). Every ReLU the forward pass calls
     is rectified, including ``F.relu``/``torch.relu`` in ``forward``, which Captum's
-    ``Deconvolution`` misses. Other activations (GELU, LeakyReLU, ReLU6, sigmoid,
-    tanh, ...) and clamps at 0 (``x.clamp(min=0)``, which may guard a variance as
+    ``Deconvolution`` misses, and ``nn.Hardtanh(0, inf)`` and ``nn.LeakyReLU(0)``,
+    which are ReLUs. Other activations (GELU, LeakyReLU, ReLU6, sigmoid, tanh, ...)
+    and clamps at 0 (``x.clamp(min=0)``, which may guard a variance as
     well as be a ReLU) keep their gradient and a warning names them. A TorchScript
     model's operations are out of sight: it gets its plain gradient, as from Captum.
     The model runs in eval mode and is left as it was (see

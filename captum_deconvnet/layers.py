@@ -30,6 +30,7 @@ from ._inputs import check_submodule
 
 __all__ = [
     "BatchedInputs",
+    "UnbatchedInputError",
     "model_device",
     "eval_mode",
     "guarded",
@@ -209,20 +210,30 @@ _BATCHED_RANK = {
 _LAYOUT = {3: "(N, C, L)", 4: "(N, C, H, W)", 5: "(N, C, D, H, W)"}
 
 
+class UnbatchedInputError(ValueError):
+    """A convolution or pool of the model (``operation``) got an input of ``shape``,
+    without the batch dimension of its ``rank``."""
+
+    def __init__(self, operation: str, shape: tuple[int, ...], rank: int) -> None:
+        self.operation, self.shape = operation, shape
+        super().__init__(
+            f"the model's {operation} got an input of shape {shape}; inputs must "
+            f"be batches {_LAYOUT[rank]} (add the batch dimension to a single "
+            "example: x[None])"
+        )
+
+
 class BatchedInputs(TorchFunctionMode):
-    """Refuses convolutions and pools on unbatched inputs. PyTorch takes a single
-    ``(C, H, W)`` image there, so an image passed without its batch dimension would
-    otherwise run, with its channels read as the batch."""
+    """Refuses convolutions and pools on unbatched inputs (with an
+    :class:`UnbatchedInputError`). PyTorch takes a single ``(C, H, W)`` image
+    there, so an image passed without its batch dimension would otherwise run,
+    with its channels read as the batch."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         rank = _BATCHED_RANK.get(func)
         first = args[0] if args else (kwargs or {}).get("input")
         if rank is not None and isinstance(first, Tensor) and first.ndim != rank:
-            raise ValueError(
-                f"the model's {func.__name__} got an input of shape "
-                f"{tuple(first.shape)}; inputs must be batches {_LAYOUT[rank]} "
-                "(add the batch dimension to a single example: x[None])"
-            )
+            raise UnbatchedInputError(func.__name__, tuple(first.shape), rank)
         return func(*args, **(kwargs or {}))
 
 

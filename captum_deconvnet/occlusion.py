@@ -8,7 +8,7 @@ incrementally: only the boxes the occluder reaches are recomputed (see
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,11 +38,12 @@ from ._occlusion_args import (
     strides_per_input,
     target_classes,
     watched_channels,
+    watched_sums,
     window_shapes,
 )
 from ._scan import OcclusionScan
 from .incremental import Approximation
-from .layers import guarded, layer_did_not_run, model_output
+from .layers import UnbatchedInputError, guarded, layer_did_not_run, model_output
 
 __all__ = ["OcclusionSensitivity", "SensitivityMaps"]
 
@@ -278,7 +279,9 @@ class OcclusionSensitivity(PerturbationAttribution):
             TypeError: if the model does not return one tensor, or the layer's
                 output is not one tensor.
             ValueError: for images that are not ``(N, C, H, W)``, a layer that does
-                not run, or arguments that do not fit.
+                not run, or does not run on the whole batch of a pass (a model
+                that loops over the examples of a batch of copies), or arguments
+                that do not fit.
         """
         if isinstance(inputs, tuple):
             raise ValueError(
@@ -307,7 +310,8 @@ class OcclusionSensitivity(PerturbationAttribution):
         positions = self._positions_per_pass(None, n)
         probability, top_class, activation = [], [], []
         with (
-            guarded(self.forward_func, check_batches=False) as model,
+            # With a layer, every pass checks that the convolutions get batches
+            guarded(self.forward_func, check_batches=layer is not None) as model,
             torch.no_grad(),
             progress(show_progress, len(regions)) as bar,
         ):
@@ -323,14 +327,17 @@ class OcclusionSensitivity(PerturbationAttribution):
             if layer is not None:
                 if sums is None:
                     raise layer_did_not_run(layer)
-                channel = watched_channels(channel, sums, layer)
+                channel = watched_channels(channel, watched_sums(sums, n, layer), layer)
             pick = torch.arange(n, device=images.device)
-            for chunk, outputs, watched in scan:
+            for chunk, outputs, watched in _whole_batches(scan, layer):
                 model_output(outputs, n * len(chunk))
                 probs = widened(outputs).softmax(1).reshape(len(chunk), n, -1)
                 probability.append(probs[:, pick, target])
                 top_class.append(probs.argmax(2))
                 if layer is not None:
+                    watched = watched_sums(
+                        watched, n * len(chunk), layer, sums.shape[1]
+                    )
                     activation.append(
                         watched.reshape(len(chunk), n, -1)[:, pick, channel]
                     )
@@ -367,3 +374,21 @@ class OcclusionSensitivity(PerturbationAttribution):
             return most
         check_positive("perturbations_per_eval", perturbations_per_eval)
         return min(perturbations_per_eval, most)
+
+
+def _whole_batches(
+    scan: OcclusionScan, layer: nn.Module | None
+) -> Iterator[tuple[list, Tensor, Tensor | None]]:
+    """The scan's chunks. With a watched layer every pass runs under the check that
+    the model's convolutions get batches: one that splits a batch of copies into
+    single examples (a loop over the batch) would read the layer per example."""
+    try:
+        yield from scan
+    except UnbatchedInputError as error:
+        raise ValueError(
+            "the model ran the images as a batch but split a batch of occluded "
+            f"copies into single examples (its {error.operation} got an input of "
+            f"shape {error.shape}), so layer {layer!r} may not see the whole "
+            "batch in one run: run the model's convolutions on whole batches (no "
+            "loop over the examples), or call sensitivity_maps without layer"
+        ) from error

@@ -6,13 +6,18 @@ field then flows through the graph from the input: convolutions and pools widen 
 the same position (activations, normalisation, dropout) pass it on, and where
 branches meet (a residual sum, a concatenation) the fields are united; any other
 operation ends the field. So ResNet-style models get their real fields, not those of
-a chain of their modules. A field is the usual hull: at borders it may hold pixels
-a dilated or padded position skips.
+a chain of their modules. A field is the usual hull; its boxes are clipped to the
+extent of the pixels the layer reads, which leaves out the last rows and columns a
+strided layer drops. In a chain of undilated windows the box of a position is then
+the hull of the pixels it reads; otherwise, at borders, it may also hold pixels the
+position skips (holes of a dilated window, the far side of a branch that reads
+less, or the neighbourhood of a position that reads only padding).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import operator
 from collections.abc import Sequence
@@ -23,6 +28,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ._windows import Pair, map_size, node_shape, sliding_window
 from .incremental.classify import (
     ELEMENTWISE_FUNCTIONS,
     ELEMENTWISE_METHODS,
@@ -36,7 +42,7 @@ from .layers import guarded, layer_name
 
 __all__ = ["ReceptiveField", "receptive_field"]
 
-Pair = tuple[int, int]
+Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -45,30 +51,54 @@ class ReceptiveField:
 
     Position ``(row, col)`` sees input rows ``start[0] + row * jump[0]`` up to
     ``size[0]`` rows further (exclusive), and likewise columns; near the border part
-    of that lies in the padding, outside the image.
+    of that lies in the padding, outside the image, or past the last rows and
+    columns, which a strided layer may leave unread.
 
     Attributes:
         size: side of the field in input pixels, ``(rows, cols)``.
         jump: input pixels between neighbouring positions (the total stride).
         start: input row and column where position ``(0, 0)``'s field begins.
+        image_size: ``(height, width)`` of the input the field was traced on, or
+            ``None`` (a field built by hand).
+        extent: ``(x0, y0, x1, y1)`` of the pixels that the layer's positions read
+            in an input of ``image_size`` (ends exclusive), or ``None``.
+
+    Fields compare by ``size``, ``jump`` and ``start``.
     """
 
     size: Pair
     jump: Pair
     start: Pair
+    image_size: Pair | None = dataclasses.field(default=None, compare=False)
+    extent: Box | None = dataclasses.field(default=None, compare=False)
 
-    def box(self, row: int, col: int, image_size: Pair) -> tuple[int, int, int, int]:
+    def box(self, row: int, col: int, image_size: Pair) -> Box:
         """``(x0, y0, x1, y1)`` of position ``(row, col)``'s field, clipped to an image
         of ``image_size`` ``(height, width)``; ends are exclusive, as in the data
-        modules' boxes (``image[..., y0:y1, x0:x1]``)."""
+        modules' boxes (``image[..., y0:y1, x0:x1]``). A traced field is clipped to
+        its ``extent``, so it holds no pixel that the layer does not read (see
+        the module's notes at borders); a position that reads only padding may
+        get an empty box (``x1 <= x0`` or ``y1 <= y0``).
+
+        Raises:
+            ValueError: if a traced field's ``image_size`` is another: what the
+                layer reads near the border depends on the image's size.
+        """
+        height, width = image_size
+        bounds = (0, 0, width, height)
+        if self.image_size is not None:
+            if tuple(image_size) != self.image_size:
+                raise ValueError(
+                    f"image_size {tuple(image_size)} is not the {self.image_size} "
+                    "this field was traced for; call receptive_field with an "
+                    "input_shape of that height and width"
+                )
+            bounds = self.extent
         y0 = self.start[0] + row * self.jump[0]
         x0 = self.start[1] + col * self.jump[1]
         y1, x1 = y0 + self.size[0], x0 + self.size[1]
-        height, width = image_size
-        return (max(x0, 0), max(y0, 0), min(x1, width), min(y1, height))
-
-
-_IDENTITY = ReceptiveField(size=(1, 1), jump=(1, 1), start=(0, 0))
+        left, top, right, bottom = bounds
+        return (max(x0, left), max(y0, top), min(x1, right), min(y1, bottom))
 
 
 @dataclass(frozen=True)
@@ -163,15 +193,20 @@ def _shaped_graph(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModul
 
 def _node_field(graph: fx.GraphModule, node: fx.Node, fields: dict) -> Field:
     if node.op == "placeholder":
-        first = next(iter(graph.graph.nodes))
-        return _IDENTITY if node is first else None
+        if node is not next(iter(graph.graph.nodes)):
+            return None
+        height, width = map_size(node)
+        return ReceptiveField(
+            (1, 1), (1, 1), (0, 0), (height, width), (0, 0, width, height)
+        )
     inputs = [fields[n] for n in node.all_input_nodes]
     merged = _union(inputs, node)
     if node.op == "output" or not isinstance(merged, ReceptiveField):
         return merged
-    window = _window(graph, node)
+    window = sliding_window(graph, node)
     if window is not None:
-        return _widen(merged, *window)
+        source = node.args[0] if node.args else node.kwargs["input"]
+        return _widen(merged, window, map_size(source), map_size(node))
     return _same_size(graph, node, merged)
 
 
@@ -186,30 +221,61 @@ def _union(fields: list[Field], node: fx.Node) -> Field:
     start = tuple(min(f.start[a] for f in known) for a in (0, 1))
     end = tuple(max(f.start[a] + f.size[a] for f in known) for a in (0, 1))
     size = tuple(e - s for s, e in zip(start, end, strict=True))
-    return ReceptiveField(size=size, jump=known[0].jump, start=start)
+    extent = tuple(min(f.extent[i] for f in known) for i in (0, 1))
+    extent += tuple(max(f.extent[i] for f in known) for i in (2, 3))
+    return ReceptiveField(size, known[0].jump, start, known[0].image_size, extent)
 
 
 def _widen(
-    field: ReceptiveField, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair
+    field: ReceptiveField, window: tuple, in_size: Pair, out_size: Pair
 ) -> ReceptiveField:
-    """The field after a sliding window with these settings."""
+    """The field after a sliding window ``(kernel, stride, padding, dilation)``
+    from a map of ``in_size`` to one of ``out_size``."""
+    kernel, stride, padding, dilation = window
     size, jump, start = [], [], []
     for a in (0, 1):
-        extent = dilation[a] * (kernel[a] - 1)
-        size.append(field.size[a] + extent * field.jump[a])
+        span = dilation[a] * (kernel[a] - 1)
+        size.append(field.size[a] + span * field.jump[a])
         start.append(field.start[a] - padding[a] * field.jump[a])
         jump.append(field.jump[a] * stride[a])
-    return ReceptiveField(size=tuple(size), jump=tuple(jump), start=tuple(start))
+    (y0, y1), (x0, x1) = (
+        _extent(field, a, [w[a] for w in window], in_size[a], out_size[a])
+        for a in (0, 1)
+    )
+    return ReceptiveField(
+        tuple(size), tuple(jump), tuple(start), field.image_size, (x0, y0, x1, y1)
+    )
+
+
+def _extent(
+    field: ReceptiveField, axis: int, window: list[int], in_size: int, out_size: int
+) -> Pair:
+    """Along ``axis``, the pixels that the input positions some output position
+    reads see: not those that only padding stands for, nor those past the last
+    window of a stride."""
+    kernel, stride, padding, dilation = window
+    read = [
+        q
+        for j in range(out_size)
+        for t in range(kernel)
+        if 0 <= (q := j * stride - padding + t * dilation) < in_size
+    ]
+    low, high = field.extent[1 - axis], field.extent[3 - axis]  # (x0, y0, x1, y1)
+    if not read:
+        return low, low
+    low = max(low, field.start[axis] + min(read) * field.jump[axis])
+    end = field.start[axis] + max(read) * field.jump[axis] + field.size[axis]
+    return low, max(low, min(high, end))
 
 
 def _same_size(graph: fx.GraphModule, node: fx.Node, field: ReceptiveField) -> Field:
     """Pass the field on through an operation known to compute each position from
     the same position of its inputs (ReLU, normalisation, dropout, a sum, a
     concatenation of channels); anything else has no bounded field."""
-    if node.target is operator.getitem and _shape(node.args[0]) is None:
+    if node.target is operator.getitem and node_shape(node.args[0]) is None:
         return field  # a map taken out of a tuple, as max_pool2d's with indices
-    out = _shape(node)
-    source = next((_shape(n) for n in node.all_input_nodes if _shape(n)), None)
+    out = node_shape(node)
+    source = next((node_shape(n) for n in node.all_input_nodes if node_shape(n)), None)
     if _leading_dims_only(node, source, out):
         return field
     if out is not None and len(out) == 4 and source is not None and len(source) == 4:
@@ -253,21 +319,12 @@ def _keeps_positions(graph: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_method" and node.target in _SAME_POSITION_METHODS
 
 
-def _shape(node: fx.Node) -> tuple[int, ...] | None:
-    meta = node.meta.get("tensor_meta")
-    return tuple(meta.shape) if hasattr(meta, "shape") else None
-
-
 def _describe(graph: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_module":
         return f"{node.target} ({type(graph.get_submodule(node.target)).__name__})"
     return f"{node.name}"
 
 
-_POOL_FUNCTIONS = {
-    F.max_pool2d, F.max_pool2d_with_indices, F.avg_pool2d, torch.max_pool2d,
-}  # fmt: skip
-_CONV_FUNCTIONS = {F.conv2d, torch.conv2d}
 _SAME_POSITION_MODULES = (
     *POINTWISE_MODULES, *IDENTITY_MODULES, nn.modules.batchnorm._BatchNorm,
     nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,  # to the same size: no change
@@ -278,72 +335,3 @@ _SAME_POSITION_FUNCTIONS = (
     | {F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
 )  # fmt: skip
 _SAME_POSITION_METHODS = POINTWISE_METHODS | ELEMENTWISE_METHODS | {"contiguous"}
-
-
-def _window(graph: fx.GraphModule, node: fx.Node):
-    """``(kernel, stride, padding, dilation)`` of a 2-D conv or pool, else None."""
-    if node.op == "call_module":
-        module = graph.get_submodule(node.target)
-        if isinstance(module, nn.Conv2d):
-            if module.padding_mode == "circular":
-                raise ValueError(f"circular padding wraps the field around: {module}")
-            return _conv_window(
-                module.kernel_size, module.stride, module.padding, module.dilation
-            )
-        if isinstance(module, (nn.ZeroPad2d, nn.ConstantPad2d)):
-            return _pad_window(module.padding)
-        if isinstance(module, (nn.ReflectionPad2d, nn.ReplicationPad2d)):
-            raise ValueError(f"{module} copies pixels across the border: no window")
-        if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-            dilation = getattr(module, "dilation", 1)
-            kernel, stride = module.kernel_size, module.stride or module.kernel_size
-            return tuple(_pair(v) for v in (kernel, stride, module.padding, dilation))
-        return None
-    if node.op != "call_function":
-        return None
-    if node.target in _CONV_FUNCTIONS:
-        args = _bind(node, ("input", "weight", "bias", "stride", "padding", "dilation"))
-        kernel = _shape(args["weight"])[-2:]
-        stride, dilation = args.get("stride", 1), args.get("dilation", 1)
-        return _conv_window(kernel, stride, args.get("padding", 0), dilation)
-    if node.target is F.pad:
-        args = _bind(node, ("input", "pad", "mode", "value"))
-        if args.get("mode", "constant") != "constant":
-            raise ValueError(f"{node.name} pads with mode {args['mode']!r}: no window")
-        return _pad_window(args["pad"])
-    if node.target in _POOL_FUNCTIONS:
-        args = _bind(node, ("input", "kernel_size", "stride", "padding", "dilation"))
-        kernel = args["kernel_size"]
-        stride = args.get("stride") or kernel
-        dilation = args.get("dilation", 1) if node.target is not F.avg_pool2d else 1
-        padding = args.get("padding", 0)
-        return tuple(_pair(v) for v in (kernel, stride, padding, dilation))
-    return None
-
-
-def _pad_window(pad: Sequence[int]) -> tuple[Pair, Pair, Pair, Pair]:
-    """Constant padding ``(left, right[, top, bottom, ...])`` as a 1x1 window: it
-    moves the map's origin by the leading pads (negative ones crop)."""
-    left, top = pad[0], pad[2] if len(pad) > 2 else 0
-    return (1, 1), (1, 1), (top, left), (1, 1)
-
-
-def _conv_window(kernel, stride, padding, dilation) -> tuple[Pair, Pair, Pair, Pair]:
-    kernel, stride, dilation = _pair(kernel), _pair(stride), _pair(dilation)
-    if padding == "valid":
-        padding = 0
-    elif padding == "same":  # PyTorch puts the odd pixel of padding at the end
-        padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation, strict=True))
-    return kernel, stride, _pair(padding), dilation
-
-
-def _bind(node: fx.Node, names: Sequence[str]) -> dict:
-    bound = dict(zip(names, node.args, strict=False))  # args may stop early
-    bound.update(node.kwargs)
-    return bound
-
-
-def _pair(value: int | Sequence[int]) -> Pair:
-    if isinstance(value, int):
-        return (value, value)
-    return tuple(value) if len(value) == 2 else (value[0], value[0])

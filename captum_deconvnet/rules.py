@@ -12,14 +12,18 @@ and no bias. Only two rules differ from the gradient:
 
 The rules are installed as a ``TorchFunctionMode`` for the duration of a forward pass.
 That sees every call, so ``nn.ReLU`` (in place or reused), ``F.relu``, ``torch.relu``,
-``Tensor.relu``, their in-place forms and ``F.threshold(x, 0, 0)`` are all covered,
-and the model itself is never touched: no hooks, no swapped modules. A clamp at 0
-(``x.clamp(min=0)``, ``torch.maximum(x, zeros)``) may be a ReLU or may guard a value
-such as a variance: it keeps its gradient and the warning names it.
+``Tensor.relu``, their in-place forms and other activations whose parameters make
+them an exact ReLU (``F.threshold(x, 0, 0)``, ``F.hardtanh(x, 0, inf)``,
+``F.leaky_relu(x, 0)``, as ``nn.Threshold(0, 0)``, ``nn.Hardtanh(0, inf)`` and
+``nn.LeakyReLU(0)`` call them) are all covered, and the model itself is never
+touched: no hooks, no swapped modules. A clamp at 0 (``x.clamp(min=0)``,
+``torch.maximum(x, zeros)``) may be a ReLU or may guard a value such as a variance:
+it keeps its gradient and the warning names it.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -33,8 +37,16 @@ __all__ = ["NORMALIZATIONS", "OTHER_ACTIVATIONS", "DeconvRules"]
 
 NORMALIZATIONS = ("skip", "gradient")
 
-_RELU = {F.relu, torch.relu, Tensor.relu, torch.ops.aten.relu.default}
-_RELU_INPLACE = {F.relu_, torch.relu_, Tensor.relu_, torch.ops.aten.relu_.default}
+
+def _aten(name: str) -> set:
+    """The ATen operator ``name``, as ``torch.ops.aten.name`` and as its
+    ``.default`` overload: a forward may call either."""
+    packet = getattr(torch.ops.aten, name)
+    return {packet, packet.default}
+
+
+_RELU = {F.relu, torch.relu, Tensor.relu, *_aten("relu")}
+_RELU_INPLACE = {F.relu_, torch.relu_, Tensor.relu_, *_aten("relu_")}
 # Clamps, named in the warning when they bound below at 0 (the bound is their
 # second argument or min=); they are not taken for ReLUs (see _CLAMP_HINT).
 _CLAMP = {torch.clamp, Tensor.clamp, torch.clip, Tensor.clip, torch.clamp_min}
@@ -81,6 +93,47 @@ OTHER_ACTIVATIONS = {
 }
 
 
+def _always(*_: Any) -> bool:
+    return True
+
+
+def _zero_threshold(threshold: Any, value: Any, *_: Any) -> bool:
+    return _equals(threshold, 0) and _equals(value, 0)
+
+
+def _zero_to_infinity(min_val: Any, max_val: Any, *_: Any) -> bool:
+    return _equals(min_val, 0) and _equals(max_val, math.inf)
+
+
+def _zero_slope(negative_slope: Any, *_: Any) -> bool:
+    return _equals(negative_slope, 0)
+
+
+# The functions that are a ReLU for some arguments: the names of their arguments
+# after the input (given by position or by name; in-place forms take no
+# ``inplace``) and the test on them. ``F.threshold(x, 0, 0)``,
+# ``F.hardtanh(x, 0, inf)`` and ``F.leaky_relu(x, 0)`` are exact ReLUs; with other
+# arguments they are other activations.
+_ReluTest = tuple[tuple[str, ...], Callable[..., bool]]
+_RELU_WHEN: dict[Callable, _ReluTest] = dict.fromkeys(
+    _RELU | _RELU_INPLACE, (("inplace",), _always)
+)
+_RELU_WHEN |= dict.fromkeys(
+    {F.threshold, F.threshold_, *_aten("threshold"), *_aten("threshold_")},
+    (("threshold", "value", "inplace"), _zero_threshold),
+)
+_RELU_WHEN |= dict.fromkeys(
+    {F.hardtanh, F.hardtanh_, *_aten("hardtanh"), *_aten("hardtanh_")},
+    (("min_val", "max_val", "inplace"), _zero_to_infinity),
+)
+_RELU_WHEN |= dict.fromkeys(
+    {F.leaky_relu, F.leaky_relu_, *_aten("leaky_relu"), *_aten("leaky_relu_")},
+    (("negative_slope", "inplace"), _zero_slope),
+)
+_INPLACE = _RELU_INPLACE | {F.threshold_, F.hardtanh_, F.leaky_relu_}
+_INPLACE |= _aten("threshold_") | _aten("hardtanh_") | _aten("leaky_relu_")
+
+
 class _DeconvReLU(torch.autograd.Function):
     """ReLU forward; ``relu(grad)`` backward, the deconvnet's rectification."""
 
@@ -125,16 +178,11 @@ class DeconvRules(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        if func in _RELU or func in _RELU_INPLACE:
-            inplace = func in _RELU_INPLACE or _inplace_flag(args, kwargs)
+        names, is_relu = _RELU_WHEN.get(func, ((), None))
+        if is_relu is not None and is_relu(*_arguments(args, kwargs, names)):
+            inplace = _arguments(args, kwargs, names)[-1]
             x, _, _ = _first(args, kwargs)
-            return _rectify(x, inplace)
-        if (func is F.threshold or func is F.threshold_) and _relu_threshold(
-            args, kwargs
-        ):
-            x, _, _ = _first(args, kwargs)
-            flag = _arguments(args, kwargs, ("threshold", "value", "inplace"))[2]
-            return _rectify(x, func is F.threshold_ or bool(flag))
+            return _rectify(x, func in _INPLACE or bool(inplace))
         if _clamps_at_zero(func, args, kwargs):
             self.unruled.add(func.__name__.strip("_") + " at 0")
         if func is F.local_response_norm and self.skip_normalization:
@@ -167,12 +215,6 @@ def _first(args: tuple, kwargs: dict) -> tuple[Tensor, tuple, dict]:
     return others.pop("input"), (), others
 
 
-def _relu_threshold(args: tuple, kwargs: dict) -> bool:
-    """Whether ``F.threshold(x, threshold, value)`` is a ReLU: both numbers 0."""
-    threshold, value = _arguments(args, kwargs, ("threshold", "value"))
-    return _is_zero(threshold) and _is_zero(value)
-
-
 def _clamps_at_zero(func: Callable, args: tuple, kwargs: dict) -> bool:
     """Whether ``func(*args, **kwargs)`` is a clamp below at 0 (``clamp``, ``clip``,
     ``clamp_min``, their in-place forms, ``torch.maximum`` with zeros), which may
@@ -180,11 +222,11 @@ def _clamps_at_zero(func: Callable, args: tuple, kwargs: dict) -> bool:
     x = args[0] if args else kwargs.get("input")
     if func in _CLAMP:
         lower = _arguments(args, kwargs, ("min",))[0]
-        return _is_zero(lower)
+        return _equals(lower, 0)
     if func in _MAXIMUM:
         other = _arguments(args, kwargs, ("other",))[0]
         # torch.max(x, 1) is a reduction; torch.maximum(zeros, x) clamps x
-        return isinstance(other, Tensor) and (_is_zero(other) or _is_zero(x))
+        return isinstance(other, Tensor) and (_equals(other, 0) or _equals(x, 0))
     return False
 
 
@@ -197,18 +239,16 @@ def _arguments(args: tuple, kwargs: dict, names: tuple[str, ...]) -> list:
     ]
 
 
-def _is_zero(value: Any) -> bool:
-    """Whether ``value`` is the number 0 or a tensor of zeros."""
+def _equals(value: Any, number: float) -> bool:
+    """Whether ``value`` is ``number`` or a tensor of it (``None``, a missing
+    argument, is not)."""
     if isinstance(value, Tensor):
-        return bool((value == 0).all())
+        return bool((value == number).all())
     return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value == number
     )
-
-
-def _inplace_flag(args: tuple, kwargs: dict) -> bool:
-    # F.relu(input, inplace=False): the flag may come by position or by name.
-    return bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
 
 
 def _rectify(x: Tensor, inplace: bool) -> Tensor:

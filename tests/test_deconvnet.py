@@ -1,3 +1,6 @@
+import math
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -245,6 +248,13 @@ class ReLUStyles(nn.Module):
             "nn.Threshold(0, 0)": nn.Threshold(0, 0),
             "F.threshold(inplace=True)": lambda t: F.threshold(t, 0.0, 0, True),
             "aten.relu": torch.ops.aten.relu.default,
+            "nn.Hardtanh(0, inf)": nn.Hardtanh(0.0, math.inf),
+            "F.hardtanh(inplace=True)": lambda t: F.hardtanh(t, 0, math.inf, True),
+            "F.hardtanh_": lambda t: F.hardtanh_(t, min_val=0.0, max_val=math.inf),
+            "nn.LeakyReLU(0)": nn.LeakyReLU(0.0),
+            "F.leaky_relu(inplace=True)": lambda t: F.leaky_relu(t, 0, inplace=True),
+            "F.leaky_relu_": lambda t: F.leaky_relu_(t, -0.0),
+            "aten.hardtanh": lambda t: torch.ops.aten.hardtanh(t, 0, math.inf),
             "Tensor.clamp(min=0)": lambda t: t.clamp(min=0),
             "Tensor.clamp_(0, None)": lambda t: t.clamp_(0, None),
             "torch.clamp_min_": lambda t: torch.clamp_min_(t, 0),
@@ -262,6 +272,10 @@ class ReLUStyles(nn.Module):
 STYLES = ["F.relu", "F.relu_inplace", "F.relu_", "torch.relu", "torch.relu_"]
 STYLES += ["Tensor.relu", "Tensor.relu_", "torch.relu(input=)", "torch.relu_(input=)"]
 STYLES += ["nn.Threshold(0, 0)", "F.threshold(inplace=True)", "aten.relu"]
+# Hardtanh from 0 to infinity and LeakyReLU of slope 0 are exact ReLUs.
+STYLES += ["nn.Hardtanh(0, inf)", "F.hardtanh(inplace=True)", "F.hardtanh_"]
+STYLES += ["nn.LeakyReLU(0)", "F.leaky_relu(inplace=True)", "F.leaky_relu_"]
+STYLES += ["aten.hardtanh"]
 # A clamp at 0 may be a ReLU or guard a value such as a variance: it keeps its
 # gradient and is named.
 CLAMPS = ["Tensor.clamp(min=0)", "Tensor.clamp_(0, None)", "torch.clamp_min_"]
@@ -273,9 +287,10 @@ def test_every_way_of_calling_relu_is_rectified(style):
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     reference = Deconvolution(ReLUStyles("module").double()).attribute(x, target=1)
     model = ReLUStyles(style).double().eval()
-    torch.testing.assert_close(
-        DeconvNet(model).attribute(x, target=1), reference, **TIGHT
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no activation is left without its rule
+        ours = DeconvNet(model).attribute(x, target=1)
+    torch.testing.assert_close(ours, reference, **TIGHT)
     # Captum's Deconvolution sees no nn.ReLU here and silently returns the gradient.
     plain = Saliency(model).attribute(x, target=1, abs=False)
     torch.testing.assert_close(Deconvolution(model).attribute(x, target=1), plain)
@@ -354,12 +369,21 @@ class Apply(nn.Module):
         (Apply(lambda t: t.clamp(0, 6)), "clamp at 0"),
         (Apply(lambda t: torch.clip(t, 0, 1)), "clip at 0"),
         (nn.Threshold(0.0, -1.0), "threshold"),
+        # Hardtanh and LeakyReLU are ReLUs only from 0 to infinity, of slope 0
+        (nn.Hardtanh(0.0, 1e30), "hardtanh"),
+        (nn.Hardtanh(-1e-9, math.inf), "hardtanh"),
+        (Apply(lambda t: F.hardtanh_(t, 0.0, 6.0)), "hardtanh"),
+        (nn.LeakyReLU(1e-9), "leaky_relu"),
+        (Apply(lambda t: F.leaky_relu_(t, 0.5)), "leaky_relu"),
     ],
 )  # fmt: skip
 def test_activations_without_a_rule_are_named_in_a_warning(activation, name):
     model = nn.Sequential(nn.Linear(4, 4), activation, nn.Linear(4, 2)).eval()
+    x = torch.randn(3, 4)
     with pytest.warns(UserWarning, match=f"applies {name},"):
-        DeconvNet(model).attribute(torch.randn(3, 4), target=0)
+        ours = DeconvNet(model).attribute(x, target=0)
+    gradient = Saliency(model).attribute(x, target=0, abs=False)
+    torch.testing.assert_close(ours, gradient)  # the ordinary gradient
 
 
 def test_tuple_inputs_and_additional_forward_args():

@@ -339,6 +339,59 @@ def test_a_watched_layer_followed_by_an_in_place_layer_keeps_its_own_values(
     torch.testing.assert_close(maps.activation, activation, rtol=1e-4, atol=1e-5)
 
 
+class SplitsBatches(nn.Module):
+    """Runs ``per_example`` (a convolution, or a ReLU after one) one example at a
+    time, ``(C, H, W)``, when the batch holds more than one image: its outputs are
+    those of a batched pass, but the module runs once per example."""
+
+    def __init__(self, per_example: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.relu = nn.Conv2d(3, 10, 3), nn.ReLU()  # 10 x 10 x 10 maps
+        self.fc = nn.Linear(10, 5)
+        self.per_example = per_example
+
+    def forward(self, x):
+        if self.per_example == "conv" and len(x) > 1:
+            h = torch.stack([self.conv(x_i) for x_i in x])
+        else:
+            h = self.conv(x)
+        if self.per_example == "relu" and len(h) > 1:
+            h = torch.stack([self.relu(h_i) for h_i in h])
+        else:
+            h = self.relu(h)
+        return self.fc(h.mean((2, 3)))
+
+
+# With 10 copies per pass, one example's sums (10 channels, 10 rows) have the
+# shape of a batch's; only the check of the convolutions' inputs tells them apart.
+@pytest.mark.parametrize("max_batch", [64, 10])
+@pytest.mark.parametrize(
+    ("per_example", "match"),
+    [("conv", "split a batch of occluded copies"), ("relu", "ran on part of")],
+)
+def test_a_layer_run_one_example_at_a_time_is_refused_by_name(
+    per_example, match, max_batch
+):
+    """One image runs as a batch, its copies one by one: the layer's first run in
+    a pass sees one copy, so its values are refused, not misread."""
+    model, x = SplitsBatches(per_example).eval(), images(1)
+    layer = getattr(model, per_example)
+    before = snapshot(model)
+    occlusion = OcclusionSensitivity(model, max_batch=max_batch)
+    with pytest.raises(ValueError, match=match) as error:
+        occlusion.sensitivity_maps(x, 4, 2, layer=layer)
+    assert repr(layer) in str(error.value)
+    assert snapshot(model) == before
+    # Without a layer the maps need only the outputs, which are right.
+    maps = occlusion.sensitivity_maps(x, 4, 2)
+    fill = x.mean((2, 3), keepdim=True)
+    target, channel = maps.target, torch.zeros(1, dtype=torch.long)
+    probability, top, _ = naive_maps(model, model.fc, x, 4, 2, fill, target, channel)
+    torch.testing.assert_close(maps.probability, probability, rtol=1e-4, atol=1e-6)
+    assert torch.equal(maps.top_class, top)
+
+
 def test_sensitivity_maps_with_chosen_target_channel_and_fill():
     model, x = small_cnn(), images(2)
     maps = OcclusionSensitivity(model).sensitivity_maps(

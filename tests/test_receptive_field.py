@@ -85,18 +85,23 @@ def positive(model: nn.Module) -> nn.Module:
     return model
 
 
-def brute_force_boxes(model, layer, side):
+def brute_force_boxes(model, layer, side, channels=1, chunk=1024):
     """Per map position, the bounding box ``(x0, y0, x1, y1)`` of the input pixels
     that change it when raised one at a time (-1s where none does); ``(h, w, 4)``."""
-    x = torch.rand(1, 1, side, side) + 0.1
-    raised = x.repeat(side * side, 1, 1, 1)
-    raised.view(side * side, -1)[range(side * side), range(side * side)] += 100.0
-    outputs = []
+    x = torch.rand(1, channels, side, side) + 0.1
+    outputs, changed = [], []
     handle = layer.register_forward_hook(lambda m, a, out: outputs.append(out))
     with torch.no_grad():
-        model(torch.cat([x, raised]))
+        for first in range(0, side * side, chunk):  # x first in each batch
+            pixels = range(first, min(first + chunk, side * side))
+            batch = x.repeat(1 + len(pixels), 1, 1, 1)
+            batch[1:].view(len(pixels), channels, -1)[
+                range(len(pixels)), :, pixels
+            ] += 100.0
+            model(batch)
+            changed.append((outputs[-1][1:] != outputs[-1][:1]).any(dim=1))
     handle.remove()
-    changed = (outputs[0][1:] != outputs[0][:1]).any(dim=1)  # (pixel, h, w)
+    changed = torch.cat(changed)  # (pixel, h, w)
     changed = changed.view(side, side, *changed.shape[1:])
     rows, cols = changed.any(dim=1), changed.any(dim=0)  # (side, h, w) each
     boxes = torch.stack([_first(cols), _first(rows), _last(cols), _last(rows)], -1)
@@ -111,6 +116,11 @@ def _last(hit):
     return len(hit) - hit.flip(0).int().argmax(dim=0)
 
 
+# Layers whose dilated window has holes: at the clipped border the outermost pixels
+# of a field may be holes, not read.
+HOLES = {(Branchy, "block"), (Branchy, "block.0")}
+
+
 @pytest.mark.parametrize(
     ("net", "name"),
     [(Branchy, n) for n in ("conv1", "pool", "block", "block.0", "wide", "avg")]
@@ -123,26 +133,61 @@ def test_boxes_match_brute_force(net, name):
     side = 71
     field = receptive_field(model, layer, (1, side, side))
     boxes = brute_force_boxes(model, layer, side)
-    inside = 0
+    check_boxes(field, boxes, side, holes=(net, name) in HOLES)
+
+
+def check_boxes(field, boxes, side, holes=False):
+    """Each position's box against the pixels found to change it (``boxes``), and
+    all boxes together against all pixels found."""
+    found_all = boxes.flatten(0, 1)
+    found_all = found_all[found_all[:, 0] >= 0]
+    reached = [*found_all[:, :2].amin(0).tolist(), *found_all[:, 2:].amax(0).tolist()]
+    inside, union = 0, [side, side, 0, 0]
     for (row, col), found in zip(
         torch.cartesian_prod(*map(torch.arange, boxes.shape[:2])).tolist(),
         boxes.flatten(0, 1).tolist(),
         strict=True,
     ):
-        x0, y0, x1, y1 = field.box(row, col, (side, side))
-        if found == [-1] * 4:  # padding alone: its field (a hull) is at the border
-            assert x0 == 0 or y0 == 0 or x1 == side or y1 == side
-            continue
-        # A dilated field has holes: clipped at the border, its outermost pixels
-        # may be holes, so there the pixels found lie within the box ...
-        assert x0 <= found[0] and y0 <= found[1]
-        assert found[2] <= x1 and found[3] <= y1
-        # ... and where the whole field is in the image they span it.
-        unclipped = (x1 - x0, y1 - y0) == (field.size[1], field.size[0])
-        if unclipped:
-            assert [x0, y0, x1, y1] == found
-            inside += 1
-    assert inside > 0
+        box = list(field.box(row, col, (side, side)))
+        if box[2] > box[0] and box[3] > box[1]:
+            union = [*map(min, union[:2], box[:2]), *map(max, union[2:], box[2:])]
+        if found == [-1] * 4:  # padding alone: a box at the border, if any
+            assert any(b == r for b, r in zip(box, reached, strict=True))
+        elif not holes:
+            assert box == found, (row, col)
+        else:
+            # Clipped at the border, the pixels found lie within the box ...
+            assert box[:2] <= found[:2] and found[2:] <= box[2:]
+            # ... and where the whole field is in the image they span it.
+            if (box[2] - box[0], box[3] - box[1]) == field.size[::-1]:
+                assert box == found
+                inside += 1
+    assert inside > 0 or not holes
+    assert union == reached  # no box holds a pixel that no position reads
+    assert field.extent == tuple(reached)
+
+
+def test_a_strided_layer_that_drops_the_last_row_leaves_it_out_of_the_boxes():
+    """SqueezeNet 1.1's first convolution (3x3, stride 2, no padding) reads rows
+    0 to 30 of a 32x32 image (0 to 62 of 64x64); the Fire modules' 3x3 windows,
+    padded by 1, stand for positions past its last, whose fields would hold the
+    last row."""
+    torch.manual_seed(0)
+    model = positive(torchvision.models.squeezenet1_1(weights=None))
+    for index in (3, 4):  # Fire modules, after the first pool
+        layer = model.features[index]
+        field = receptive_field(model, layer, (3, 32, 32))
+        assert field.extent == (0, 0, 31, 31)
+        boxes = brute_force_boxes(model.features[: index + 1], layer, 32, channels=3)
+        check_boxes(field, boxes, 32)
+
+
+def test_box_of_a_traced_field_needs_its_image_size():
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, stride=2))
+    field = receptive_field(model, model[0], (1, 8, 8))
+    assert field.box(3, 3, (8, 8)) == (6, 6, 7, 7)  # column and row 7 are unread
+    with pytest.raises(ValueError, match=r"\(9, 9\) is not the \(8, 8\)"):
+        field.box(3, 3, (9, 9))
 
 
 def test_torchvisions_input_transform_keeps_the_field():
