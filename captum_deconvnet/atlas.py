@@ -95,18 +95,21 @@ def cut_patches(
                 f"position {(row, col)} sees nothing of a {height}x{width} image "
                 f"(field {field}): it is not a position of this layer's map"
             )
-        top = _offset(field.start[0] + row * field.jump[0], y1 - y0, side[0])
-        left = _offset(field.start[1] + col * field.jump[1], x1 - x0, side[1])
+        top = _offset(field.start[0] + row * field.jump[0], y0, y1 - y0, side[0])
+        left = _offset(field.start[1] + col * field.jump[1], x0, x1 - x0, side[1])
         patches[i, :, top : top + y1 - y0, left : left + x1 - x0] = images[
             i, :, y0:y1, x0:x1
         ]
     return patches
 
 
-def _offset(field_start: int, length: int, side: int) -> int:
-    """Where a clipped stretch of ``length`` goes on a canvas of ``side``: at the end
-    if the field was cut off at the start (it began before pixel 0), else at 0."""
-    return side - length if field_start < 0 else 0
+def _offset(field_start: int, start: int, length: int, side: int) -> int:
+    """Where the stretch ``start`` to ``start + length`` of a field beginning at
+    ``field_start`` goes on a canvas of ``side``: where it lies in the field, or as
+    near as the canvas allows (a field larger than the image, cut off at its
+    start, ends at the canvas's end). The stretch may be cut off at the start by
+    the image's border or by the pixels the layer reads (a crop, say)."""
+    return min(start - field_start, side - length)
 
 
 def project_top_activations(

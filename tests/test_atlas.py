@@ -47,6 +47,16 @@ def test_fields_larger_than_the_image_give_image_sized_patches():
     assert torch.all(patches[1, 0, :, 5] == -2.0)
 
 
+def test_a_field_cut_short_inside_the_image_keeps_its_place_in_the_patch():
+    """The layer reads from row and column 1 on (a crop): position (0, 0)'s field,
+    rows and columns 0..2, holds pixels 1..2 at their places 1..2 of the patch."""
+    field = ReceptiveField((3, 3), (1, 1), (0, 0), (6, 6), extent=(1, 1, 6, 6))
+    patch = cut_patches(IMAGE, field, torch.tensor([[0, 0]]), fill=-1.0)[0, 0]
+    expected = torch.full((3, 3), -1.0)
+    expected[1:, 1:] = IMAGE[0, 0, 1:3, 1:3]
+    assert torch.equal(patch, expected)
+
+
 @pytest.fixture(scope="module")
 def atlas_and_scan():
     model, images = tiny_model(), tiny_images()
