@@ -538,15 +538,21 @@ class HostTransfers(TorchFunctionMode):
     """Counts the calls that copy data between the host and a device or read a
     value to the host: on a GPU each waits for the work queued before it."""
 
-    NAMES = {"tensor", "tolist", "item", "to", "cpu", "cuda", "numpy", "__bool__"}
+    NAMES = {"tensor", "tolist", "item", "cpu", "cuda", "numpy", "__bool__"}
 
     def __init__(self) -> None:
         super().__init__()
         self.count = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.count += getattr(func, "__name__", "") in self.NAMES
-        return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        places = (str, torch.device, torch.Tensor)  # .to(dtype) stays in place
+        moves = name == "to" and (
+            "device" in kwargs or any(isinstance(a, places) for a in args[1:])
+        )
+        self.count += name in self.NAMES or moves
+        return func(*args, **kwargs)
 
 
 @pytest.mark.parametrize("target", [2, torch.tensor([3, 0]), [(1,), (4,)]])
@@ -563,4 +569,15 @@ def test_full_passes_copy_nothing_to_the_host_per_chunk(target):
             ours = occlusion.attribute(x, perturbations_per_eval=per_eval, **kwargs)
         counts.append(transfers.count)
         torch.testing.assert_close(ours, Occlusion(model).attribute(x, **kwargs))
+    assert counts[0] == counts[1]
+
+
+def test_sensitivity_maps_copy_nothing_to_the_host_per_chunk():
+    model, x = small_cnn(), torch.rand(2, 3, 12, 12)
+    counts = []
+    for max_batch in (64, 16):  # 121 positions: 4 and 16 chunks
+        occlusion = OcclusionSensitivity(model, incremental=False, max_batch=max_batch)
+        with HostTransfers() as transfers:
+            occlusion.sensitivity_maps(x, 2, 1, target=1, layer=model[3])
+        counts.append(transfers.count)
     assert counts[0] == counts[1]
