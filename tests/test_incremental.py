@@ -15,6 +15,7 @@ from captum_deconvnet.incremental import (
     IncrementalForward,
     count_multiply_adds,
 )
+from captum_deconvnet.incremental.graph import trace
 from captum_deconvnet.incremental.rules import Opaque
 
 from .incremental_helpers import check_every_node, images
@@ -359,3 +360,39 @@ def test_chunks_grow_while_faster_and_max_batch_bounds_them(
         x, perturbations_per_eval=3, **kwargs
     )
     assert set(sizes[:-1]) == {6}  # a fixed perturbations_per_eval is kept
+
+
+class PicksChannels(nn.Module):
+    """Renormalises channel ``channel`` alone, as torchvision's GoogLeNet does with
+    ``transform_input``; with ``twice`` the picked channel is read again."""
+
+    def __init__(self, channel: int, twice: bool = False) -> None:
+        super().__init__()
+        self.channel, self.twice = channel, twice
+        self.conv = nn.Conv2d(2, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        picked = x[:, self.channel]
+        renormalised = torch.unsqueeze(picked, 1) * 2.0 - 0.5
+        out = self.conv(torch.cat([renormalised, x[:, 1:2]], 1))
+        return out + picked.mean() if self.twice else out
+
+
+@pytest.mark.parametrize(("channel", "twice"), [(0, False), (-1, False), (2, True)])
+def test_a_picked_channel_is_narrowed_with_the_same_values(channel, twice):
+    model, x = PicksChannels(channel, twice).eval(), images(2, 12)
+    gm = trace(model)
+    narrowed = [n for n in gm.graph.nodes if n.target is torch.narrow]
+    assert len(narrowed) == (0 if twice else 1)
+    assert torch.equal(gm(x), model(x))
+    plan = IncrementalForward.plan(model, x)
+    kinds = check_every_node(plan, x, [(0, 0), (5, 7)], 3)
+    assert kinds["box"] >= (1 if twice else 4)  # narrow, mul, sub, cat, conv
+
+
+def test_a_picked_channel_out_of_range_still_fails():
+    model, x = PicksChannels(5).eval(), images(2, 12)
+    with pytest.raises(IndexError):
+        model(x)
+    with pytest.raises((IndexError, RuntimeError)):
+        trace(model)(x)

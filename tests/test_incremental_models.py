@@ -30,13 +30,16 @@ def lite0():
 FAMILIES = {
     "resnet18": (lambda: models.resnet18(num_classes=10), 64, 16, 16),
     "resnet50": (lambda: models.resnet50(num_classes=10), 48, 16, 16),
+    # transform_input: as torchvision builds them with their ImageNet weights
     "googlenet": (
-        lambda: models.googlenet(num_classes=10, aux_logits=False, init_weights=True),
+        lambda: models.googlenet(
+            num_classes=10, aux_logits=False, init_weights=True, transform_input=True
+        ),
         64, 22, 21,
     ),
     "inception_v3": (
         lambda: models.inception_v3(
-            num_classes=10, aux_logits=False, init_weights=True
+            num_classes=10, aux_logits=False, init_weights=True, transform_input=True
         ),
         80, 27, 27,
     ),

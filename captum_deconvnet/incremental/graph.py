@@ -17,12 +17,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 import torch.fx as fx
 from torch import nn
 
 __all__ = [
     "has_hooks",
     "in_place_input",
+    "narrow_picked_channels",
     "node_runner",
     "symbolic_trace",
     "trace",
@@ -97,11 +99,59 @@ def symbolic_trace(model: nn.Module) -> fx.GraphModule:
 
 
 def trace(model: nn.Module) -> fx.GraphModule | None:
-    """:func:`symbolic_trace`, or ``None`` where fx cannot trace the model."""
+    """:func:`symbolic_trace`, or ``None`` where fx cannot trace the model; a
+    channel picked out and given back its dimension is narrowed instead
+    (:func:`narrow_picked_channels`)."""
     try:
-        return symbolic_trace(model)
+        gm = symbolic_trace(model)
     except Exception:  # noqa: BLE001 - any model fx cannot trace runs in full
         return None
+    return narrow_picked_channels(gm)
+
+
+def narrow_picked_channels(gm: fx.GraphModule) -> fx.GraphModule:
+    """``torch.unsqueeze(x[:, c], 1)`` as ``torch.narrow(x, 1, c, 1)``: the same
+    values, and the same error for a channel out of range, without a value of
+    one dimension less in between, which has no box to follow. Torchvision's
+    GoogLeNet and Inception v3 pick each channel so to renormalise it
+    (``transform_input``, set whenever their ImageNet weights are loaded)."""
+    for node in list(gm.graph.nodes):
+        picked = _picked_channel(node)
+        if picked is None:
+            continue
+        pick, (source, channel) = node.args[0], picked
+        with gm.graph.inserting_before(node):
+            narrowed = gm.graph.call_function(torch.narrow, (source, 1, channel, 1))
+        node.replace_all_uses_with(narrowed)
+        gm.graph.erase_node(node)
+        gm.graph.erase_node(pick)
+    gm.recompile()
+    return gm
+
+
+def _picked_channel(node: fx.Node) -> tuple[fx.Node, int] | None:
+    """``(x, c)`` if ``node`` is ``torch.unsqueeze(x[:, c], 1)`` (or the method) and
+    nothing else reads ``x[:, c]``."""
+    unsqueeze = (node.op, node.target) in (
+        ("call_function", torch.unsqueeze),
+        ("call_method", "unsqueeze"),
+    )
+    if not unsqueeze or node.kwargs or len(node.args) != 2 or node.args[1] != 1:
+        return None
+    pick = node.args[0]
+    if not isinstance(pick, fx.Node) or len(pick.users) != 1:
+        return None
+    if pick.op != "call_function" or pick.target is not operator.getitem:
+        return None
+    source, index = pick.args
+    if (
+        isinstance(index, tuple)
+        and len(index) == 2
+        and index[0] == slice(None)
+        and type(index[1]) is int
+    ):
+        return source, index[1]
+    return None
 
 
 @contextmanager
