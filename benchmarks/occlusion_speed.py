@@ -52,9 +52,17 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
     "zfnet": (zfnet, 224),  # its classifier is sized to the input (see build)
     "resnet18": (models.resnet18, 224),
     "resnet50": (models.resnet50, 224),
-    "googlenet": (lambda: models.googlenet(init_weights=True, aux_logits=False), 224),
+    # transform_input: as torchvision builds them with their ImageNet weights
+    "googlenet": (
+        lambda: models.googlenet(
+            init_weights=True, aux_logits=False, transform_input=True
+        ),
+        224,
+    ),
     "inception_v3": (
-        lambda: models.inception_v3(init_weights=True, aux_logits=False),
+        lambda: models.inception_v3(
+            init_weights=True, aux_logits=False, transform_input=True
+        ),
         299,
     ),
     "vgg16": (models.vgg16, 224),

@@ -216,7 +216,22 @@ def target_selector(output: Tensor, target: TargetType) -> Callable[[Tensor], Te
 
 
 def _index(output: Tensor, target: int | tuple) -> tuple[int, ...]:
-    index = (target,) if isinstance(target, int) else tuple(target)
+    """The output index ``target`` names for one example.
+
+    Raises:
+        TypeError: for a ``bool`` (an ``int`` to Python, never a class index) or
+            an entry that is neither an ``int`` nor a tuple.
+        ValueError: for an index that does not fit the output.
+    """
+    if not isinstance(target, (int, tuple)) or any(
+        isinstance(i, bool) for i in (target if isinstance(target, tuple) else [target])
+    ):
+        raise TypeError(
+            f"a target names a class by an int (or an output position by a tuple of "
+            f"ints), got {target!r}: pass e.g. target=3, or a list or integer "
+            "tensor of one class per example"
+        )
+    index = (target,) if isinstance(target, int) else target
     dims = output.shape[1:]
     if len(index) != len(dims) or not all(isinstance(i, int) for i in index):
         raise ValueError(

@@ -92,3 +92,11 @@ def test_layer_must_belong_to_the_model():
     check_submodule(model, model[0])
     with pytest.raises(ValueError, match="not a submodule"):
         check_submodule(model, torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize(
+    "target", [True, False, [True, 0, 1, 2], (1, False), [torch.tensor(1)] * 4, 2.0]
+)
+def test_targets_that_are_not_class_indices_are_refused_by_name(target):
+    with pytest.raises(TypeError, match="target"):
+        select_targets(OUTPUT, target)
