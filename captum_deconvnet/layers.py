@@ -31,6 +31,7 @@ from ._inputs import check_submodule
 __all__ = [
     "BatchedInputs",
     "UnbatchedInputError",
+    "buffers_kept",
     "model_device",
     "eval_mode",
     "guarded",
@@ -112,7 +113,7 @@ def guarded(
       is off), with one ``UserWarning`` naming the modules that were in training
       mode (unless ``warn`` is off, for callers whose result cannot depend on the
       mode); each module's own mode comes back afterwards, also when the call
-      raises. Buffers are not touched.
+      raises. So do its buffers (:func:`buffers_kept`), which a forward may write.
     - 1-, 2- and 3-D convolutions and 2-D pools refuse unbatched inputs
       (:class:`BatchedInputs`); with ``check_batches`` off the caller checks the
       passes it chooses (the check costs a Python call per operation).
@@ -131,6 +132,8 @@ def guarded(
             if warn:
                 _warn_training(model)
             stack.enter_context(eval_mode(model))
+            if not depth:
+                stack.enter_context(buffers_kept(model))
         if not depth and check_batches:  # the outermost guard checks for all
             stack.enter_context(BatchedInputs())
         _active.depth = depth + 1
@@ -138,6 +141,31 @@ def guarded(
             yield model
         finally:
             _active.depth = depth
+
+
+@contextmanager
+def buffers_kept(model: nn.Module) -> Iterator[None]:
+    """Every module's buffers as they were before the block, also when it raises:
+    the same tensors (a buffer replaced or added inside is undone) holding the
+    same values (a forward that counts its calls, say, ran once per occluded
+    copy, where a plain call runs it once)."""
+    entries = [(module, dict(module._buffers)) for module in model.modules()]
+    values = {
+        id(b): b.detach().clone()
+        for _, buffers in entries
+        for b in buffers.values()
+        if b is not None
+    }
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, buffers in entries:
+                module._buffers.clear()
+                module._buffers.update(buffers)
+                for b in buffers.values():
+                    if b is not None:
+                        b.copy_(values[id(b)])
 
 
 def _check_batch_independent(model: nn.Module) -> None:

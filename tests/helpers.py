@@ -92,6 +92,7 @@ def snapshot(model: nn.Module) -> list:
         )
         state.append((name, id(m), m.training, tuple(len(h) for h in hooks)))
     state += [(n, p.requires_grad, p.grad) for n, p in model.named_parameters()]
+    state += [(n, id(b), b.dtype, b.tolist()) for n, b in model.named_buffers()]
     return state
 
 

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 from captum_deconvnet import (
+    DeconvNet,
+    OcclusionSensitivity,
     correspondence,
     feature_atlas,
     invariance_curves,
@@ -81,3 +83,35 @@ def test_no_hook_is_left_when_the_forward_raises(analysis):
         with pytest.raises(RuntimeError, match="boom"):
             ANALYSES[analysis](model, torch.randn(2, 1, 6, 6))
     assert snapshot(model) == before
+
+
+class Counting(nn.Module):
+    """Writes its buffers in its forward: counts its calls in place and replaces
+    its last input's mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.register_buffer("last_mean", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.last_mean = x.mean()
+        return self.fc(self.conv(x).relu().mean((2, 3)))
+
+
+@pytest.mark.parametrize("incremental", [True, False])
+def test_buffers_a_forward_writes_are_put_back(incremental):
+    model, x = Counting().eval(), torch.randn(2, 3, 8, 8)
+    before = snapshot(model)
+    kwargs = {"sliding_window_shapes": (3, 2, 2), "strides": 2, "target": 0}
+    OcclusionSensitivity(model, incremental=incremental).attribute(x, **kwargs)
+    assert snapshot(model) == before
+    DeconvNet(model).attribute(x, target=1)
+    with pytest.raises(ValueError, match="target"):
+        OcclusionSensitivity(model).attribute(x, (3, 2, 2), target=7)
+    assert snapshot(model) == before
+    model(x)  # a plain call keeps what it writes
+    assert model.calls == 1 and model.last_mean == x.mean()
