@@ -396,3 +396,45 @@ def test_a_picked_channel_out_of_range_still_fails():
         model(x)
     with pytest.raises((IndexError, RuntimeError)):
         trace(model)(x)
+
+
+class Passes(nn.Module):
+    """A module the trace inlines, returning its input as it is."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Pair(nn.Module):
+    """A module the trace inlines, returning a tuple."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.relu(), -x
+
+
+class WatchedWays(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.passes, self.pair = Passes(), Pair()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.pair(self.conv(self.passes(x)))
+        return self.fc(self.block(a + b).mean((2, 3)))
+
+
+def test_a_watched_module_is_the_value_it_returns_or_full_passes(every_plan):
+    """A block the trace inlines is watched at the value it returns; one returning
+    the input itself or a tuple gets no plan (full passes)."""
+    model, x = WatchedWays().eval(), images(2, 16)
+    assert IncrementalForward.plan(model, x, watch=model.block) is not None
+    for layer in (model.passes, model.pair):
+        assert IncrementalForward.plan(model, x, watch=layer) is None
+    full = OcclusionSensitivity(model, incremental=False)
+    fast = OcclusionSensitivity(model)
+    for layer in (model.block, model.passes):
+        expected = full.sensitivity_maps(x, 4, 4, layer=layer)
+        got = fast.sensitivity_maps(x, 4, 4, layer=layer)
+        torch.testing.assert_close(got.activation, expected.activation)

@@ -86,14 +86,23 @@ def test_every_node_changes_only_inside_its_box(name, boxes):
     assert kinds["box"] >= boxes  # through residual, concatenation, depthwise layers
 
 
-def test_a_watched_layer_inside_a_residual_block_gives_the_full_maps(every_plan):
+def test_a_watched_layer_inside_a_residual_block_gives_the_full_maps(
+    every_plan, incremental_chunks
+):
+    """Also a layer that runs twice (a block's shared, in-place ReLU: its first run
+    is watched, as in full passes), a residual block and a stage of blocks (which
+    the trace inlines: the value they return is watched)."""
     model = calibrated(models.resnet18(num_classes=10), 48)
     x = images(2, 48)
-    for layer in (model.layer1[1].conv2, model.layer2[0].downsample[1]):
+    shared = model.layer1[0].relu
+    layers = (model.layer1[1].conv2, model.layer2[0].downsample[1], shared)
+    for layer in (*layers, model.layer1[0], model.layer2):
         full = OcclusionSensitivity(model, incremental=False).sensitivity_maps(
             x, 12, 12, layer=layer
         )
+        incremental_chunks.clear()
         fast = OcclusionSensitivity(model).sensitivity_maps(x, 12, 12, layer=layer)
+        assert incremental_chunks  # the plan ran
         torch.testing.assert_close(
             fast.probability, full.probability, rtol=1e-4, atol=1e-6
         )

@@ -186,8 +186,9 @@ class IncrementalForward:
         that is read again.
 
         Args:
-            watch: a submodule whose per-channel output sums are returned too; it
-                must run once in the graph (not a container, not a shared layer).
+            watch: a submodule (a layer, or a block or container that the trace
+                inlines) whose per-channel output sums of its first run are
+                returned too; its output must depend on the images.
             cap_fraction: 1 for exact results; below 1, Krypton's projective-field
                 threshold (each box at most this fraction of its map's side).
             tolerance: 0 for exact results; above 0, each window layer's box is
@@ -196,18 +197,12 @@ class IncrementalForward:
         """
         if has_hooks(model) or training_layers(model):
             return None
-        gm = trace(model)
+        gm = trace(model, watch)
         if gm is None:
             return None
-        watch_node = None
-        if watch is not None:
-            names = {n for n, m in gm.named_modules() if m is watch}
-            nodes = [
-                n for n in gm.graph.nodes if n.op == "call_module" and n.target in names
-            ]
-            if len(nodes) != 1:
-                return None
-            watch_node = nodes[0]
+        watch_node = gm.meta["watched"]  # its first run, as a hook sees first
+        if watch is not None and watch_node not in gm.graph.nodes:
+            return None  # not called, no tensor, or rewritten away
         recorder = _Recorder(gm, watch_node, tolerance > 0)
         try:
             with torch.no_grad():
@@ -216,6 +211,12 @@ class IncrementalForward:
             return None
         if recorder.refused or not isinstance(output, Tensor):
             return None
+        steps = {step.node for step in recorder.steps}
+        if watch is not None and (
+            watch_node not in steps
+            or not isinstance(recorder.kept.get(watch_node), Tensor)
+        ):
+            return None  # not a tensor that changes with the input: full passes
         return cls(recorder, output, cap_fraction, tolerance)
 
     @torch.no_grad()

@@ -76,10 +76,13 @@ def training_layers(model: nn.Module) -> bool:
     return any(isinstance(m, _MODE_DEPENDENT) and m.training for m in model.modules())
 
 
-def symbolic_trace(model: nn.Module) -> fx.GraphModule:
+def symbolic_trace(model: nn.Module, watch: nn.Module | None = None) -> fx.GraphModule:
     """The graph of ``model`` called on its first argument alone, the others at
     their defaults (fixed while tracing, so that ``if mask is not None:`` takes the
     branch a call takes); the model is left as it was (:func:`state_kept`).
+    ``meta["watched"]`` holds the node of the value that the submodule ``watch``
+    returns from its first call (``None`` without one, or if it returns no tensor
+    or is not called).
 
     Raises:
         Exception: whatever fx raises on a model it cannot trace.
@@ -93,17 +96,40 @@ def symbolic_trace(model: nn.Module) -> fx.GraphModule:
         for p in parameters[1:]
         if p.default is not inspect.Parameter.empty
     }
+    tracer = _Tracer(watch)
     with state_kept(model), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fx's notes on specialised defaults
-        return fx.symbolic_trace(model, concrete_args=defaults or None)
+        graph = tracer.trace(model, concrete_args=defaults or None)
+    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm.meta["watched"] = tracer.watched
+    return gm
 
 
-def trace(model: nn.Module) -> fx.GraphModule | None:
+class _Tracer(fx.Tracer):
+    """fx's tracer, which also notes the node of the value that the submodule
+    ``watch`` returns from its first call, whether the graph keeps the module as
+    one node or inlines it (a container, a block)."""
+
+    def __init__(self, watch: nn.Module | None) -> None:
+        super().__init__()
+        self.watch = watch
+        self.called = False
+        self.watched: fx.Node | None = None
+
+    def call_module(self, m, forward, args, kwargs):  # noqa: ANN001, ANN201
+        out = super().call_module(m, forward, args, kwargs)
+        if m is self.watch and not self.called:
+            self.called = True
+            self.watched = out.node if isinstance(out, fx.Proxy) else None
+        return out
+
+
+def trace(model: nn.Module, watch: nn.Module | None = None) -> fx.GraphModule | None:
     """:func:`symbolic_trace`, or ``None`` where fx cannot trace the model; a
     channel picked out and given back its dimension is narrowed instead
     (:func:`narrow_picked_channels`)."""
     try:
-        gm = symbolic_trace(model)
+        gm = symbolic_trace(model, watch)
     except Exception:  # noqa: BLE001 - any model fx cannot trace runs in full
         return None
     return narrow_picked_channels(gm)
