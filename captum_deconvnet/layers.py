@@ -146,26 +146,44 @@ def guarded(
 @contextmanager
 def buffers_kept(model: nn.Module) -> Iterator[None]:
     """Every module's buffers as they were before the block, also when it raises:
-    the same tensors (a buffer replaced or added inside is undone) holding the
-    same values (a forward that counts its calls, say, ran once per occluded
-    copy, where a plain call runs it once)."""
-    entries = [(module, dict(module._buffers)) for module in model.modules()]
-    values = {
+    the same tensors (a buffer replaced, added or removed inside is undone) with
+    the same shapes and values (a forward that counts its calls, say, ran once per
+    occluded copy, where a plain call runs it once). Only what changed is written
+    back, so buffers that cannot be written (expanded views, inference tensors)
+    and that the forward leaves alone pass untouched."""
+    entries = [
+        (module, dict(module._buffers), set(module._non_persistent_buffers_set))
+        for module in model.modules()
+    ]
+    saved = {
         id(b): b.detach().clone()
-        for _, buffers in entries
+        for _, buffers, _ in entries
         for b in buffers.values()
         if b is not None
     }
     try:
         yield
     finally:
-        with torch.no_grad():
-            for module, buffers in entries:
-                module._buffers.clear()
-                module._buffers.update(buffers)
-                for b in buffers.values():
-                    if b is not None:
-                        b.copy_(values[id(b)])
+        for module, buffers, transient in entries:
+            module._buffers.clear()
+            module._buffers.update(buffers)
+            module._non_persistent_buffers_set.clear()
+            module._non_persistent_buffers_set.update(transient)
+        for _, buffers, _ in entries:
+            for b in buffers.values():
+                if b is not None:
+                    _restore(b, saved[id(b)])
+
+
+def _restore(buffer: Tensor, saved: Tensor) -> None:
+    """Write ``saved`` back into ``buffer`` if the block changed its shape, dtype
+    or values."""
+    if buffer.dtype == saved.dtype and torch.equal(buffer, saved):
+        return
+    with torch.no_grad():
+        if buffer.shape != saved.shape:
+            buffer.resize_(saved.shape)
+        buffer.copy_(saved)
 
 
 def _check_batch_independent(model: nn.Module) -> None:

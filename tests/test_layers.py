@@ -115,3 +115,40 @@ def test_buffers_a_forward_writes_are_put_back(incremental):
     assert snapshot(model) == before
     model(x)  # a plain call keeps what it writes
     assert model.calls == 1 and model.last_mean == x.mean()
+
+
+class Unwritable(nn.Module):
+    """Buffers that cannot be written in place: an expanded view; with ``resizes``
+    the forward resizes a buffer and registers a non-persistent one."""
+
+    def __init__(self, resizes: bool = False) -> None:
+        super().__init__()
+        self.resizes = resizes
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.register_buffer(
+            "position", torch.arange(4.0).view(4, 1, 1).expand(4, 8, 8)
+        )
+        self.register_buffer("scratch", torch.zeros(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resizes:
+            self.scratch.resize_(len(x)).fill_(1.0)
+            self.register_buffer("seen", x.detach(), persistent=False)
+        return (self.conv(x) + self.position).mean((2, 3))
+
+
+@pytest.mark.parametrize("kind", ["expanded", "inference", "resizes"])
+def test_buffers_that_cannot_be_written_in_place_pass_or_are_put_back(kind):
+    if kind == "inference":
+        with torch.inference_mode():
+            model = Unwritable().eval()
+    else:
+        model = Unwritable(resizes=kind == "resizes").eval()
+    x = torch.randn(2, 3, 8, 8)
+    before = snapshot(model)
+    kwargs = {"sliding_window_shapes": (3, 4, 4), "strides": 4, "target": 0}
+    OcclusionSensitivity(model).attribute(x, **kwargs)
+    if kind != "inference":  # no gradients of inference tensors
+        DeconvNet(model).attribute(x, target=1)
+    assert snapshot(model) == before
+    assert "seen" not in model._non_persistent_buffers_set
