@@ -76,9 +76,11 @@ class ReceptiveField:
         """``(x0, y0, x1, y1)`` of position ``(row, col)``'s field, clipped to an image
         of ``image_size`` ``(height, width)``; ends are exclusive, as in the data
         modules' boxes (``image[..., y0:y1, x0:x1]``). A traced field is clipped to
-        its ``extent``, so it holds no pixel that the layer does not read (see
-        the module's notes at borders); a position that reads only padding may
-        get an empty box (``x1 <= x0`` or ``y1 <= y0``).
+        its ``extent``, so it holds no pixel that the layer (all its positions
+        together) does not read; near a border a position's box may still hold
+        pixels only its neighbours read (see the module's notes at borders). A
+        position that reads only padding may get an empty box (``x1 <= x0`` or
+        ``y1 <= y0``).
 
         Raises:
             ValueError: if a traced field's ``image_size`` is another: what the

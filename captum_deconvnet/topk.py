@@ -114,8 +114,9 @@ class TopKActivations:
             image_indices: ``(N,)`` dataset indices of the batch's images.
 
         Raises:
-            ValueError: activations of another shape or holding NaN, indices that
-                are not ``N`` distinct non-negative ints.
+            ValueError: activations of another shape, holding NaN or integers
+                beyond 2**53, indices that are not ``N`` distinct non-negative
+                ints.
         """
         if activations.ndim == 2:
             activations = activations[:, :, None, None]
@@ -128,6 +129,12 @@ class TopKActivations:
             raise ValueError(
                 f"activations of {name!r} hold NaN, which has no rank among the "
                 "top activations: check the model and the images"
+            )
+        exact = 2**53  # the state keeps float64, which holds integers up to this
+        if activations.dtype == torch.int64 and bool((activations.abs() > exact).any()):
+            raise ValueError(
+                f"activations of {name!r} hold integers beyond 2**53, which the "
+                "state's float64 cannot tell apart: scale them down first"
             )
         n, _, h, w = activations.shape
         indices = torch.as_tensor(image_indices, device=activations.device)

@@ -273,3 +273,11 @@ def test_top_activations_of_distinct_images_equal_the_naive_top():
     assert as_lists(top, "0") == expected
     images_per_channel = top.entries("0").images
     assert all(len(set(c)) == 4 for c in images_per_channel.tolist())
+
+
+def test_integers_beyond_float64s_precision_are_refused():
+    """2**53 and 2**53 + 1 are one float64: their order would be lost."""
+    top = TopKActivations(k=1)
+    top.update("l", torch.tensor([[2**53]]), torch.tensor([0]))  # still exact
+    with pytest.raises(ValueError, match=r"beyond 2\*\*53"):
+        top.update("l", torch.tensor([[2**53 + 1]]), torch.tensor([1]))
