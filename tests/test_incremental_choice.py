@@ -63,6 +63,18 @@ def attribute_both(
     return ours, captum, batches
 
 
+def assert_as_captum(model, x: torch.Tensor, window: int, stride: int) -> None:
+    """Our default attribution (target 1) equals Captum's."""
+    kwargs = {"sliding_window_shapes": (3, window, window), "strides": stride}
+    kwargs["target"] = 1
+    torch.testing.assert_close(
+        OcclusionSensitivity(model).attribute(x, **kwargs),
+        Occlusion(model).attribute(x, **kwargs),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
 def test_a_small_input_plans_after_its_first_chunk_if_full_passes_would_repay_it(
     clocked,
 ):
@@ -156,13 +168,7 @@ def test_a_plan_refused_for_its_saving_is_not_made_again_for_the_same_geometry(
     monkeypatch.setattr("captum_deconvnet._scan.PLAN_COST", 0)
     assert scan(squeeze, 4).plan is not None and len(made) == 4
     monkeypatch.undo()
-    kwargs = {"sliding_window_shapes": (3, 4, 4), "strides": 2, "target": 1}
-    torch.testing.assert_close(
-        OcclusionSensitivity(squeeze).attribute(x, **kwargs),
-        Occlusion(squeeze).attribute(x, **kwargs),
-        rtol=1e-5,
-        atol=1e-6,
-    )
+    assert_as_captum(squeeze, x, window=4, stride=2)
     remembered = weakref.ref(other)
     del other, made[:]
     gc.collect()
@@ -184,13 +190,7 @@ def test_where_plans_do_not_pay_only_a_box_cutting_approximation_makes_one(
         model, (x,), 0, regions, torch.tensor(0), (), 4, approximate=cap
     )
     assert capped.plan is not None
-    kwargs = {"sliding_window_shapes": (3, 8, 8), "strides": 4, "target": 1}
-    torch.testing.assert_close(
-        OcclusionSensitivity(model).attribute(x, **kwargs),
-        Occlusion(model).attribute(x, **kwargs),
-        rtol=1e-5,
-        atol=1e-6,
-    )
+    assert_as_captum(model, x, window=8, stride=4)
 
 
 @pytest.mark.parametrize("incremental", [True, False])
