@@ -37,7 +37,7 @@ PLANS_PAY_ON = ("cpu",)
 PLAN_COST = 8
 # Per model, by input shape (C, H, W) and box, the speed-up limit of the exact plans
 # refused for it (below MIN_LIMIT): a later call of the same geometry skips making
-# the plan, which only making it could refuse (30-75 ms on 64x64 inputs, measured).
+# the plan, which only making it could refuse (25-80 ms on 64x64 inputs, measured).
 # The limit depends on the graph and the geometry alone; an entry made stale by a
 # change to the model can only cost speed, as the call then runs exact full passes.
 _REFUSED_LIMITS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, float]] = (
