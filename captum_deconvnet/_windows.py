@@ -3,6 +3,7 @@ its kernel, stride, padding and dilation (for :mod:`.receptive_field`)."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -59,6 +60,8 @@ def sliding_window(
         return None
     if node.op != "call_function":
         return None
+    if node.target is operator.getitem:
+        return _crop_window(node)
     if node.target in _CONV_FUNCTIONS:
         args = _bind(node, ("input", "weight", "bias", "stride", "padding", "dilation"))
         kernel = node_shape(args["weight"])[-2:]
@@ -84,6 +87,31 @@ def _pad_window(pad: Sequence[int]) -> tuple[Pair, Pair, Pair, Pair]:
     moves the map's origin by the leading pads (negative ones crop)."""
     left, top = pad[0], pad[2] if len(pad) > 2 else 0
     return (1, 1), (1, 1), (top, left), (1, 1)
+
+
+def _crop_window(node: fx.Node) -> tuple[Pair, Pair, Pair, Pair] | None:
+    """A crop of a map, ``x[:, :, y0:y1, x0:x1]`` (or ``x[..., y0:y1, x0:x1]``) in
+    steps of 1, as a 1x1 window that moves the origin by the rows and columns cut
+    at the start; None for any other indexing."""
+    source, index = node.args
+    shape = node_shape(source) if isinstance(source, fx.Node) else None
+    if shape is None or len(shape) != 4 or not isinstance(index, tuple):
+        return None
+    if index[:1] == (Ellipsis,):
+        index = (slice(None),) * (5 - len(index)) + index[1:]
+    whole = slice(None)
+    if len(index) != 4 or index[:2] != (whole, whole):
+        return None
+    starts = []
+    for part, size in zip(index[2:], shape[2:], strict=True):
+        bounds = (part.start, part.stop, part.step) if isinstance(part, slice) else ()
+        if not bounds or not all(b is None or type(b) is int for b in bounds):
+            return None
+        start, _, step = part.indices(size)
+        if step != 1:
+            return None
+        starts.append(start)
+    return (1, 1), (1, 1), (-starts[0], -starts[1]), (1, 1)
 
 
 def _conv_window(kernel, stride, padding, dilation) -> tuple[Pair, Pair, Pair, Pair]:

@@ -134,9 +134,9 @@ def receptive_field(
         ValueError: if the layer's output is not a map with a bounded field (it
             follows a flatten, a linear layer, a resampling, reflection or
             replication padding, or an operation not known to keep positions
-            apart; constant padding moves the field), if the model cannot be
-            traced, or if
-            ``input_shape`` is not ``(C, H, W)`` or the model does not run on it.
+            apart; constant padding and a crop by indexing, ``x[:, :, 1:, 2:]``,
+            move the field), if the model cannot be traced, or if ``input_shape``
+            is not ``(C, H, W)`` or the model does not run on it.
 
     Example::
 

@@ -76,6 +76,18 @@ class Padded(nn.Module):
         return self.conv2(self.const(x))
 
 
+class Cropped(nn.Module):
+    """A crop by indexing, uneven on the two sides."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 2, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(2, 2, 3)
+
+    def forward(self, x):
+        return self.conv2(self.conv1(x)[:, :, 1:-1, 2:])
+
+
 def positive(model: nn.Module) -> nn.Module:
     """Weights positive and biases zero: raising any input pixel raises every
     activation whose field holds it, so the fields can be found by trying."""
@@ -124,7 +136,8 @@ HOLES = {(Branchy, "block"), (Branchy, "block.0")}
 @pytest.mark.parametrize(
     ("net", "name"),
     [(Branchy, n) for n in ("conv1", "pool", "block", "block.0", "wide", "avg")]
-    + [(Padded, n) for n in ("pad", "conv1", "const", "conv2")],
+    + [(Padded, n) for n in ("pad", "conv1", "const", "conv2")]
+    + [(Cropped, "conv2")],
 )
 def test_boxes_match_brute_force(net, name):
     torch.manual_seed(0)
