@@ -223,15 +223,13 @@ def _index(output: Tensor, target: int | tuple) -> tuple[int, ...]:
             an entry that is neither an ``int`` nor a tuple.
         ValueError: for an index that does not fit the output.
     """
-    if not isinstance(target, (int, tuple)) or any(
-        isinstance(i, bool) for i in (target if isinstance(target, tuple) else [target])
-    ):
+    index = (target,) if isinstance(target, int) else target
+    if not isinstance(index, tuple) or any(isinstance(i, bool) for i in index):
         raise TypeError(
             f"a target names a class by an int (or an output position by a tuple of "
             f"ints), got {target!r}: pass e.g. target=3, or a list or integer "
             "tensor of one class per example"
         )
-    index = (target,) if isinstance(target, int) else target
     dims = output.shape[1:]
     if len(index) != len(dims) or not all(isinstance(i, int) for i in index):
         raise ValueError(

@@ -104,8 +104,9 @@ def _crop_window(node: fx.Node) -> tuple[Pair, Pair, Pair, Pair] | None:
         return None
     starts = []
     for part, size in zip(index[2:], shape[2:], strict=True):
-        bounds = (part.start, part.stop, part.step) if isinstance(part, slice) else ()
-        if not bounds or not all(b is None or type(b) is int for b in bounds):
+        if not isinstance(part, slice) or not all(
+            b is None or type(b) is int for b in (part.start, part.stop, part.step)
+        ):
             return None
         start, _, step = part.indices(size)
         if step != 1:

@@ -141,17 +141,17 @@ def narrow_picked_channels(gm: fx.GraphModule) -> fx.GraphModule:
     one dimension less in between, which has no box to follow. Torchvision's
     GoogLeNet and Inception v3 pick each channel so to renormalise it
     (``transform_input``, set whenever their ImageNet weights are loaded)."""
-    for node in list(gm.graph.nodes):
-        picked = _picked_channel(node)
-        if picked is None:
-            continue
-        pick, (source, channel) = node.args[0], picked
+    picks = [(node, _picked_channel(node)) for node in gm.graph.nodes]
+    picks = [(node, picked) for node, picked in picks if picked is not None]
+    for node, (source, channel) in picks:
+        pick = node.args[0]
         with gm.graph.inserting_before(node):
             narrowed = gm.graph.call_function(torch.narrow, (source, 1, channel, 1))
         node.replace_all_uses_with(narrowed)
         gm.graph.erase_node(node)
         gm.graph.erase_node(pick)
-    gm.recompile()
+    if picks:  # the code of a graph left as traced is current
+        gm.recompile()
     return gm
 
 
