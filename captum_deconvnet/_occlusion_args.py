@@ -24,6 +24,8 @@ def check_positive(name: str, value: Any) -> None:
 
 
 def pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
+    if not isinstance(value, (int, Sequence)):
+        raise TypeError(f"{name} must be an int or two ints, got {value!r}")
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2:
         raise ValueError(f"{name} must be an int or two ints, got {value!r}")

@@ -1,6 +1,7 @@
 """The incremental plan's mechanics: which models get one, what it never does to a
 model, layers it does not know, the multiply-add count, how chunks are sized."""
 
+import re
 import warnings
 
 import pytest
@@ -143,6 +144,28 @@ def test_multiply_adds_counted_by_hand_on_two_layers():
     assert counted.full == 17 * 4608  # the unoccluded pass and one per position
     assert counted.incremental == 4608 + 9 * 2 * 14 * 14 + 18 * 3 * 20 * 20
     assert counted.limit == pytest.approx(78336 / 29736)
+
+
+@pytest.mark.parametrize(
+    ("image", "window", "stride", "fraction", "error", "names"),
+    [
+        ((1, 1, 8, 8), 2, 2, 1.0, TypeError, "image"),
+        (torch.randn(1, 8, 8), 2, 2, 1.0, ValueError, "(1, 8, 8)"),
+        (torch.randn(2, 1, 8, 8), 2, 2, 1.0, ValueError, "one image"),
+        (torch.randn(1, 1, 8, 8), 9, 2, 1.0, ValueError, "window (9, 9)"),
+        (torch.randn(1, 1, 8, 8), 0, 2, 1.0, ValueError, "window"),
+        (torch.randn(1, 1, 8, 8), 2.0, 2, 1.0, TypeError, "window"),
+        (torch.randn(1, 1, 8, 8), 2, 0, 1.0, ValueError, "stride"),
+        (torch.randn(1, 1, 8, 8), 2, 2, 0.0, ValueError, "cap_fraction"),
+        (torch.randn(1, 1, 8, 8), 2, 2, True, ValueError, "cap_fraction"),
+    ],
+)
+def test_the_counter_refuses_bad_arguments_by_name(
+    image, window, stride, fraction, error, names
+):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1))
+    with pytest.raises(error, match=re.escape(names)):
+        count_multiply_adds(model, image, window, stride, fraction)
 
 
 def test_models_that_get_no_plan():

@@ -10,6 +10,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._inputs import check_images
+from .._occlusion_args import pair
 from .boxes import Region
 from .forward import IncrementalForward
 from .rules import SlidingWindow
@@ -75,9 +77,24 @@ def count_multiply_adds(
 
     Boxes are counted per position (not padded to a batch's largest), each
     dimension on its own; ``cap_fraction`` below 1 counts the approximate plan.
+
+    Raises:
+        TypeError: ``image`` is not a floating-point tensor.
+        ValueError: ``image`` is not one image ``(1, C, H, W)``; ``window`` or
+            ``stride`` is not a positive int or two, or the window exceeds the
+            image; ``cap_fraction`` is not in (0, 1]; the model has no plan.
     """
-    window, stride = _pair(window), _pair(stride)
+    check_images(image, "image")
+    if len(image) != 1:
+        shape = tuple(image.shape)
+        raise ValueError(f"image must be one image (1, C, H, W), got shape {shape}")
+    window, stride = pair("window", window), pair("stride", stride)
     shape = tuple(image.shape[2:])
+    if any(w > size for w, size in zip(window, shape, strict=True)):
+        raise ValueError(f"window {window} exceeds the image's size {shape}")
+    fraction_ok = isinstance(cap_fraction, (int, float)) and 0 < cap_fraction <= 1
+    if isinstance(cap_fraction, bool) or not fraction_ok:
+        raise ValueError(f"cap_fraction must be in (0, 1], got {cap_fraction!r}")
     starts = [
         [min(s, size - w) for s in range(0, size - w + st, st)]
         for size, w, st in zip(shape, window, stride, strict=True)
@@ -153,10 +170,6 @@ def _weight(plan: IncrementalForward, node: fx.Node) -> Tensor | None:
         weight = node.args[1] if len(node.args) > 1 else node.kwargs["weight"]
         return plan.constants.get(weight) if isinstance(weight, fx.Node) else weight
     return None
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def _prod(values) -> int:
