@@ -68,6 +68,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
     "vgg16": (models.vgg16, 224),
     "mobilenet_v2": (models.mobilenet_v2, 224),
     "efficientnet_b0": (models.efficientnet_b0, 224),
+    "shufflenet_v2": (models.shufflenet_v2_x1_0, 224),
 }
 QUICK = {"resnet18": 64}
 

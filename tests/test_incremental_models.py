@@ -1,7 +1,8 @@
 """Incremental occlusion equals full passes and Captum on each CNN family, at small
 input sizes: residual (ResNet-18/50), Inception (GoogLeNet, Inception v3),
 chains (VGG-16, ZFNet), depthwise (MobileNetV2), squeeze-and-excitation
-(EfficientNet-B0) and TensorFlow-style padding (EfficientNet-Lite0)."""
+(EfficientNet-B0), TensorFlow-style padding (EfficientNet-Lite0) and channel
+shuffles (ShuffleNetV2)."""
 
 import pytest
 import torch
@@ -48,6 +49,7 @@ FAMILIES = {
     "efficientnet_b0": (lambda: models.efficientnet_b0(num_classes=10), 48, 16, 16),
     "zfnet": (lambda: ZFNet(num_classes=10, width=0.25, input_size=96), 96, 32, 32),
     "efficientnet_lite0": (lite0, 64, 22, 21),
+    "shufflenet_v2": (lambda: models.shufflenet_v2_x0_5(num_classes=10), 64, 16, 16),
 }  # fmt: skip
 
 

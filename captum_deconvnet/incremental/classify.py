@@ -207,9 +207,22 @@ def _function_rule(
         return _global_mean(args, kwargs, x, out)
     if target is torch.narrow and not kwargs and args[1] % 4 == 1:
         return Pointwise()  # a part of the channels, position by position
+    if target is operator.getitem and _picks_channels(args[1]):
+        return Pointwise()  # x[:, [2, 0, 1]]: channels, position by position
     if _not_training(target, args, kwargs):
         return Identity()
     return Opaque()
+
+
+def _picks_channels(index: Any) -> bool:
+    """Whether ``index`` is ``(:, [c0, c1, ...])``: a list of channels."""
+    return (
+        isinstance(index, tuple)
+        and len(index) == 2
+        and index[0] == slice(None)
+        and isinstance(index[1], list)
+        and all(type(c) is int for c in index[1])
+    )
 
 
 def _not_training(target, args: tuple, kwargs: dict) -> bool:

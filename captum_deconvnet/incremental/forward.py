@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from .boxes import Region, gather, pad, paste
 from .classify import rule_for
 from .graph import has_hooks, in_place_input, node_runner, trace, training_layers
+from .moves import fold_channel_moves
 from .rules import Box, Dense, Rule, SlidingWindow, State, cut
 
 __all__ = ["IncrementalForward", "channel_sums"]
@@ -203,13 +204,12 @@ class IncrementalForward:
         watch_node = gm.meta["watched"]  # its first run, as a hook sees first
         if watch is not None and watch_node not in gm.graph.nodes:
             return None  # not called, no tensor, or rewritten away
-        recorder = _Recorder(gm, watch_node, tolerance > 0)
-        try:
-            with torch.no_grad():
-                output = recorder.run(images)
-        except Exception:  # noqa: BLE001 - the full pass shows the model's own error
-            return None
-        if recorder.refused or not isinstance(output, Tensor):
+        recorder, output = _record(gm, watch_node, tolerance, images)
+        if recorder is not None and fold_channel_moves(
+            gm, recorder.constants, {watch_node}
+        ):  # boxes now pass the chains folded; record their rules
+            recorder, output = _record(gm, watch_node, tolerance, images)
+        if recorder is None:
             return None
         steps = {step.node for step in recorder.steps}
         if watch is not None and (
@@ -264,6 +264,22 @@ class IncrementalForward:
         old = gather(self.base[self.watch], run.images, region.starts, region.size)
         sums = self.watched_sums[run.images] - channel_sums(old.double())
         return (sums + channel_sums(state.values.double())).to(state.values.dtype)
+
+
+def _record(
+    gm: fx.GraphModule, watch: fx.Node | None, tolerance: float, images: Tensor
+) -> tuple[_Recorder | None, Any]:
+    """The unoccluded run's record and output, or ``(None, None)`` where the plan
+    is refused."""
+    recorder = _Recorder(gm, watch, tolerance > 0)
+    try:
+        with torch.no_grad():
+            output = recorder.run(images)
+    except Exception:  # noqa: BLE001 - the full pass shows the model's own error
+        return None, None
+    if recorder.refused or not isinstance(output, Tensor):
+        return None, None
+    return recorder, output
 
 
 def _mark_done(steps: list[Step], keep: list) -> None:
