@@ -55,15 +55,19 @@ def network(move=shuffle) -> nn.Module:
 
 
 def folded_nodes(plan: IncrementalForward) -> list:
-    graph = plan.placeholder.graph
-    return [
-        n.args[1][1] if n.target is operator.getitem else n.args[2:]
-        for n in graph.nodes
-        if n.target in (torch.narrow, operator.getitem)
-        and n.op == "call_function"
-        and isinstance(n.args[0], fx.Node)
-        and len(n.args[0].meta.get("incremental_shape", ())) == 4
-    ]
+    """What each indexing of a map's channels gives: ``(start, count)`` of a
+    ``torch.narrow``, the order of an ``x[:, order]``."""
+    found = []
+    for node in plan.placeholder.graph.nodes:
+        source = node.args[0] if node.args else None
+        if len(getattr(source, "meta", {}).get("incremental_shape", ())) != 4:
+            continue
+        if node.target is torch.narrow:
+            found.append(node.args[2:])
+        elif node.target is operator.getitem and isinstance(node.args[1], tuple):
+            if len(node.args[1]) == 2 and isinstance(node.args[1][1], list):
+                found.append(node.args[1][1])
+    return found
 
 
 def test_a_shuffle_and_chunks_become_one_indexing_of_the_channels():
@@ -129,6 +133,36 @@ def test_chains_that_are_not_channel_moves_are_left_as_traced(every_plan, move):
     full = OcclusionSensitivity(model, incremental=False).attribute(x, **kwargs)
     scale = full.abs().max()
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5 * scale)
+
+
+def bits(x, groups):
+    # reinterprets each float64 as an int64: same shape, other values
+    return x.view(torch.int64).to(x.dtype) * 1e-18
+
+
+def complex_pairs(x, groups):
+    return x.view(torch.complex128).abs().repeat(1, 1, 1, 2)
+
+
+def first_three(x, groups):
+    return x[:3]  # the identity on batches of up to three examples
+
+
+def offset_by_batch(x, groups):
+    return x.narrow(1, x.size(0) // 4, 4).repeat(1, 2, 1, 1)
+
+
+@pytest.mark.parametrize("move", [bits, complex_pairs, first_three, offset_by_batch])
+def test_chains_that_reinterpret_or_read_the_batch_are_not_folded(every_plan, move):
+    model = network(move).double()
+    x = images(1, 8).double()
+    plan = IncrementalForward.plan(model, x)
+    assert [f for f in folded_nodes(plan) if f not in ((0, 4), (4, 4))] == []
+    if move is bits:  # a float64 model: the plan's answer is the full passes'
+        kwargs = {"sliding_window_shapes": (3, 4, 4), "strides": 2, "target": 1}
+        fast = OcclusionSensitivity(model).attribute(x, **kwargs)
+        full = OcclusionSensitivity(model, incremental=False).attribute(x, **kwargs)
+        torch.testing.assert_close(fast, full, rtol=1e-9, atol=1e-12)
 
 
 def test_a_watched_layer_after_a_shuffle_gives_the_full_maps(

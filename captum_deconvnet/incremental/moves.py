@@ -149,8 +149,10 @@ def _channels(
         )
         values = {source: probe}
         try:
+            batch_sizes: dict[fx.Node, str] = {}
             for node in [*between, end]:
-                values[node] = _run(gm, node, values, constants)
+                values[node] = _run(gm, node, values, constants, batch_sizes)
+                _check_batch_first(values[node], batch)
         except Exception:  # noqa: BLE001 - a chain that fails here is not folded
             return None
         out = values[end]
@@ -167,18 +169,112 @@ def _channels(
     return found
 
 
-def _run(gm: fx.GraphModule, node: fx.Node, values: dict, constants: dict) -> Any:
+def _run(
+    gm: fx.GraphModule,
+    node: fx.Node,
+    values: dict,
+    constants: dict,
+    batch_sizes: dict[fx.Node, str],
+) -> Any:
+    """``node``'s value on the probe; raises where ``node`` is not a move that
+    keeps every example apart whatever the batch size: it reinterprets a dtype,
+    slices along the batch, or reads the batch size (``batch_sizes``: the nodes
+    that hold it, ``"int"``, or a shape that starts with it, ``"shape"``) other
+    than to give it back as the first size of a ``view`` or ``reshape``."""
+
     def value(arg: fx.Node) -> Any:
         return values[arg] if arg in values else constants[arg]
 
     args = fx.node.map_arg(node.args, value)
     kwargs = fx.node.map_arg(node.kwargs, value)
-    if node.target in _SIZE_FUNCTIONS:
-        leaves = []
-        fx.node.map_aggregate((args, kwargs), leaves.append)
-        if any(isinstance(leaf, torch.Tensor) for leaf in leaves):
-            raise TypeError("arithmetic on a tensor is not a move")
+    leaves = []
+    fx.node.map_aggregate((args, kwargs), leaves.append)
+    if any(isinstance(leaf, torch.dtype) for leaf in leaves):
+        raise TypeError("view(dtype) reinterprets values")
+    if node.target in _SIZE_FUNCTIONS and any(
+        isinstance(leaf, torch.Tensor) for leaf in leaves
+    ):
+        raise TypeError("arithmetic on a tensor is not a move")
+    first = args[0] if args else None
+    batch_read = [n for n in node.all_input_nodes if n in batch_sizes]
+    a_size = node.target is operator.getitem and not isinstance(first, torch.Tensor)
+    if _size_step(node) or a_size:
+        _follow_batch_size(node, first, args, batch_sizes)
+    elif batch_read and batch_read != [_first_size(node)]:
+        raise ValueError("reads the batch size")
+    if isinstance(first, torch.Tensor):
+        _check_not_along_batch(node, first, args, kwargs)
     return node_runner(gm, node)(*args, **kwargs)
+
+
+def _follow_batch_size(
+    node: fx.Node, first: Any, args: tuple, batch_sizes: dict[fx.Node, str]
+) -> None:
+    """Note whether ``node`` (a shape query, or an item of a shape) holds the
+    batch size; arithmetic on it raises."""
+    if node.target in _SIZE_FUNCTIONS:
+        if any(n in batch_sizes for n in node.all_input_nodes):
+            raise ValueError("arithmetic on the batch size")
+        return
+    if node.target == "size" or node.target is getattr:
+        if len(args) == 1 or node.target is getattr:
+            batch_sizes[node] = "shape"
+        elif args[1] % first.ndim == 0:
+            batch_sizes[node] = "int"
+        return
+    source = node.args[0]
+    if node.target is operator.getitem and batch_sizes.get(source) == "shape":
+        index = args[1]
+        if not isinstance(index, int) or index % len(first) == 0:
+            batch_sizes[node] = "int" if isinstance(index, int) else "shape"
+
+
+def _first_size(node: fx.Node) -> Any:
+    """The argument giving the first size of a ``view`` or ``reshape``, or the
+    whole shape where it is given as one."""
+    if node.target not in ("view", "reshape", torch.reshape):
+        return None
+    sizes = node.args[1:] if node.op == "call_method" else node.args[1:2]
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = sizes[0]
+    return sizes[0] if sizes else None
+
+
+_DIM_ARGUMENT = {"chunk": (2, 0), "split": (2, 0), "narrow": (1, None)}
+_DIM_ARGUMENT.update(
+    {torch.chunk: (2, 0), torch.split: (2, 0), torch.narrow: (1, None)}
+)
+
+
+def _check_not_along_batch(
+    node: fx.Node, tensor: torch.Tensor, args: tuple, kwargs: dict
+) -> None:
+    """Raise where ``node`` slices or squeezes ``tensor`` along its batch (its
+    first dimension)."""
+    target = node.target
+    if target is operator.getitem:
+        index = args[1]
+        whole = isinstance(index, tuple) and index and isinstance(index[0], slice)
+        if not whole or index[0] != slice(None):
+            raise ValueError("indexes the batch")
+    elif target in _DIM_ARGUMENT:
+        position, default = _DIM_ARGUMENT[target]
+        dim = args[position] if len(args) > position else kwargs.get("dim", default)
+        if dim % tensor.ndim == 0:
+            raise ValueError("slices the batch")
+    elif target in ("squeeze", torch.squeeze):
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        dims = dims if isinstance(dims, (tuple, list)) else [dims]
+        if any(d is None or d % tensor.ndim == 0 for d in dims):
+            raise ValueError("would drop a batch of one")
+
+
+def _check_batch_first(value: Any, batch: int) -> None:
+    """Raise unless every tensor in ``value`` keeps the batch first."""
+    tensors = value if isinstance(value, (tuple, list)) else [value]
+    for tensor in tensors:
+        if isinstance(tensor, torch.Tensor) and tensor.shape[:1] != (batch,):
+            raise ValueError("moves the batch")
 
 
 def _erase_unused(nodes: list[fx.Node], graph: fx.Graph) -> None:
