@@ -173,9 +173,12 @@ def main(argv: list[str] | None = None) -> dict:
         "--checkpoint", type=Path, default=Path("runs/demo/train/checkpoints/last.ckpt")
     )
     extra.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
-    options, rest = extra.parse_known_args(argv)
+    options, rest = extra.parse_known_args(argv)  # --help: parse_speed_args's
     args = parse_speed_args(
-        rest, __doc__.splitlines()[0], quick_help="Lite0 at 96x96, one photo"
+        rest,
+        __doc__.splitlines()[0],
+        quick_help="Lite0 at 96x96, one photo",
+        parents=[extra],
     )
     networks = {}
     if not args.quick:

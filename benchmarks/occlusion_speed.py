@@ -337,11 +337,14 @@ def main(argv: list[str] | None = None) -> dict:
     extra.add_argument("--memory", action="store_true")
     extra.add_argument("--memory-only", action="store_true", help="keep the times")
     extra.add_argument("--probe", nargs=3)
-    options, rest = extra.parse_known_args(argv)
+    options, rest = extra.parse_known_args(argv)  # --help: parse_speed_args's
     if options.size and (options.memory or options.memory_only):
         extra.error("--memory measures the models at their own sizes: drop --size")
     args = parse_speed_args(
-        rest, __doc__.splitlines()[0], quick_help="ResNet-18 at 64x64, a 16x16 occluder"
+        rest,
+        __doc__.splitlines()[0],
+        quick_help="ResNet-18 at 64x64, a 16x16 occluder",
+        parents=[extra],
     )
     if options.probe:
         name, method, per_eval = options.probe

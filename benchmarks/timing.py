@@ -7,7 +7,7 @@ import platform
 import statistics
 import time
 from argparse import ArgumentParser, Namespace
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +56,23 @@ def environment(device: str = "cpu") -> dict[str, Any]:
 
 
 def parse_speed_args(
-    argv: list[str] | None, description: str, quick_help: str
+    argv: list[str] | None,
+    description: str,
+    quick_help: str,
+    parents: Sequence[ArgumentParser] = (),
 ) -> Namespace:
     """The options every speed script takes, and :func:`write_results` reads:
-    ``--quick``, ``--device`` and ``--out``."""
-    parser = ArgumentParser(description=description)
+    ``--quick``, ``--device`` and ``--out``; ``parents`` (made with
+    ``add_help=False``) add a script's own, which ``--help`` then lists too."""
+    parser = ArgumentParser(description=description, parents=list(parents))
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results"),
+        help="folder of the results (default: the committed ones, overwritten)",
+    )
     return parser.parse_args(argv)
 
 

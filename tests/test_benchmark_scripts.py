@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from benchmarks import deconvnet_speed, occlusion_speed
 
 
@@ -36,3 +38,11 @@ def test_occlusion_speed_quick_run_writes_its_results(tmp_path):
     assert f"| {swept:.2f} ({row['captum_best_per_eval']}) |" in occlusion_speed.table(
         written
     )
+
+
+def test_help_lists_each_scripts_own_options(capsys):
+    with pytest.raises(SystemExit):
+        occlusion_speed.main(["--help"])
+    shown = capsys.readouterr().out
+    for option in ("--models", "--occluders", "--size", "--memory", "--out"):
+        assert option in shown

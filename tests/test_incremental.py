@@ -168,6 +168,14 @@ def test_the_counter_refuses_bad_arguments_by_name(
         count_multiply_adds(model, image, window, stride, fraction)
 
 
+def test_the_counter_names_a_model_that_is_not_one_or_has_no_plan():
+    with pytest.raises(TypeError, match="model must be an nn.Module, got str"):
+        count_multiply_adds("model", torch.randn(1, 1, 8, 8), 2, 2)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1))
+    with pytest.raises(ValueError, match=r"image of shape \(1, 3, 8, 8\)"):
+        count_multiply_adds(model, torch.randn(1, 3, 8, 8), 2, 2)  # 3 channels
+
+
 def test_models_that_get_no_plan():
     class Branchy(nn.Module):
         def __init__(self):

@@ -79,11 +79,14 @@ def count_multiply_adds(
     dimension on its own; ``cap_fraction`` below 1 counts the approximate plan.
 
     Raises:
-        TypeError: ``image`` is not a floating-point tensor.
+        TypeError: ``model`` is not a module, ``image`` not a floating-point
+            tensor.
         ValueError: ``image`` is not one image ``(1, C, H, W)``; ``window`` or
             ``stride`` is not a positive int or two, or the window exceeds the
             image; ``cap_fraction`` is not in (0, 1]; the model has no plan.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     check_images(image, "image")
     if len(image) != 1:
         shape = tuple(image.shape)
@@ -102,7 +105,11 @@ def count_multiply_adds(
     positions = len(starts[0]) * len(starts[1])
     plan = IncrementalForward.plan(model, image)
     if plan is None:
-        raise ValueError(f"{type(model).__name__} has no incremental plan")
+        raise ValueError(
+            f"{type(model).__name__} has no incremental plan for an image of shape "
+            f"{tuple(image.shape)}: it has hooks or layers in training mode, torch.fx "
+            "cannot trace it, or it raises on this image or returns no single tensor"
+        )
     layers = layer_multiply_adds(plan)
     one_pass = sum(per * count for per, count in layers.values())
     rows = [_sizes(plan, (s, 0), window, shape, cap_fraction, 0) for s in starts[0]]
