@@ -4,11 +4,16 @@ fields and the correspondence masks: each is refused by name, none gives a resul
 import matplotlib
 import pytest
 import torch
+from torch import nn
 
 from captum_deconvnet import (
     OcclusionSensitivity,
+    ReceptiveField,
+    box_part_masks,
     normalize_projection,
     occlusion_figure,
+    random_masks_like,
+    receptive_field,
     save_overlay,
     upsample_grid,
 )
@@ -80,6 +85,38 @@ def test_overlay_and_normalize_projection_refuse_lists(tmp_path):
     with pytest.raises(ValueError, match="projection needs a batch dimension"):
         normalize_projection(torch.tensor(1.0))
     assert not list(tmp_path.iterdir())
+
+
+def test_box_of_a_position_outside_the_layers_map_is_refused():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Conv2d(2, 2, 3))
+    field = receptive_field(model, model[2], (1, 16, 16))
+    rows, cols = model(torch.zeros(1, 1, 16, 16)).shape[-2:]  # 5x5
+    assert field.map_size == (rows, cols) == (5, 5)
+    # The last position: rows 8..14 of the 15 that conv1 reads
+    assert field.box(4, 4, (16, 16)) == (8, 8, 15, 15)
+    with pytest.raises(ValueError, match=r"\(5, 0\) is outside the layer's 5x5"):
+        field.box(5, 0, (16, 16))
+    with pytest.raises(ValueError, match=r"\(100, 100\) is outside .* 5x5"):
+        field.box(100, 100, (16, 16))
+    with pytest.raises(ValueError, match=r"\(-1, 2\) is outside the layer's map"):
+        field.box(-1, 2, (16, 16))
+    with pytest.raises(TypeError, match="col must be an int, got 2.0"):
+        field.box(1, 2.0, (16, 16))
+    by_hand = ReceptiveField(size=(3, 3), jump=(2, 2), start=(-1, -1))
+    with pytest.raises(ValueError, match=r"\(0, -3\) is outside"):
+        by_hand.box(0, -3, (16, 16))
+
+
+def test_boxes_outside_the_image_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"box \[70, 70, 100, 100\] .* no pixel in"):
+        box_part_masks([[10, 10, 40, 40], [70, 70, 100, 100]], (64, 64))
+    # Rows 10..39 in the image, 40..99 not: the bottom third would mask nothing
+    with pytest.raises(ValueError, match=r"\[10, 10, 100, 100\] .* bottom third"):
+        box_part_masks(torch.tensor([[10, 10, 100, 100]]), (64, 64))
+    with pytest.raises(ValueError, match=r"\[10, 10, 20, 12\] .* top third"):
+        box_part_masks(torch.tensor([[10, 10, 20, 12]]), (64, 64))  # 2 rows high
+    with pytest.raises(TypeError, match="masks must be a tensor .* got list"):
+        random_masks_like([[[True, False]]])
 
 
 def test_a_channel_without_a_layer_is_refused():
