@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 from captum_deconvnet import (
+    FeatureMapDeconvNet,
+    NeuronDeconvNet,
     OcclusionSensitivity,
     ReceptiveField,
     box_part_masks,
@@ -124,4 +126,25 @@ def test_a_channel_without_a_layer_is_refused():
     before = snapshot(model)
     with pytest.raises(ValueError, match="channel 3 is a channel of layer"):
         OcclusionSensitivity(model).sensitivity_maps(images(2), 4, 2, channel=3)
+    assert snapshot(model) == before
+
+
+@pytest.mark.parametrize(
+    "selector, match",
+    [((5.0, 0, 0), r"\(5.0, 0, 0\)"), ([1, 0, 0], r"\[1, 0, 0\]"), (True, "True")],
+)
+def test_neuron_selector_of_another_kind_is_a_type_error(selector, match):
+    model = small_cnn()
+    before = snapshot(model)
+    with pytest.raises(TypeError, match=f"neuron_selector must be .* got {match}"):
+        NeuronDeconvNet(model, model[3]).attribute(images(2), selector)
+    assert snapshot(model) == before
+
+
+@pytest.mark.parametrize("channels", ["0", [0, "1"], [[0], [1, 2]], [True, False]])
+def test_channels_that_are_not_ints_are_named(channels):
+    model = small_cnn()
+    before = snapshot(model)
+    with pytest.raises(TypeError, match=r"channels must be an int, .* got"):
+        FeatureMapDeconvNet(model, model[3]).attribute(images(2), channels)
     assert snapshot(model) == before
