@@ -139,9 +139,16 @@ def project_top_activations(
         One :class:`LayerAtlas` per layer of ``top``, by name.
 
     Raises:
-        ValueError: ``channels`` naming a layer ``top`` does not hold, or a channel
-            out of range.
+        TypeError: if ``top`` is not a :class:`TopKActivations`.
+        ValueError: ``channels`` naming a layer ``top`` does not hold, a channel
+            out of range, or ``top`` holding images past the end of ``dataset``
+            (it was scanned over another dataset).
     """
+    if not isinstance(top, TopKActivations):
+        raise TypeError(
+            "top must be the TopKActivations of top_activations or "
+            f"scan_top_activations, got {type(top).__name__}"
+        )
     channels = channels or {}
     unknown = sorted(set(channels) - set(top.layers))
     if unknown:
@@ -149,6 +156,7 @@ def project_top_activations(
             f"channels names layers the scan has not seen: {unknown}; it has "
             f"{sorted(top.layers)}"
         )
+    _check_images_in(top, len(dataset))
     image_shape = tuple(first_item(dataset[0]).shape)
     atlases = {}
     with guarded(model) as plain:
@@ -167,6 +175,17 @@ def project_top_activations(
     return atlases
 
 
+def _check_images_in(top: TopKActivations, size: int) -> None:
+    """Raise unless every image ``top`` holds is one of a dataset of ``size``."""
+    for name in top.layers:
+        last = int(top.entries(name).images.max())
+        if last >= size:
+            raise ValueError(
+                f"top holds activations of image {last} (layer {name!r}), but the "
+                f"dataset has {size} items: pass the dataset top was scanned over"
+            )
+
+
 def _project_layer(
     explainer: FeatureMapDeconvNet,
     top: TopKActivations,
@@ -182,12 +201,8 @@ def _project_layer(
     positions = torch.stack([rows, cols], dim=-1)
     wanted = images >= 0
     if chosen is not None:
-        if not chosen or any(not 0 <= c < channels for c in chosen):
-            raise ValueError(
-                f"channels of {name} must be some of 0..{channels - 1}, got {chosen}"
-            )
         picked = torch.zeros(channels, dtype=torch.bool)
-        picked[list(chosen)] = True
+        picked[_checked_channels(chosen, channels, f"channels of {name}")] = True
         wanted &= picked[:, None]
     filled = wanted.flatten().nonzero().flatten().tolist()
     projections, patches = [], []
@@ -210,6 +225,17 @@ def _project_layer(
         projections=_scatter(projections, filled, channels, k),
         patches=_scatter(patches, filled, channels, k),
     )
+
+
+def _checked_channels(chosen: Sequence[int], count: int, what: str) -> list[int]:
+    """``chosen`` as a list, if it is some of the channels ``0..count - 1``."""
+    chosen = list(chosen)
+    if not chosen or any(not 0 <= c < count for c in chosen):
+        raise ValueError(
+            f"{what} must be a non-empty list of channels in 0..{count - 1}, "
+            f"got {chosen}"
+        )
+    return chosen
 
 
 def _scatter(parts: list[Tensor], filled: list[int], channels: int, k: int) -> Tensor:
@@ -283,10 +309,23 @@ def save_atlas(
         channels: the channels to show (default all).
         per_row: channels per row of the picture (default about a square).
         min_side: patches smaller than this are enlarged by a whole factor.
+
+    Raises:
+        TypeError: if ``atlas`` is not one layer's :class:`LayerAtlas` (the dict
+            of all layers, say).
+        ValueError: if ``channels`` is empty or holds a channel out of range.
     """
-    chosen = list(range(atlas.values.shape[0]) if channels is None else channels)
-    if not chosen:
-        raise ValueError("channels is empty")
+    if isinstance(atlas, Mapping):
+        raise TypeError(
+            f"atlas must be one layer's LayerAtlas, got the dict of layers "
+            f"{list(atlas)}: pass one of its entries, e.g. "
+            f"atlas[{next(iter(atlas), 'name')!r}]"
+        )
+    if not isinstance(atlas, LayerAtlas):
+        raise TypeError(f"atlas must be a LayerAtlas, got {type(atlas).__name__}")
+    count = atlas.values.shape[0]
+    chosen = range(count) if channels is None else channels
+    chosen = _checked_channels(chosen, count, "channels")
     projections = atlas.projections[chosen]
     patches = atlas.patches[chosen]
     low, high = patches.amin(), patches.amax()

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from ._inputs import check_images
+from ._occlusion_args import pair
 from .layers import guarded, layer_name, layer_outputs
 
 __all__ = [
@@ -128,7 +129,10 @@ def box_part_masks(boxes: Tensor, image_size: tuple[int, int]) -> dict[str, Tens
         ``{"top": ..., "middle": ..., "bottom": ...}``, each ``(N, H, W)`` bool.
 
     Raises:
-        ValueError: boxes not ``(N, 4)``, or a box with no area.
+        ValueError: boxes not ``(N, 4)``, a box with no area, or one that leaves a
+            third (or all) of itself outside the image, or is under 3 rows high:
+            that part's mask would be empty, and occluding nothing would change
+            no feature.
     """
     boxes = torch.as_tensor(boxes).long()
     if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -138,16 +142,31 @@ def box_part_masks(boxes: Tensor, image_size: tuple[int, int]) -> dict[str, Tens
         raise ValueError(
             f"boxes must have x1 > x0 and y1 > y0, got {boxes[empty].tolist()}"
         )
-    rows = torch.arange(image_size[0], device=boxes.device)[None, :, None]
-    cols = torch.arange(image_size[1], device=boxes.device)[None, None, :]
+    height, width = pair("image_size", image_size)
+    rows = torch.arange(height, device=boxes.device)[None, :, None]
+    cols = torch.arange(width, device=boxes.device)[None, None, :]
     x0, y0, x1, y1 = (v[:, None, None] for v in boxes.unbind(1))
     within = (cols >= x0) & (cols < x1)
     edges = [y0 + torch.div((y1 - y0) * i, 3, rounding_mode="floor") for i in range(4)]
     names = ("top", "middle", "bottom")
-    return {
+    masks = {
         name: within & (rows >= edges[i]) & (rows < edges[i + 1])
         for i, name in enumerate(names)
     }
+    blank = torch.stack([~m.flatten(1).any(1) for m in masks.values()], 1)  # (N, 3)
+    if blank.any():
+        i, part = blank.nonzero()[0].tolist()
+        where = (
+            "has no pixel in"
+            if blank[i].all()
+            else f"leaves its {names[part]} third without a pixel of"
+        )
+        raise ValueError(
+            f"box {boxes[i].tolist()} (boxes[{i}]) {where} the {height}x{width} "
+            "image: boxes are (x0, y0, x1, y1) in pixels of the image, each third "
+            "with a row in it (so at least 3 rows high)"
+        )
+    return masks
 
 
 def random_masks_like(
@@ -161,8 +180,13 @@ def random_masks_like(
         generator: for repeatable places.
 
     Raises:
+        TypeError: masks not a tensor.
         ValueError: masks not ``(N, H, W)``.
     """
+    if not isinstance(masks, Tensor):
+        raise TypeError(
+            f"masks must be a tensor (N, H, W) of booleans, got {type(masks).__name__}"
+        )
     if masks.ndim != 3:
         raise ValueError(f"masks must be (N, H, W), got {tuple(masks.shape)}")
     moved = torch.zeros_like(masks, dtype=torch.bool)

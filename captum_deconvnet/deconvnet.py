@@ -190,11 +190,18 @@ class NeuronDeconvNet(_Deconv, NeuronAttribution):
         Args:
             inputs: a batch, or a tuple of batches the model takes together.
             neuron_selector: an int (for a 2-D layer), a tuple of ints and slices
-                indexing one example's activation (slices sum their neurons), or a
-                callable taking the layer's activation and returning one value per
-                example.
+                indexing one example's activation (slices sum their neurons;
+                negative ints count from the end, as in Captum's
+                ``NeuronDeconvolution``), or a callable taking the layer's
+                activation and returning one value per example.
             additional_forward_args: further arguments of the model, not attributed.
             attribute_to_neuron_input: select from the layer's input, not its output.
+
+        Raises:
+            TypeError: a ``neuron_selector`` of another kind (a float entry, a
+                list), or a callable one that does not return a tensor.
+            ValueError: a ``neuron_selector`` that does not fit the activation, or
+                a layer that does not run.
         """
 
         def seed(model: nn.Module, args: tuple) -> tuple[Tensor, Tensor]:
@@ -249,6 +256,11 @@ class FeatureMapDeconvNet(_Deconv):
                 each example's map instead of its strongest (a top-k entry found
                 across a dataset), or ``(1, 2)`` for all, following the batch as
                 ``channels`` does; only with ``keep="strongest"`` and 2-D maps.
+
+        Raises:
+            TypeError: ``channels`` that are not ints.
+            ValueError: another ``keep``, ``channels`` or ``positions`` out of
+                range or of another count, or a layer that does not run.
         """
         if keep not in ("strongest", "map"):
             raise ValueError(f"keep must be 'strongest' or 'map', got {keep!r}")
@@ -316,9 +328,17 @@ def _select_neurons(activation: Tensor, selector: NeuronSelector) -> Tensor:
             )
         return value.reshape(-1)
     index = (selector,) if isinstance(selector, numbers.Integral) else selector
-    if isinstance(index, tuple):  # numpy ints as ints, for the range check
-        index = tuple(int(i) if isinstance(i, numbers.Integral) else i for i in index)
-    if not isinstance(index, tuple) or len(index) != activation.ndim - 1:
+    if not isinstance(index, tuple) or not all(
+        isinstance(i, (numbers.Integral, slice)) and not isinstance(i, bool)
+        for i in index
+    ):
+        raise TypeError(
+            "neuron_selector must be an int, a tuple of ints (negative ones count "
+            f"from the end) and slices, or a callable, got {selector!r}"
+        )
+    # numpy ints as ints, for the range check
+    index = tuple(int(i) if isinstance(i, numbers.Integral) else i for i in index)
+    if len(index) != activation.ndim - 1:
         raise ValueError(
             f"neuron_selector {selector!r} does not index one example's activation of "
             f"shape {tuple(activation.shape[1:])}"
@@ -340,9 +360,16 @@ def _feature_map_seed(
 ) -> Tensor:
     """The layer's activation with everything zeroed but the kept part of each map."""
     n, c = activation.shape[:2]
-    chosen = torch.as_tensor(channels, device=activation.device)
+    wrong = TypeError(
+        "channels must be an int, a sequence of ints or an integer tensor, got "
+        f"{channels!r}"
+    )
+    try:
+        chosen = torch.as_tensor(channels, device=activation.device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise wrong from error
     if not holds_integers(chosen):
-        raise TypeError(f"channels must be ints, got {channels!r}")
+        raise wrong
     chosen = chosen.long().reshape(-1)
     chosen = per_example(chosen, n, "channels")
     if chosen.min() < 0 or chosen.max() >= c:

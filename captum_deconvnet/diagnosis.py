@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._inputs import check_images
 from .layers import eval_mode, layer_outputs
 
 __all__ = [
@@ -54,8 +55,14 @@ def filter_spectrum(weight: Tensor, size: int = 64) -> tuple[Tensor, Tensor]:
         ``(out_channels, size, size)`` each filter's share of its energy there.
 
     Raises:
+        TypeError: if ``weight`` is not a tensor (a layer, say, not its weight).
         ValueError: if ``weight`` is not 4-D or ``size`` is smaller than the kernel.
     """
+    if not isinstance(weight, Tensor):
+        raise TypeError(
+            "weight must be a convolution's weight tensor (out, in, kh, kw), such "
+            f"as layer.weight, got {type(weight).__name__}"
+        )
     if weight.ndim != 4:
         raise ValueError(f"weight must be (out, in, kh, kw), got {tuple(weight.shape)}")
     if size < max(weight.shape[-2:]):
@@ -85,6 +92,10 @@ def high_frequency_fraction(
 
     Returns:
         ``(out_channels,)`` float64 in ``[0, 1]``.
+
+    Raises:
+        TypeError, ValueError: as :func:`filter_spectrum`; ValueError for a
+            ``cutoff`` outside ``(0, 0.5]``.
     """
     if not 0 < cutoff <= 0.5:
         raise ValueError(f"cutoff must be in (0, 0.5] cycles per pixel, got {cutoff}")
@@ -112,7 +123,8 @@ def radial_spectrum(
         each filter's share of its energy per ring (or its ratio to a flat one's).
 
     Raises:
-        ValueError: if ``bins`` is not positive.
+        TypeError, ValueError: as :func:`filter_spectrum`; ValueError for ``bins``
+            below 1.
     """
     if bins < 1:
         raise ValueError(f"bins must be positive, got {bins}")
@@ -147,15 +159,14 @@ def firing_rates(
         ``(C,)`` the fraction of positions, over all images, where the map is > 0.
 
     Raises:
+        TypeError: if ``images`` is not a floating-point tensor.
         ValueError: for no images, a ``batch_size`` below 1, or a layer whose output
             is not ``(N, C, H, W)`` (a linear layer's, say).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if images.ndim != 4 or len(images) == 0:
-        raise ValueError(
-            f"images must be a non-empty (N, C, H, W) batch, got {tuple(images.shape)}"
-        )
+    if len(check_images(images, "images")) == 0:
+        raise ValueError("images is empty: pass a non-empty (N, C, H, W) batch")
     positive, total = None, 0
     with eval_mode(model):
         for batch in images.split(batch_size):
@@ -206,9 +217,11 @@ def shifted_activity(
         ``(len(shifts), N, C)`` float64: the sum of each map per shift.
 
     Raises:
-        ValueError: for an empty ``shifts``, a shift beyond ``pad``, or a layer
-            whose output is not ``(N, C, H, W)``.
+        TypeError: if ``images`` is not a floating-point tensor.
+        ValueError: for images not ``(N, C, H, W)``, an empty ``shifts``, a shift
+            beyond ``pad``, or a layer whose output is not ``(N, C, H, W)``.
     """
+    check_images(images, "images")
     if not shifts or any(max(abs(dy), abs(dx)) > pad for dy, dx in shifts):
         raise ValueError(f"shifts must be non-empty and within pad={pad}: {shifts}")
     canvas = F.pad(images, (pad,) * 4, value=fill)
@@ -242,8 +255,14 @@ def shift_variation(activity: Tensor) -> Tensor:
         A scalar tensor.
 
     Raises:
+        TypeError: if ``activity`` is not a tensor.
         ValueError: if the activity is zero at every shift.
     """
+    if not isinstance(activity, Tensor):
+        raise TypeError(
+            f"activity must be a tensor (shifts, ...), as shifted_activity returns, "
+            f"got {type(activity).__name__}"
+        )
     total = activity.mean(dim=0).sum()
     if total <= 0:
         raise ValueError("the maps are zero at every shift: nothing to compare")

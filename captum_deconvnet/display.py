@@ -21,7 +21,23 @@ def normalize_projection(projection: Tensor, eps: float = 1e-12) -> Tensor:
 
     Args:
         projection: ``(N, C, H, W)`` (or any ``(N, ...)``) projections.
+
+    Returns:
+        ``projection``'s shape, values in ``[0, 1]``.
+
+    Raises:
+        TypeError: ``projection`` not a tensor.
+        ValueError: ``projection`` without a batch dimension.
     """
+    if not isinstance(projection, Tensor):
+        raise TypeError(
+            f"projection must be a tensor (N, ...), got {type(projection).__name__}"
+        )
+    if projection.ndim < 1:
+        raise ValueError(
+            "projection needs a batch dimension (N, ...), got a 0-d tensor; "
+            "pass projection[None] for a single one"
+        )
     flat = projection.detach().reshape(projection.shape[0], -1)
     scale = flat.abs().amax(dim=1).clamp(min=eps) * 2
     return (flat / scale[:, None] + 0.5).reshape(projection.shape)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +15,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ._inputs import check_images, holds_integers, widened
-from .layers import guarded, layer_name, layer_outputs, model_output
+from .layers import check_layers, guarded, layer_name, layer_outputs, model_output
 
 __all__ = ["InvarianceCurves", "invariance_curves", "plot_invariance", "transform"]
 
@@ -47,9 +47,23 @@ def transform(images: Tensor, kind: str, amount: float, fill: float = 0.0) -> Te
     centre, or rotate them ``amount`` degrees anticlockwise; ``fill`` comes in
     where the image moves away (bilinear interpolation).
 
+    Args:
+        images: ``(..., H, W)``, e.g. ``(N, C, H, W)``.
+        kind: one of ``"translation"``, ``"scale"``, ``"rotation"``.
+        amount: pixels, factor or degrees.
+        fill: value where the image moves away.
+
+    Returns:
+        The moved images, of the same shape.
+
     Raises:
+        TypeError: if ``images`` is not a tensor.
         ValueError: an unknown ``kind``, or a translation by a fraction of a pixel.
     """
+    if not isinstance(images, Tensor):
+        raise TypeError(
+            f"images must be a tensor (N, C, H, W), got {type(images).__name__}"
+        )
     if kind not in TRANSFORMS:
         raise ValueError(f"transform must be one of {TRANSFORMS}, got {kind!r}")
     if kind == "translation" and amount != round(amount):
@@ -105,8 +119,9 @@ def invariance_curves(
         TypeError: if the model does not return one tensor of logits.
         ValueError: if the images are not ``(N, C, H, W)`` with ``N >= 1``, the
             labels not ``(N,)`` class indices within the model's output, a sweep
-            empty or not finite (scales: not positive), or a layer not a submodule
-            of the model or does not run.
+            empty or not finite (scales: not positive), ``layers`` not a non-empty
+            list (one layer alone is refused), or a layer not a submodule of the
+            model or does not run.
 
     Example::
 
@@ -135,6 +150,7 @@ def invariance_curves(
             raise ValueError(f"the {kind} sweep must be finite numbers, got {amounts}")
     if min(scales) <= 0:
         raise ValueError(f"scales must be positive, got {list(scales)}")
+    check_layers(layers)
     curves = {}
     with guarded(model) as model, torch.no_grad():
         names = [layer_name(model, layer) for layer in layers]
@@ -196,7 +212,26 @@ def plot_invariance(
 ) -> None:
     """Save the curves as a PNG: a row per transformation; a column per layer's
     feature distance, and one for the probability of the true class; a line per
-    image."""
+    image.
+
+    Args:
+        curves: what :func:`invariance_curves` returns, by transformation.
+        path: the PNG file.
+
+    Raises:
+        TypeError: if ``curves`` is not a dict.
+        ValueError: if it is empty.
+    """
+    if not isinstance(curves, Mapping):
+        raise TypeError(
+            "curves must be the dict of InvarianceCurves that invariance_curves "
+            f"returns, got {type(curves).__name__}"
+        )
+    if not curves:
+        raise ValueError(
+            "curves is empty: pass what invariance_curves returns, "
+            "{'translation': ..., 'scale': ..., 'rotation': ...}"
+        )
     rows = list(curves.values())
     names = list(rows[0].distances)
     figure = Figure(figsize=(3.2 * (len(names) + 1), 2.6 * len(rows)))

@@ -32,6 +32,7 @@ __all__ = [
     "BatchedInputs",
     "UnbatchedInputError",
     "buffers_kept",
+    "check_layers",
     "model_device",
     "eval_mode",
     "guarded",
@@ -59,6 +60,20 @@ def layer_name(model: nn.Module, layer: nn.Module) -> str:
     """
     check_submodule(model, layer)
     return next(name for name, m in model.named_modules() if m is layer)
+
+
+def check_layers(layers: Any) -> None:
+    """Raise unless ``layers`` is a non-empty list (or tuple) of layers: one module
+    given alone is refused, even a ``Sequential``, which would pass for its children.
+
+    Raises:
+        ValueError: naming what came instead.
+    """
+    if isinstance(layers, nn.Module) or not isinstance(layers, Sequence) or not layers:
+        raise ValueError(
+            f"layers must be a non-empty list of submodules, got {layers!r}; "
+            "pass one layer as [layer]"
+        )
 
 
 def unwrap(model: Any) -> Any:
@@ -365,10 +380,17 @@ def layer_outputs(
     happens.
 
     Raises:
-        TypeError: if a layer's output is not one tensor.
-        ValueError: if a layer does not run in the forward pass, or its output has
-            no row per example.
+        TypeError: if ``inputs`` is not a tensor, or a layer's output is not one
+            tensor.
+        ValueError: if ``layers`` is not a non-empty list (:func:`check_layers`), a
+            layer does not run in the forward pass, or its output has no row per
+            example.
     """
+    check_layers(layers)
+    if not isinstance(inputs, Tensor):
+        raise TypeError(
+            f"inputs must be a tensor (N, ...), got {type(inputs).__name__}"
+        )
     captured: dict[int, Tensor] = {}
     n = inputs.shape[0]
 

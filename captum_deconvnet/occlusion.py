@@ -268,6 +268,7 @@ class OcclusionSensitivity(PerturbationAttribution):
                 runs more than once); ``None`` skips ``activation``.
             channel: the channel of ``layer``, one for all images or one per image;
                 ``None`` takes each image's strongest channel without occluder.
+                Only with a ``layer``.
             fill: the square's value: ``None`` is each image's mean per channel
                 (the paper's grey), or a number, or a tensor of one per channel.
             show_progress: show a progress bar over the positions.
@@ -280,8 +281,8 @@ class OcclusionSensitivity(PerturbationAttribution):
                 output is not one tensor.
             ValueError: for images that are not ``(N, C, H, W)``, a layer that does
                 not run, or does not run on the whole batch of a pass (a model
-                that loops over the examples of a batch of copies), or arguments
-                that do not fit.
+                that loops over the examples of a batch of copies), a ``channel``
+                without a ``layer``, or arguments that do not fit.
         """
         if isinstance(inputs, tuple):
             raise ValueError(
@@ -297,6 +298,11 @@ class OcclusionSensitivity(PerturbationAttribution):
             )
         if layer is not None:
             check_submodule(self._model("layer"), layer)
+        elif channel is not None:
+            raise ValueError(
+                f"channel {channel!r} is a channel of layer, but no layer was "
+                "given: pass layer as well (or leave channel None)"
+            )
         fills = fill_values(fill, images)
         rows, cols = (
             (size - w) // s + 1

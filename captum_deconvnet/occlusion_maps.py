@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 import matplotlib.patches
@@ -12,6 +13,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from ._occlusion_args import pair
 from .display import normalize_projection
 from .occlusion import SensitivityMaps
 
@@ -20,22 +22,72 @@ __all__ = ["occlusion_figure", "save_overlay", "upsample_grid"]
 
 def upsample_grid(
     grid: Tensor,
-    image_size: tuple[int, int],
-    window: tuple[int, int],
-    stride: tuple[int, int],
+    image_size: int | tuple[int, int],
+    window: int | tuple[int, int],
+    stride: int | tuple[int, int],
 ) -> Tensor:
     """A map over occluder positions ``(..., rows, cols)`` at image size ``(H, W)``.
 
     Each pixel takes the value of the position whose square is centred nearest to
     it, so class maps (``top_class``) stay classes.
+
+    Args:
+        grid: ``(..., rows, cols)``, a map of :class:`SensitivityMaps`.
+        image_size: ``(H, W)`` of the images the maps were made on (an int for a
+            square).
+        window, stride: the occluder's size and step the maps were made with
+            (``maps.window``, ``maps.stride``), each an int or ``(height, width)``.
+
+    Returns:
+        ``(..., H, W)``, in the grid's dtype.
+
+    Raises:
+        TypeError: ``grid`` not a tensor, or a size that is not an int or two ints.
+        ValueError: a size that is not positive, a window larger than the image, or
+            a grid whose rows and columns are not the positions that ``window``
+            and ``stride`` give on the image, ``(H - window[0]) // stride[0] + 1``
+            rows and likewise columns, as
+            :meth:`OcclusionSensitivity.sensitivity_maps` lays them out.
     """
-    rows, cols = grid.shape[-2:]
-    counts = (rows, cols)
+    if not isinstance(grid, Tensor):
+        raise TypeError(
+            f"grid must be a tensor (..., rows, cols) of occluder positions, got "
+            f"{type(grid).__name__}"
+        )
+    image_size = pair("image_size", image_size)
+    window, stride = pair("window", window), pair("stride", stride)
+    if window[0] > image_size[0] or window[1] > image_size[1]:
+        raise ValueError(f"window {window} is larger than the image {image_size}")
+    counts = tuple(
+        (size - w) // s + 1
+        for size, w, s in zip(image_size, window, stride, strict=True)
+    )
+    if grid.ndim < 2 or tuple(grid.shape[-2:]) != counts:
+        raise ValueError(
+            f"grid of shape {tuple(grid.shape)} is not a map of the {counts[0]}x"
+            f"{counts[1]} positions of window {window} at stride {stride} on a "
+            f"{image_size[0]}x{image_size[1]} image: pass the image size, window "
+            "and stride the maps were made with (maps.window, maps.stride)"
+        )
     index = [
         ((torch.arange(size) - (w - 1) / 2) / s).round().clamp(0, count - 1).long()
         for size, w, s, count in zip(image_size, window, stride, counts, strict=True)
     ]
     return grid[..., index[0], :][..., index[1]]
+
+
+def _one_image(image: Any, name: str) -> Tensor:
+    """``image`` if it is one picture ``(C, H, W)`` of 1 or 3 channels."""
+    if not isinstance(image, Tensor):
+        raise TypeError(
+            f"{name} must be a tensor (C, H, W), got {type(image).__name__}"
+        )
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(
+            f"{name} must be one image (C, H, W) with C 1 or 3, got shape "
+            f"{tuple(image.shape)}; take image i of a batch as images[i]"
+        )
+    return image
 
 
 def _picture(image: Tensor) -> Tensor:
@@ -53,7 +105,18 @@ def save_overlay(
     cmap: str = "jet",
     title: str | None = None,
 ) -> None:
-    """Save ``heatmap`` ``(H, W)`` over ``image`` ``(C, H, W)`` as a PNG."""
+    """Save ``heatmap`` ``(H, W)`` over ``image`` ``(C, H, W)`` as a PNG.
+
+    Raises:
+        TypeError: ``image`` or ``heatmap`` not a tensor.
+        ValueError: ``image`` not one image ``(C, H, W)`` of 1 or 3 channels, or a
+            heatmap of another size.
+    """
+    image = _one_image(image, "image")
+    if not isinstance(heatmap, Tensor):
+        raise TypeError(
+            f"heatmap must be a tensor (H, W), got {type(heatmap).__name__}"
+        )
     if heatmap.shape != image.shape[-2:]:
         raise ValueError(
             f"heatmap {tuple(heatmap.shape)} and image {tuple(image.shape)} differ in "
@@ -87,9 +150,18 @@ def occlusion_figure(
     Args:
         image: ``(C, H, W)``, the image the maps were computed on.
         maps: from :meth:`OcclusionSensitivity.sensitivity_maps`.
+        index: the image's index in the maps' batch.
         projection: ``(C, H, W)`` projection of the watched feature map.
         class_names: names for the class indices.
+
+    Raises:
+        TypeError: ``maps`` not a :class:`SensitivityMaps`, ``image`` or
+            ``projection`` not a tensor, or ``index`` not an int.
+        ValueError: ``image`` or ``projection`` not one image ``(C, H, W)`` of 1 or
+            3 channels, an ``index`` out of the maps' batch, or an image of
+            another size than the maps were made on.
     """
+    image, projection = _figure_inputs(image, maps, index, projection)
     size = tuple(image.shape[-2:])
 
     def upsampled(grid: Tensor) -> Tensor:
@@ -137,3 +209,28 @@ def occlusion_figure(
     )
     figure.tight_layout()
     return figure
+
+
+def _figure_inputs(
+    image: Any, maps: Any, index: Any, projection: Any
+) -> tuple[Tensor, Tensor | None]:
+    """``(image, projection)`` of :func:`occlusion_figure`, after checking them,
+    ``maps`` and ``index``."""
+    if not isinstance(maps, SensitivityMaps):
+        raise TypeError(
+            "maps must be the SensitivityMaps that "
+            "OcclusionSensitivity.sensitivity_maps returns, got "
+            f"{type(maps).__name__}: pass the whole maps, not one of their tensors"
+        )
+    count = len(maps.target)
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise TypeError(f"index must be an int, got {index!r}")
+    if not -count <= index < count:
+        raise ValueError(
+            f"index {index} is out of range for maps of {count} images "
+            f"(0 to {count - 1})"
+        )
+    image = _one_image(image, "image")
+    if projection is not None:
+        projection = _one_image(projection, "projection")
+    return image, projection

@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import numbers
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +64,8 @@ class ReceptiveField:
             ``None`` (a field built by hand).
         extent: ``(x0, y0, x1, y1)`` of the pixels that the layer's positions read
             in an input of ``image_size`` (ends exclusive), or ``None``.
+        map_size: ``(rows, cols)`` of the layer's map in an input of
+            ``image_size``, or ``None``.
 
     Fields compare by ``size``, ``jump`` and ``start``.
     """
@@ -71,6 +75,7 @@ class ReceptiveField:
     start: Pair
     image_size: Pair | None = dataclasses.field(default=None, compare=False)
     extent: Box | None = dataclasses.field(default=None, compare=False)
+    map_size: Pair | None = dataclasses.field(default=None, compare=False)
 
     def box(self, row: int, col: int, image_size: Pair) -> Box:
         """``(x0, y0, x1, y1)`` of position ``(row, col)``'s field, clipped to an image
@@ -83,9 +88,13 @@ class ReceptiveField:
         ``y1 <= y0``).
 
         Raises:
-            ValueError: if a traced field's ``image_size`` is another: what the
-                layer reads near the border depends on the image's size.
+            TypeError: ``row`` or ``col`` not an int.
+            ValueError: a negative ``row`` or ``col``, or one outside a traced
+                field's ``map_size``; or if a traced field's ``image_size`` is
+                another: what the layer reads near the border depends on the
+                image's size.
         """
+        self._check_position(row, col)
         height, width = image_size
         bounds = (0, 0, width, height)
         if self.image_size is not None:
@@ -101,6 +110,23 @@ class ReceptiveField:
         y1, x1 = y0 + self.size[0], x0 + self.size[1]
         left, top, right, bottom = bounds
         return (max(x0, left), max(y0, top), min(x1, right), min(y1, bottom))
+
+    def _check_position(self, row: Any, col: Any) -> None:
+        for name, value in (("row", row), ("col", col)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+        if row < 0 or col < 0:
+            raise ValueError(
+                f"position {(row, col)} is outside the layer's map: rows and "
+                "columns count from 0 at its top left"
+            )
+        if self.map_size is not None:
+            rows, cols = self.map_size
+            if row >= rows or col >= cols:
+                raise ValueError(
+                    f"position {(row, col)} is outside the layer's {rows}x{cols} "
+                    f"map: pass a row in 0..{rows - 1} and a column in 0..{cols - 1}"
+                )
 
 
 @dataclass(frozen=True)
@@ -168,7 +194,7 @@ def receptive_field(
         raise ValueError(f"layer {name!r} has no bounded receptive field: {found}")
     if found is None:
         raise ValueError(f"layer {name!r} does not see the input in the forward pass")
-    return found
+    return dataclasses.replace(found, map_size=map_size(inside[-1]))
 
 
 def _shaped_graph(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ._inputs import check_images, holds_integers
-from .layers import guarded, layer_name, layer_outputs, model_device
+from .layers import check_layers, guarded, layer_name, layer_outputs, model_device
 
 __all__ = [
     "IndexedDataset",
@@ -114,10 +114,16 @@ class TopKActivations:
             image_indices: ``(N,)`` dataset indices of the batch's images.
 
         Raises:
+            TypeError: activations that are not a tensor.
             ValueError: activations of another shape, holding NaN or integers
                 beyond 2**53, indices that are not ``N`` distinct non-negative
                 ints.
         """
+        if not isinstance(activations, Tensor):
+            raise TypeError(
+                f"activations must be a tensor (N, C, H, W) or (N, C), got "
+                f"{type(activations).__name__}"
+            )
         if activations.ndim == 2:
             activations = activations[:, :, None, None]
         if activations.ndim != 4:
@@ -329,11 +335,11 @@ def top_activations(
         layer, strongest first.
 
     Raises:
-        TypeError: if a layer's output is not one tensor, or ``dataset`` is a
-            ``DataLoader``.
-        ValueError: if ``layers`` is empty or a layer is not a submodule of
-            ``model`` or does not run, the dataset is empty, or the images are not
-            ``(N, C, H, W)``.
+        TypeError: if the dataset's images are not tensors, a layer's output is
+            not one tensor, or ``dataset`` is a ``DataLoader``.
+        ValueError: if ``layers`` is not a non-empty list (one layer alone is
+            refused) or a layer is not a submodule of ``model`` or does not run,
+            the dataset is empty, or the images are not ``(N, C, H, W)``.
 
     Example::
 
@@ -342,8 +348,7 @@ def top_activations(
         >>> top_activations(model, [model.features[4]], val_set, k=9,
         ...                 distinct_images=True)  # 9 different images each
     """
-    if isinstance(layers, nn.Module) or not len(layers):
-        raise ValueError(f"layers must be a non-empty list of submodules, got {layers}")
+    check_layers(layers)
     if isinstance(dataset, DataLoader):
         raise TypeError(
             "dataset must be a Dataset or a tensor of images, not a DataLoader: "

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from benchmarks.methods import METHODS, Setup
 from captum_deconvnet import receptive_field
+from captum_deconvnet.layers import layer_outputs, model_device
 from captum_deconvnet.topk import first_item
 from lightning_zfnet import FileWriter, TopKWriter, fixed_batches, run_batches
 from lightning_zfnet.batches import default_trainer
@@ -64,8 +65,9 @@ def build_site(
             ``False``: the ``k`` strongest (image, position) pairs.
 
     Raises:
-        ValueError: for settings out of range, unknown methods, or an ``out``
-            holding a build with other settings.
+        ValueError: for settings out of range, unknown methods, a layer whose
+            output is not feature maps ``(N, C, H, W)`` (a linear layer's, say), or
+            an ``out`` holding a build with other settings.
     """
     methods = list(METHODS) if methods is None else list(methods)
     unknown = [m for m in methods if m not in METHODS]
@@ -74,8 +76,9 @@ def build_site(
     for name, value in (("k", k), ("batch_size", batch_size), ("maps", maps)):
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    shape = source.image_shape()
+    _check_feature_maps(source)
     out, trainer = Path(out), trainer or default_trainer()
-    shape = tuple(first_item(source.dataset[0]).shape)
     settings = {
         "source": [source.title, source.description],
         "layers": source.layers,
@@ -104,6 +107,25 @@ def build_site(
             render_site(out, source, layers, scan, found, notes, methods)
         (out / "work" / "timings.json").write_text(json.dumps(timings, indent=2))
     return out / paths.INDEX
+
+
+def _check_feature_maps(source: Source) -> None:
+    """Raise unless each layer's output is feature maps ``(N, C, H, W)``: the site
+    shows positions in them (Fig. 2). One image runs through the model."""
+    model = source.model
+    layers = [model.get_submodule(name) for name in source.layers.values()]
+    image = first_item(source.dataset[0])[None].to(model_device(model))
+    with torch.no_grad():
+        outputs, _ = layer_outputs(model, layers, image)
+    for shown, layer, output in zip(source.layers, layers, outputs, strict=True):
+        if output.ndim != 4:
+            raise ValueError(
+                f"layer {shown!r} ({source.layers[shown]}, {type(layer).__name__}) "
+                f"gives outputs of shape {tuple(output.shape)}, not feature maps "
+                "(N, C, H, W): the explorer shows positions in a layer's maps, so "
+                "only convolutional layers (convolutions, their ReLUs and pools) "
+                "can be explored"
+            )
 
 
 @contextmanager
@@ -162,7 +184,7 @@ class _Build:
     ) -> dict[int, dict]:
         """Each shown image's picture, and maps for those ``with_maps``; returns
         what the maps' captions need, by image."""
-        model, shape = self.source.model, first_item(self.source.dataset[0]).shape
+        model, shape = self.source.model, self.source.image_shape()
         window, stride = self.source.occluder(shape[-2:])
         work = ImageWork(
             self.source.picture,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import FashionMNIST
 
+from captum_deconvnet.topk import first_item
 from lightning_zfnet import (
     ClutteredFashionMNISTDataModule,
     FashionMNISTDataModule,
@@ -41,6 +42,12 @@ class Source:
             quarter of the image's side, and half of that.
         title: the model's name on the pages.
         description: a sentence on the model and the data.
+
+    Raises:
+        TypeError: a model that is not an ``nn.Module``, ``layers`` that is not a
+            dict, or dataset items that are not images or tuples starting with one.
+        ValueError: no layers, a layer name that is not a submodule, an empty
+            dataset, or images that are not ``(C, H, W)``.
     """
 
     model: nn.Module
@@ -57,6 +64,20 @@ class Source:
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(self.model)}")
+        if not isinstance(self.layers, Mapping):
+            raise TypeError(
+                "layers must be a dict of the name shown to the module's qualified "
+                "name in the model, e.g. {'conv1': 'features.1'} (from a list of "
+                f"names: {{n: n for n in names}}), got {type(self.layers).__name__}"
+            )
+        odd = [
+            shown for shown, name in self.layers.items() if not isinstance(name, str)
+        ]
+        if odd:
+            raise TypeError(
+                f"layers {odd} must map to the module's qualified name (a str such "
+                "as 'features.1'), not to the module"
+            )
         if not self.layers:
             raise ValueError("layers is empty: name at least one layer to explore")
         known = dict(self.model.named_modules())
@@ -68,6 +89,31 @@ class Source:
             )
         if len(self.dataset) == 0:
             raise ValueError("the dataset is empty")
+        self.image_shape()
+
+    def image_shape(self) -> tuple[int, int, int]:
+        """The images' ``(C, H, W)``, read from the dataset's first item.
+
+        Raises:
+            TypeError: if the item is not an image or a tuple starting with one.
+            ValueError: if the image is not ``(C, H, W)``.
+        """
+        item = self.dataset[0]
+        image = first_item(item)
+        if not isinstance(image, Tensor):
+            got = type(item).__name__
+            if isinstance(item, (tuple, list)):
+                got += f" starting with {type(image).__name__}"
+            raise TypeError(
+                "the dataset's items must be images (C, H, W) or tuples (image, "
+                f"label, ...), got {got}"
+            )
+        if image.ndim != 3:
+            raise ValueError(
+                f"the dataset's images must be (C, H, W), got shape "
+                f"{tuple(image.shape)}"
+            )
+        return tuple(image.shape)
 
     def picture(self, images: Tensor) -> Tensor:
         """Images ``(N, C, H, W)`` as they look, in ``[0, 1]``."""

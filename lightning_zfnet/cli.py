@@ -6,20 +6,20 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytorch_lightning as pl
 import torch
 from jsonargparse import Namespace
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from .cli_config import SaveConfigWhenRunning
+from .cli_config import SaveConfigWhenRunning, is_callback, last_of_training, log_apart
 from .data import LabelBudgetDataModule, SplitDataModule
 from .default import DEFAULT_CONFIG
-from .module import ZFNetModule
+from .module import RunSettingsError, ZFNetModule
 from .resume import differing_settings, keep_logged_rows, last_checkpoint
 
 __all__ = ["ZFNetCLI", "main", "run_cli"]
@@ -56,7 +56,12 @@ class ZFNetCLI(LightningCLI):
       the data at hand (``--data.val_size`` as large as the training set), is a bad
       command line, as a value of the wrong type is: exit code 2 and one line
       naming the option group, the class and the refusal's words, before the run
-      writes anything.
+      writes anything. So is every other refusal of the command line: a
+      ``--ckpt_path`` that is not a file, or ``last`` without a last checkpoint; an
+      evaluation of a label-budget fit on another draw of images; a schedule that
+      a resumed fit would extend (:class:`~lightning_zfnet.module.RunSettingsError`);
+    - ``fit --trainer.logger false`` leaves out a ``LearningRateMonitor`` (which
+      Lightning refuses without a logger), with a warning.
 
     The model is :class:`ZFNetModule` or a subclass named by ``class_path`` (such as
     :class:`~lightning_zfnet.transfer.TransferModule`).
@@ -91,9 +96,12 @@ class ZFNetCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None:
             return
-        if self.subcommand != "fit":
+        if self.subcommand == "fit":
+            self._leave_out_lr_monitor_without_logger()
+        else:
             self._prepare_evaluation()
         path = self.config[self.subcommand].get("ckpt_path")
+        self._check_checkpoint(path)
         if path and path != "last" and self._model_given is not None:
             replaced = differing_settings(
                 _as_hparams(self._model_given),
@@ -106,6 +114,35 @@ class ZFNetCLI(LightningCLI):
                     "hyperparameters (LightningCLI's rule), which replace these "
                     f"settings: {_listed(replaced)}"
                 )
+
+    def _leave_out_lr_monitor_without_logger(self) -> None:
+        """Without a logger a ``LearningRateMonitor`` has nothing to log to, and
+        Lightning refuses it when the fit starts: leave it out, and say so."""
+        trainer = self.config.fit.trainer
+        if trainer.logger is not False and trainer.logger != []:
+            return  # None is Lightning's default logger
+        callbacks = trainer.callbacks
+        listed = callbacks if isinstance(callbacks, list) else [callbacks]
+        kept = [c for c in listed if not is_callback(c, LearningRateMonitor)]
+        if len(kept) == len(listed):
+            return
+        trainer.callbacks = kept if isinstance(callbacks, list) else None
+        rank_zero_warn(
+            "--trainer.logger false: the LearningRateMonitor callback is left out, "
+            "as it has no logger to log the learning rate to"
+        )
+
+    def _check_checkpoint(self, path: str | None) -> None:
+        """Name a ``--ckpt_path`` that is not a file before anything runs (Lightning's
+        words "best", "hpc", "registry..." and remote paths aside)."""
+        words = ("best", "hpc", "registry", "last")
+        if not path or "://" in path or path.split(":")[0] in words:
+            return
+        if not Path(path).is_file():
+            self.parser.error(
+                f"--ckpt_path {path}: no such file; give an existing checkpoint, or "
+                "--ckpt_path last for the training's last one"
+            )
 
     def _prepare_evaluation(self) -> None:
         """Refuse a limit of 0 batches, find ``--ckpt_path last`` and log apart."""
@@ -121,9 +158,14 @@ class ZFNetCLI(LightningCLI):
         loggers = loggers if isinstance(loggers, list) else [loggers]
         last = config.get("ckpt_path") == "last"
         if last:  # the training's, before logging apart
-            config.ckpt_path = _last_of_training(loggers[0], config.trainer.callbacks)
+            try:
+                config.ckpt_path = last_of_training(
+                    loggers[0], config.trainer.callbacks
+                )
+            except (ValueError, FileNotFoundError) as error:
+                self.parser.error(str(error))
         for logger in loggers:
-            _log_apart(logger, self.subcommand)
+            log_apart(logger, self.subcommand)
         if last:  # Lightning's step for a path given (it makes a new self.config)
             self._parse_ckpt_path()
 
@@ -141,7 +183,6 @@ class ZFNetCLI(LightningCLI):
         another draw's test images include the fit's training images. Without a
         checkpoint, warn: the model's initial weights are evaluated."""
         path = self.config_init[self.subcommand].get("ckpt_path")
-        _check_checkpoint(path)
         if not path:
             rank_zero_warn(
                 f"{self.subcommand} without --ckpt_path evaluates the model's initial "
@@ -162,7 +203,7 @@ class ZFNetCLI(LightningCLI):
         }
         if differ:
             options = " ".join(f"--data.{k} {v}" for k, v in differ.items())
-            raise ValueError(
+            self.parser.error(
                 f"{path} was fit on another draw of labelled images than this "
                 f"{self.subcommand} would use ({differ}), so its test images would "
                 f"include training images: add {options}"
@@ -184,6 +225,14 @@ class ZFNetCLI(LightningCLI):
                 "checkpoint's path, whose settings then replace these"
             )
 
+    def fit(self, **arguments: Any) -> None:
+        """The trainer's fit; settings that it refuses when it starts (a
+        :class:`~lightning_zfnet.module.RunSettingsError`) are a bad command line."""
+        try:
+            self.trainer.fit(**arguments)
+        except RunSettingsError as error:
+            self.parser.error(str(error))
+
     def before_fit(self) -> None:
         if self.trainer.fast_dev_run:
             for callback in self.trainer.checkpoint_callbacks:
@@ -192,14 +241,16 @@ class ZFNetCLI(LightningCLI):
         arguments = self.config_init[self.subcommand]
         path = arguments.get("ckpt_path")
         if path == "last" and self.trainer.fast_dev_run:
-            raise ValueError(
+            self.parser.error(
                 "--ckpt_path last: fast_dev_run runs without checkpoints or logs, so "
                 "it cannot find the run's last checkpoint; give the checkpoint's path"
             )
         if path == "last":
-            arguments["ckpt_path"] = path = last_checkpoint(self.trainer)
+            try:
+                arguments["ckpt_path"] = path = last_checkpoint(self.trainer)
+            except FileNotFoundError as error:
+                self.parser.error(str(error))
             self._check_resumed_settings(path)
-        _check_checkpoint(path)
         if path and self.trainer.max_steps != -1:
             rank_zero_warn(
                 "resuming a fit bounded by trainer.max_steps: Lightning restarts it "
@@ -262,64 +313,6 @@ def _listed(differ: dict[str, tuple[object, object]]) -> str:
         f"({saved} in the checkpoint)"
         for name, (given, saved) in differ.items()
     )
-
-
-def _check_checkpoint(path: str | None) -> None:
-    """Name a ``--ckpt_path`` that is not a file before anything runs (Lightning's
-    words "best", "hpc", "registry..." and remote paths aside)."""
-    words = ("best", "hpc", "registry", "last")
-    if not path or "://" in path or path.split(":")[0] in words:
-        return
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"--ckpt_path {path}: no such file; give an existing checkpoint, or "
-            "--ckpt_path last for the training's last one"
-        )
-
-
-def _last_of_training(logger: object, callbacks: object = None) -> str:
-    """``last.ckpt`` in the ``dirpath`` of a ``ModelCheckpoint`` among ``callbacks``,
-    or else in the checkpoint folder of the training logged by ``logger``."""
-    listed = callbacks if isinstance(callbacks, list) else []
-    path = next((d for d in map(_checkpoint_dirpath, listed) if d), None)
-    if path is None:
-        arguments = logger.get("init_args") if isinstance(logger, Namespace) else None
-        if arguments is None or "save_dir" not in arguments:
-            raise ValueError(
-                "--ckpt_path last needs a logger with a save_dir; give a path"
-            )
-        version = arguments.get("version") or ""  # as Lightning names the folder:
-        version = version if isinstance(version, str) else f"version_{version}"
-        name = arguments.get("name") or ""
-        path = Path(arguments.save_dir, name, version, "checkpoints")
-    path = Path(path) / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--ckpt_path last: no {path}; give the checkpoint's path instead"
-        )
-    return str(path)
-
-
-def _checkpoint_dirpath(callback: object) -> str | None:
-    """The ``dirpath`` of a ``ModelCheckpoint`` given in the config, if set."""
-    if not isinstance(callback, Namespace):
-        return None
-    if not str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
-        return None
-    return (callback.get("init_args") or {}).get("dirpath")
-
-
-def _log_apart(logger: object, subcommand: str) -> None:
-    """Send an evaluation's logs to ``<name>/<subcommand>/version_<n>`` of the
-    training's logger (for loggers configured with ``save_dir`` and ``name``)."""
-    if not isinstance(logger, Namespace):
-        return  # True (Lightning's default, versioned), False or None: nothing to do
-    arguments = logger.get("init_args")
-    if arguments is None or "save_dir" not in arguments or "name" not in arguments:
-        return
-    arguments.name = str(Path(arguments.name or "") / subcommand)
-    if not arguments.get("version"):  # "" or None: a new numbered version
-        arguments.version = None
 
 
 # The Trainer's limits are typed float | int | None, so jsonargparse reads

@@ -1,16 +1,21 @@
-"""The ``zfnet`` command's ``config.yaml`` writer: a run that never starts leaves no
-folder."""
+"""The ``zfnet`` command's config: its ``config.yaml`` writer (a run that never
+starts leaves no folder), and what the command reads in a parsed config (the class of
+a callback, where an evaluation finds the training's last checkpoint and logs)."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
+import pytorch_lightning as pl
+from jsonargparse import Namespace
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 
-__all__ = ["SaveConfigWhenRunning"]
+__all__ = ["SaveConfigWhenRunning", "is_callback", "last_of_training", "log_apart"]
 
 
 class SaveConfigWhenRunning(SaveConfigCallback):
@@ -62,3 +67,64 @@ class SaveConfigWhenRunning(SaveConfigCallback):
         if {path.name for path in folder.iterdir()} <= {"hparams.yaml"}:
             (folder / "hparams.yaml").unlink(missing_ok=True)
             folder.rmdir()
+
+
+def last_of_training(logger: object, callbacks: object = None) -> str:
+    """``last.ckpt`` in the ``dirpath`` of a ``ModelCheckpoint`` among ``callbacks``,
+    or else in the checkpoint folder of the training logged by ``logger``.
+
+    Raises:
+        ValueError: for a logger without a ``save_dir``.
+        FileNotFoundError: when there is no such file.
+    """
+    listed = callbacks if isinstance(callbacks, list) else []
+    path = next((d for d in map(_checkpoint_dirpath, listed) if d), None)
+    if path is None:
+        arguments = logger.get("init_args") if isinstance(logger, Namespace) else None
+        if arguments is None or "save_dir" not in arguments:
+            raise ValueError(
+                "--ckpt_path last needs a logger with a save_dir; give a path"
+            )
+        version = arguments.get("version") or ""  # as Lightning names the folder:
+        version = version if isinstance(version, str) else f"version_{version}"
+        name = arguments.get("name") or ""
+        path = Path(arguments.save_dir, name, version, "checkpoints")
+    path = Path(path) / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--ckpt_path last: no {path}; give the checkpoint's path instead"
+        )
+    return str(path)
+
+
+def _checkpoint_dirpath(callback: object) -> str | None:
+    """The ``dirpath`` of a ``ModelCheckpoint`` given in the config, if set."""
+    if not is_callback(callback, ModelCheckpoint):
+        return None
+    return (callback.get("init_args") or {}).get("dirpath")
+
+
+def is_callback(callback: object, kind: type[pl.Callback]) -> bool:
+    """Whether a callback of the config (a namespace with the ``class_path`` that
+    jsonargparse resolves to a full import path) is a ``kind``."""
+    if not isinstance(callback, Namespace):
+        return False
+    module, _, name = str(callback.get("class_path", "")).rpartition(".")
+    try:
+        built = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(built, type) and issubclass(built, kind)
+
+
+def log_apart(logger: object, subcommand: str) -> None:
+    """Send an evaluation's logs to ``<name>/<subcommand>/version_<n>`` of the
+    training's logger (for loggers configured with ``save_dir`` and ``name``)."""
+    if not isinstance(logger, Namespace):
+        return  # True (Lightning's default, versioned), False or None: nothing to do
+    arguments = logger.get("init_args")
+    if arguments is None or "save_dir" not in arguments or "name" not in arguments:
+        return
+    arguments.name = str(Path(arguments.name or "") / subcommand)
+    if not arguments.get("version"):  # "" or None: a new numbered version
+        arguments.version = None

@@ -14,7 +14,15 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .model import zfnet
 
-__all__ = ["ZFNetModule"]
+__all__ = ["RunSettingsError", "ZFNetModule"]
+
+
+class RunSettingsError(ValueError):
+    """Settings of a run (trainer, model, data) that the fit refuses when it starts,
+    as only then does it know its length and its checkpoint: a schedule fitted to an
+    unbounded run, or one that a resumed fit would extend. The ``zfnet`` command
+    reports it as a bad command line (exit code 2, one line), as it does a value
+    that a constructor refuses."""
 
 
 class ZFNetModule(pl.LightningModule):
@@ -48,6 +56,9 @@ class ZFNetModule(pl.LightningModule):
     Raises:
         ValueError: for a value out of range, naming it (before anything is built,
             not when the fit starts).
+        RunSettingsError: when the fit starts, for a ``"onecycle"`` or
+            ``"cosine"`` schedule over an unbounded run, or one that a resumed fit
+            would make longer or shorter than the checkpoint's.
     """
 
     def __init__(
@@ -236,12 +247,12 @@ class ZFNetModule(pl.LightningModule):
         """The optimiser steps the fit will take, for a schedule fitted to them.
 
         Raises:
-            ValueError: for a run without a bound (``max_epochs=-1`` and no
+            RunSettingsError: for a run without a bound (``max_epochs=-1`` and no
                 ``max_steps``) or without a training batch.
         """
         steps = self.trainer.estimated_stepping_batches
         if not math.isfinite(steps) or steps < 1:
-            raise ValueError(
+            raise RunSettingsError(
                 f"the {self.hparams.scheduler!r} schedule is fitted to the whole run, "
                 f"which here has {steps} optimiser steps: bound the run with "
                 "trainer.max_epochs or trainer.max_steps (with at least one "
@@ -255,7 +266,7 @@ class ZFNetModule(pl.LightningModule):
         (one-cycle raises, cosine climbs again)."""
         saved = [state.get(key) for state in getattr(self, "_resumed_schedulers", [])]
         if saved and saved[0] is not None and saved[0] != length:
-            raise ValueError(
+            raise RunSettingsError(
                 f"the checkpoint's {self.hparams.scheduler!r} schedule spans "
                 f"{saved[0]} {unit}, this fit {length}: the schedule is fitted to the "
                 "whole run and cannot be extended. Resume with the checkpoint's "

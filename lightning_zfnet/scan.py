@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from captum_deconvnet import TopKActivations
-from captum_deconvnet.layers import layer_name, layer_outputs
+from captum_deconvnet._inputs import check_images
+from captum_deconvnet.layers import check_layers, layer_name, layer_outputs
 from captum_deconvnet.topk import first_item
 
 from .batches import BatchWriter, fixed_batches, run_batches
@@ -55,15 +56,15 @@ def top_k_compute(
     """The compute function of a top-k scan (see :func:`~.batches.run_batches`):
     a batch's :class:`TopKActivations` (``k``, ``distinct_images``) of the layers
     ``layer_names``, and with ``outputs`` its images' predictions and labels (the
-    model then runs to its end).
+    model then runs to its end). The function raises a TypeError or ValueError
+    for a batch whose images are not a floating-point tensor ``(N, C, H, W)``.
     """
 
     def compute(model: nn.Module, indices: Tensor, items: Any) -> tuple:
         layers = [model.get_submodule(name) for name in layer_names]
         with torch.no_grad():
-            maps, output = layer_outputs(
-                model, layers, first_item(items), stop_early=not outputs
-            )
+            images = check_images(first_item(items), "the dataset's batches")
+            maps, output = layer_outputs(model, layers, images, stop_early=not outputs)
         top = TopKActivations(k, distinct_images)
         for name, activations in zip(layer_names, maps, strict=True):
             top.update(name, activations, indices)
@@ -202,11 +203,20 @@ def scan_top_activations(
         The state, the same in every process, keyed by the layers' names in
         ``model`` (``model.get_submodule(name)`` gives a layer back).
 
+    Raises:
+        TypeError: if the dataset's images are not floating-point tensors, or a
+            layer's output is not one tensor.
+        ValueError: if ``layers`` is not a non-empty list (one layer alone is
+            refused, as by ``captum_deconvnet.top_activations``), a layer is not a
+            submodule of ``model`` or does not run, ``k`` is not positive, or the
+            images are not ``(N, C, H, W)``.
+
     Example::
 
         >>> top = scan_top_activations(model, [model.features[4]], val_set)
         >>> top.entries("features.4").images[5]  # images of channel 5's top 9
     """
+    check_layers(layers)
     names = [layer_name(model, layer) for layer in layers]
     result = run_batches(
         model,

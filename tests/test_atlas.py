@@ -168,3 +168,25 @@ def test_an_atlas_of_distinct_images_holds_each_image_once_per_channel():
     full = reference_projection(model, image, 0, seed)
     expected_cut = cut_patches(full, atlas.field, where)[0]
     torch.testing.assert_close(atlas.projections[channel, rank], expected_cut)
+
+
+def test_save_atlas_names_bad_channels_and_the_dict_of_all_layers(
+    atlas_and_scan, tmp_path
+):
+    _, _, atlas, _ = atlas_and_scan
+    count = atlas["4"].values.shape[0]
+    for bad in (count, -1):  # past the end; -1 is not read as the last channel
+        with pytest.raises(ValueError, match=rf"in 0\.\.{count - 1}, got \[{bad}\]"):
+            save_atlas(atlas["4"], tmp_path / "a.png", channels=[bad])
+    with pytest.raises(TypeError, match=r"dict of layers \['0', '4'\].*atlas\['0'\]"):
+        save_atlas(atlas, tmp_path / "a.png")
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_projecting_over_another_dataset_names_the_missing_image(atlas_and_scan):
+    model, images, atlas, top = atlas_and_scan
+    last = max(int(top.entries(name).images.max()) for name in top.layers)
+    with pytest.raises(ValueError, match=rf"image {last} .*has {last} items"):
+        project_top_activations(model, top, images[:last])
+    with pytest.raises(TypeError, match="top must be the TopKActivations"):
+        project_top_activations(model, atlas, images)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from pytorch_lightning.callbacks import LearningRateMonitor
 from torchvision.datasets import FashionMNIST
 
 from lightning_zfnet import ZFNetModule
@@ -200,9 +201,29 @@ def test_sigterm_ends_a_fit_with_exit_code_143(fake_data_dir, tmp_path):
     assert killed.returncode == 143  # step 1 of 2: the fit did not finish
 
 
-def test_resuming_last_without_a_checkpoint_is_an_error(fake_data_dir, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no last checkpoint"):
-        main([*_fit_args(fake_data_dir, tmp_path), "--ckpt_path=last"])
+def _refused(args, capsys):
+    """The last line that ``zfnet args`` writes to stderr, after checking that it
+    exits with 2 (a bad command line), as jsonargparse exits for a misspelt
+    option."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+def test_resuming_last_without_a_checkpoint_is_an_error(
+    fake_data_dir, tmp_path, capsys
+):
+    refusal = _refused(
+        [*_fit_args(fake_data_dir, tmp_path), "--ckpt_path=last"], capsys
+    )
+    assert refusal.startswith(
+        f"error: --ckpt_path last: no last checkpoint under {tmp_path}"
+    )
+    assert refusal.endswith(
+        "so there is nothing to resume. Leave out --ckpt_path "
+        "to start a new fit, or give the checkpoint's path."
+    )
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -215,27 +236,45 @@ def test_a_misspelt_option_is_an_error(capsys):
     assert "unrecognized arguments: --trainer.max_epoch 2" in capsys.readouterr().err
 
 
-def test_extending_a_finished_one_cycle_is_refused(fake_data_dir, trained, tmp_path):
+def test_extending_a_finished_one_cycle_is_refused(
+    fake_data_dir, trained, tmp_path, capsys
+):
     shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
     config = (tmp_path / "config.yaml").read_text()
     longer = _fit_args(fake_data_dir, tmp_path, "--trainer.max_epochs=2")
-    refusal = "'onecycle' schedule spans 2 steps, this fit 4"
-    with pytest.raises(ValueError, match=refusal):
-        main([*longer, "--ckpt_path=last"])
+    refusal = _refused([*longer, "--ckpt_path=last"], capsys)
+    assert refusal.startswith(
+        "error: the checkpoint's 'onecycle' schedule spans 2 steps, this fit 4: "
+        "the schedule is fitted to the whole run and cannot be extended."
+    )
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 2
     # the run's config is left as it was, so that it can be resumed from it
     assert (tmp_path / "config.yaml").read_text() == config
 
 
+def test_an_unbounded_one_cycle_fit_is_refused(fake_data_dir, tmp_path, capsys):
+    unbounded = _fit_args(fake_data_dir, tmp_path, "--trainer.max_epochs=-1")
+    refusal = _refused(unbounded, capsys)
+    assert refusal.startswith(
+        "error: the 'onecycle' schedule is fitted to the whole run, which here has "
+        "inf optimiser steps: bound the run"
+    )
+    assert not tmp_path.joinpath("checkpoints").exists()
+
+
 def test_resume_from_a_missing_checkpoint_or_last_under_fast_dev_run_is_named(
-    fake_data_dir, tmp_path
+    fake_data_dir, tmp_path, capsys
 ):
     missing = tmp_path / "nope.ckpt"
-    with pytest.raises(FileNotFoundError, match="nope.ckpt: no such file"):
-        main([*_fit_args(fake_data_dir, tmp_path), f"--ckpt_path={missing}"])
+    args = [*_fit_args(fake_data_dir, tmp_path), f"--ckpt_path={missing}"]
+    assert _refused(args, capsys) == (
+        f"error: --ckpt_path {missing}: no such file; give an existing checkpoint, "
+        "or --ckpt_path last for the training's last one"
+    )
+    assert list(tmp_path.iterdir()) == []  # named before the logger's folder
     quick = _fit_args(fake_data_dir, tmp_path, "--trainer.fast_dev_run=true")
-    with pytest.raises(ValueError, match="fast_dev_run"):
-        main([*quick, "--ckpt_path=last"])
+    refusal = _refused([*quick, "--ckpt_path=last"], capsys)
+    assert refusal.startswith("error: --ckpt_path last: fast_dev_run runs without")
 
 
 @pytest.mark.parametrize(
@@ -300,11 +339,16 @@ def _contents(folder):
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
 def test_evaluating_a_missing_checkpoint_is_named_before_anything_is_written(
-    subcommand, fake_data_dir, tmp_path
+    subcommand, fake_data_dir, tmp_path, capsys
 ):
     args = _fit_args(fake_data_dir, tmp_path)[1:]
-    with pytest.raises(FileNotFoundError, match="nope.ckpt: no such file"):
-        main([subcommand, *args, f"--ckpt_path={tmp_path / 'nope.ckpt'}"])
+    named = {
+        tmp_path / "nope.ckpt": f"{tmp_path / 'nope.ckpt'}: no such file; give",
+        "last": f"last: no {tmp_path / 'checkpoints' / 'last.ckpt'}; give",
+    }
+    for path, words in named.items():
+        refusal = _refused([subcommand, *args, f"--ckpt_path={path}"], capsys)
+        assert refusal.startswith(f"error: --ckpt_path {words}")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -430,6 +474,20 @@ def test_a_fit_that_fails_before_training_leaves_no_folder(
     with pytest.raises(ValueError, match="val_size 100000 leaves no image"):
         main(args)
     assert not (tmp_path / "run").exists()  # the logger had made it
+
+
+def test_a_fit_without_a_logger_leaves_out_the_learning_rate_monitor(
+    fake_data_dir, tmp_path
+):
+    """Lightning refuses a LearningRateMonitor without a logger when the fit starts
+    (a traceback, exit code 1); the shipped configs have one."""
+    args = _fit_args(fake_data_dir, tmp_path, "--trainer.fast_dev_run=true")
+    args[2] = str(ROOT / "configs" / "fashion_mnist.yaml")  # the cheaper data
+    with pytest.warns(UserWarning, match="LearningRateMonitor callback is left out"):
+        alone = run_cli([*args, "--trainer.logger=false"])
+    assert not any(isinstance(c, LearningRateMonitor) for c in alone.trainer.callbacks)
+    logged = run_cli(args)  # the config's logger: the monitor stays
+    assert any(isinstance(c, LearningRateMonitor) for c in logged.trainer.callbacks)
 
 
 def test_without_a_logger_the_config_goes_to_default_root_dir_not_the_cwd(

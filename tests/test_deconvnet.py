@@ -147,7 +147,9 @@ def test_gradient_normalization_equals_captum_deconvolution(images):
     assert not torch.allclose(DeconvNet(model).attribute(images, target=1), theirs)
 
 
-@pytest.mark.parametrize("selector", [(3, 1, 1), (slice(0, 4), 1, slice(None))])
+@pytest.mark.parametrize(
+    "selector", [(3, 1, 1), (slice(0, 4), 1, slice(None)), (-1, 1, -2)]
+)
 def test_neuron_equals_captum_neuron_deconvolution(images, selector):
     model = zfnet_like()
     ours = NeuronDeconvNet(model, model[4], normalization="gradient").attribute(

@@ -128,6 +128,14 @@ def test_firing_rates_and_shifts_name_bad_arguments():
         shifted_activity(model, model[4], images, [(0, 0), (0, 1)], pad=4)
     with pytest.raises(ValueError, match="bins"):
         radial_spectrum(torch.ones(1, 1, 3, 3), bins=0)
+    with pytest.raises(TypeError, match=r"weight tensor .*layer\.weight, got Conv2d"):
+        high_frequency_fraction(model[0])
+    with pytest.raises(TypeError, match="images must be a tensor.*got list"):
+        firing_rates(model, model[1], images.tolist())
+    with pytest.raises(TypeError, match="images must be a tensor.*got list"):
+        shifted_activity(model, model[1], images.tolist(), [(0, 0)], pad=1)
+    with pytest.raises(TypeError, match="activity must be a tensor.*got list"):
+        shift_variation([[1.0], [0.0]])
 
 
 def _decimate(pool: nn.Module) -> nn.Sequential:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from torchvision.datasets import FashionMNIST
 
 from lightning_zfnet import ZFNetModule
 from lightning_zfnet.cli import main, run_cli
@@ -48,7 +49,7 @@ def test_variants_overlay_any_base_config(base, variant, capsys):
         )
 
 
-def test_digits_transfer_config_fits_and_tests(tmp_path):
+def test_digits_transfer_config_fits_and_tests(tmp_path, capsys):
     pytest.importorskip("sklearn")
     source = _source(tmp_path / "source.ckpt")
     args = [
@@ -68,10 +69,19 @@ def test_digits_transfer_config_fits_and_tests(tmp_path):
     tested = run_cli(["test", *args, f"--ckpt_path={ckpt}"])
     metrics = tested.trainer.callback_metrics
     assert {"test/top1", "test/mean_class_top1"} <= set(metrics)
-    # another draw's test images would include this fit's training images
+    # another draw's test images would include this fit's training images: a bad
+    # command line (exit code 2, one line)
     for option in ("--data.seed=1", "--data.per_class=3"):
-        with pytest.raises(ValueError, match="another draw.*add --data"):
+        with pytest.raises(SystemExit) as exit_info:
             run_cli(["test", *args, option, f"--ckpt_path={ckpt}"])
+        assert exit_info.value.code == 2
+        name = option.removeprefix("--data.").split("=")[0]
+        fitted = {"seed": 0, "per_class": 2}[name]
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"error: {ckpt} was fit on another draw of labelled images than this test "
+            f"would use ({{'{name}': {fitted}}}), so its test images would include "
+            f"training images: add --data.{name} {fitted}"
+        )
 
 
 def test_fashion_mnist_source_and_target_configs_run(fake_data_dir, tmp_path):
@@ -110,6 +120,37 @@ def test_fashion_mnist_source_and_target_configs_run(fake_data_dir, tmp_path):
     assert target.model.hparams.num_classes == 5
     (metrics,) = target.trainer.test(target.model, datamodule=target.datamodule)
     assert 0.0 <= metrics["test/mean_class_top1"] <= 1.0
+
+
+def test_a_budget_too_large_names_the_class_by_its_fashion_mnist_label(
+    fake_data_dir, tmp_path, capsys
+):
+    """The 5-9 target labels Fashion-MNIST's classes 5-9 as 0-4; the refusal named
+    the user's class 5 "class 0"."""
+    labels = FashionMNIST(str(fake_data_dir), train=True).targets
+    counts = {c: int((labels == c).sum()) for c in range(5, 10)}
+    smallest = min(counts, key=counts.get)  # the first of the smallest classes
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs" / "transfer" / "fashion_mnist_5_9.yaml"),
+                f"--model.checkpoint={_source(tmp_path / 'source.ckpt')}",
+                f"--data.data_dir={fake_data_dir}",
+                "--data.per_class=100",
+                f"--trainer.logger.init_args.save_dir={tmp_path / 'run'}",
+                *QUIET,
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: --data (FewShotFashionMNISTDataModule): class "
+        f"{smallest} (label {smallest - 5} here) has {counts[smallest]} examples: "
+        f"too few for per_class=100 and a test example; give a per_class below "
+        f"{counts[smallest]}"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_caltech_config_runs_on_a_folder_of_classes(tmp_path):

@@ -142,6 +142,23 @@ def test_bad_settings_are_refused(site, tmp_path):
         Source(source.model, source.dataset, {"conv9": "features.9"})
 
 
+def test_a_bad_source_is_named(tmp_path):
+    source = tiny_source()
+    model, dataset = source.model, source.dataset
+    with pytest.raises(TypeError, match=r"layers must be a dict .*got list"):
+        Source(model, dataset, ["features.1"])
+    with pytest.raises(TypeError, match=r"\['conv1'\] must map to .*qualified name"):
+        Source(model, dataset, {"conv1": model.features[1]})
+    with pytest.raises(
+        TypeError, match="items must be images .*list starting with int"
+    ):
+        Source(model, [[1, 2]], {"conv1": "features.1"})
+    linear = Source(model, dataset, {"fc": "classifier.1"})
+    with pytest.raises(ValueError, match=r"'fc' .*Linear.*only convolutional layers"):
+        build_site(linear, tmp_path / "site")
+    assert not (tmp_path / "site").exists()  # refused before the scan
+
+
 @pytest.mark.slow
 def test_two_ddp_processes_build_the_same_site_as_one(site, tmp_path):
     command = [

@@ -102,3 +102,12 @@ def test_bad_labels_and_sweeps_are_named(labels, sweeps, word):
         invariance_curves(model, x, torch.tensor(labels), [model[0]], **sweeps)
     with pytest.raises(ValueError, match="empty"):
         invariance_curves(model, x[:0], torch.tensor([]).long(), [model[0]])
+
+
+def test_images_as_a_list_and_no_curves_are_named(tmp_path):
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(TypeError, match=r"images must be a tensor .*got list"):
+        transform(x.tolist(), "rotation", 1)
+    with pytest.raises(ValueError, match="curves is empty.*invariance_curves"):
+        plot_invariance({}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()

@@ -85,6 +85,33 @@ def test_no_hook_is_left_when_the_forward_raises(analysis):
     assert snapshot(model) == before
 
 
+# The entry points that take a list of layers, given one.
+LAYER_LISTS = {
+    "layer_outputs": lambda m, layers, x: layer_outputs(m, layers, x),
+    "top_activations": lambda m, layers, x: top_activations(m, layers, x),
+    "scan": lambda m, layers, x: scan_top_activations(m, layers, x),
+    "invariance": lambda m, layers, x: invariance_curves(
+        m, x, torch.zeros(2).long(), layers
+    ),
+}
+
+
+@pytest.mark.parametrize("entry", LAYER_LISTS)
+def test_one_layer_given_alone_is_named(entry):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(32, 3)).eval()
+    x = torch.randn(2, 1, 6, 6)
+    with pytest.raises(ValueError, match=r"list of submodules, got Conv2d.*\[layer\]"):
+        LAYER_LISTS[entry](model, model[0], x)
+
+
+def test_inputs_that_are_not_a_tensor_are_named():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3)).eval()
+    with pytest.raises(
+        TypeError, match=r"inputs must be a tensor \(N, ...\), got list"
+    ):
+        layer_outputs(model, [model[0]], torch.randn(2, 1, 6, 6).tolist())
+
+
 class Counting(nn.Module):
     """Writes its buffers in its forward: counts its calls in place and replaces
     its last input's mean."""

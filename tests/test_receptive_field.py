@@ -196,11 +196,12 @@ def test_a_strided_layer_that_drops_the_last_row_leaves_it_out_of_the_boxes():
 
 
 def test_box_of_a_traced_field_needs_its_image_size():
-    model = nn.Sequential(nn.Conv2d(1, 1, 3, stride=2))
-    field = receptive_field(model, model[0], (1, 8, 8))
-    assert field.box(3, 3, (8, 8)) == (6, 6, 7, 7)  # column and row 7 are unread
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, stride=2), nn.Conv2d(1, 1, 3, padding=1))
+    field = receptive_field(model, model[1], (1, 8, 8))
+    # Position 2 sees conv1's positions 1 to 3, rows 2 to 8; the last is padding
+    assert field.box(2, 2, (8, 8)) == (2, 2, 7, 7)  # column and row 7 are unread
     with pytest.raises(ValueError, match=r"\(9, 9\) is not the \(8, 8\)"):
-        field.box(3, 3, (9, 9))
+        field.box(2, 2, (9, 9))
 
 
 def test_torchvisions_input_transform_keeps_the_field():

@@ -49,6 +49,8 @@ def test_scan_reads_images_out_of_tuples_and_restores_the_mode():
     assert model.training and top.layers == ["0"]
     with pytest.raises(ValueError, match="not a submodule"):
         scan_top_activations(model, [nn.ReLU()], items)
+    with pytest.raises(TypeError, match="dataset's batches must be a tensor.*list"):
+        scan_top_activations(model, [model[0]], images[:4].tolist())
 
 
 def test_scan_of_distinct_images_equals_the_naive_per_image_max():

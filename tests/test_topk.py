@@ -281,3 +281,8 @@ def test_integers_beyond_float64s_precision_are_refused():
     top.update("l", torch.tensor([[2**53]]), torch.tensor([0]))  # still exact
     with pytest.raises(ValueError, match=r"beyond 2\*\*53"):
         top.update("l", torch.tensor([[2**53 + 1]]), torch.tensor([1]))
+
+
+def test_activations_that_are_not_a_tensor_are_named():
+    with pytest.raises(TypeError, match="activations must be a tensor.*got list"):
+        TopKActivations(2).update("a", torch.zeros(2, 1, 2, 2).tolist(), [0, 1])

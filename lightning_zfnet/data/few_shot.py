@@ -11,6 +11,7 @@ Fashion-MNIST classes a source network did not see.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,11 @@ __all__ = [
 
 
 def draw_per_class(
-    labels: Tensor, per_class: int, seed: int, test_per_class: int | None = None
+    labels: Tensor,
+    per_class: int,
+    seed: int,
+    test_per_class: int | None = None,
+    names: Sequence[object] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Draw ``per_class`` training examples of every class, and test examples from
     the rest.
@@ -54,6 +59,9 @@ def draw_per_class(
         per_class: labelled training examples per class.
         seed: the draw; each seed gives another training set (the paper's folds).
         test_per_class: most test examples per class (Caltech-101's protocol: 50).
+        names: the class of each label as the user knows it (the dataset's own
+            label, a folder's name), by which an error names a class; None: the
+            labels themselves.
 
     Returns:
         ``(train, test)``: sorted int64 indices into the pool, disjoint.
@@ -70,8 +78,11 @@ def draw_per_class(
     counts = torch.bincount(labels)
     if counts.min() <= per_class:
         smallest = int(counts.argmin())
+        known = f"{smallest}"
+        if names is not None:
+            known = f"{names[smallest]!r} (label {smallest} here)"
         raise ValueError(
-            f"class {smallest} has {int(counts.min())} examples: too few for "
+            f"class {known} has {int(counts.min())} examples: too few for "
             f"per_class={per_class} and a test example; give a per_class below "
             f"{int(counts.min())}"
         )
@@ -133,12 +144,23 @@ class LabelBudgetDataModule(SplitDataModule):
         """The dataset of pool images ``indices`` for ``split`` (train, val, test)."""
         raise NotImplementedError
 
+    def class_names(self) -> Sequence[object] | None:
+        """Each label's class as the user knows it (see :func:`draw_per_class`);
+        None: the labels themselves."""
+        return None
+
     def check_data(self) -> None:
-        draw_per_class(self.pool_labels(), self.per_class, self.seed)
+        draw_per_class(
+            self.pool_labels(), self.per_class, self.seed, names=self.class_names()
+        )
 
     def setup(self, stage: str | None = None) -> None:
         train, test = draw_per_class(
-            self.pool_labels(), self.per_class, self.seed, self.test_per_class
+            self.pool_labels(),
+            self.per_class,
+            self.seed,
+            self.test_per_class,
+            self.class_names(),
         )
         self.train_set = self.make_split(train, "train")
         self.val_set = self.make_split(train[:0], "val")
@@ -218,6 +240,10 @@ class FewShotImageFolderDataModule(LabelBudgetDataModule):
     def pool_labels(self) -> Tensor:
         return torch.tensor(self._pool().targets)
 
+    def class_names(self) -> list[str]:
+        """The class folders' names."""
+        return self._pool().classes
+
     def make_split(self, indices: Tensor, split: str) -> Dataset:
         transform = paper_transform(
             split, self.image_size, self.resize, self.ten_crop_test
@@ -290,6 +316,10 @@ class FewShotFashionMNISTDataModule(LabelBudgetDataModule):
 
     def pool_labels(self) -> Tensor:
         return self._images()[1]
+
+    def class_names(self) -> list[int]:
+        """Fashion-MNIST's labels of the classes, relabelled ``0..k-1`` here."""
+        return self.classes
 
     def make_split(self, indices: Tensor, split: str) -> Dataset:
         images, labels = self._images()
