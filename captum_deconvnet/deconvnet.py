@@ -74,7 +74,13 @@ class _Deconv(GradientAttribution):
             rules.warn_unruled()
             try:
                 grads = torch.autograd.grad(values, leaves, grad, allow_unused=True)
-            except CheckpointError as error:
+            except (CheckpointError, RuntimeError) as error:
+                # Both forms of torch.utils.checkpoint: the non-reentrant one finds
+                # its recomputation differs, the reentrant one refuses .grad().
+                if not (
+                    isinstance(error, CheckpointError) or "use_reentrant" in str(error)
+                ):
+                    raise
                 raise ValueError(
                     "the model recomputes checkpointed blocks in the backward pass "
                     "(torch.utils.checkpoint, e.g. densenet's memory_efficient=True), "

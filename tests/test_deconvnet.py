@@ -333,19 +333,21 @@ def test_googlenet_without_relu_modules_is_rectified():
 class Checkpointed(ReLUStyles):
     """ReLUStyles("module") with its first block recomputed in the backward pass."""
 
-    def __init__(self):
+    def __init__(self, use_reentrant):
         super().__init__("module")
+        self.use_reentrant = use_reentrant
 
     def forward(self, x):
         block = lambda t: F.max_pool2d(self.relu(self.conv1(t)), 2)  # noqa: E731
-        x = checkpoint(block, x, use_reentrant=False)
+        x = checkpoint(block, x, use_reentrant=self.use_reentrant)
         x = F.max_pool2d(self.rectify(self.conv2(x)), 2)
         return self.fc(x.flatten(1))
 
 
-def test_checkpointed_blocks_are_refused_by_name():
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_checkpointed_blocks_are_refused_by_name(use_reentrant):
     """Their forward reruns in the backward pass, where the rules do not reach."""
-    model, x = Checkpointed().eval(), torch.randn(2, 3, 16, 16)
+    model, x = Checkpointed(use_reentrant).eval(), torch.randn(2, 3, 16, 16)
     state = snapshot(model)
     with pytest.raises(ValueError, match="checkpoint"):
         DeconvNet(model).attribute(x, target=1)
