@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._inputs import check_images
-from .layers import eval_mode, layer_outputs
+from .layers import layer_outputs
+from .model_state import eval_mode
 
 __all__ = [
     "filter_spectrum",

@@ -27,14 +27,13 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from ._inputs import check_submodule
+from .model_state import buffers_kept, check_batch_independent, eval_mode
 
 __all__ = [
     "BatchedInputs",
     "UnbatchedInputError",
-    "buffers_kept",
     "check_layers",
     "model_device",
-    "eval_mode",
     "guarded",
     "layer_did_not_run",
     "layer_name",
@@ -143,7 +142,7 @@ def guarded(
     depth = getattr(_active, "depth", 0)
     with contextlib.ExitStack() as stack:
         if isinstance(model, nn.Module):
-            _check_batch_independent(model)
+            check_batch_independent(model)
             if warn:
                 _warn_training(model)
             stack.enter_context(eval_mode(model))
@@ -156,64 +155,6 @@ def guarded(
             yield model
         finally:
             _active.depth = depth
-
-
-@contextmanager
-def buffers_kept(model: nn.Module) -> Iterator[None]:
-    """Every module's buffers as they were before the block, also when it raises:
-    the same tensors (a buffer replaced, added or removed inside is undone) with
-    the same shapes and values (a forward that counts its calls, say, ran once per
-    occluded copy, where a plain call runs it once). Only what changed is written
-    back, so buffers that cannot be written (expanded views, inference tensors)
-    and that the forward leaves alone pass untouched."""
-    entries = [
-        (module, dict(module._buffers), set(module._non_persistent_buffers_set))
-        for module in model.modules()
-    ]
-    saved = {
-        id(b): b.detach().clone()
-        for _, buffers, _ in entries
-        for b in buffers.values()
-        if b is not None
-    }
-    try:
-        yield
-    finally:
-        for module, buffers, transient in entries:
-            module._buffers.clear()
-            module._buffers.update(buffers)
-            module._non_persistent_buffers_set.clear()
-            module._non_persistent_buffers_set.update(transient)
-        for _, buffers, _ in entries:
-            for b in buffers.values():
-                if b is not None:
-                    _restore(b, saved[id(b)])
-
-
-def _restore(buffer: Tensor, saved: Tensor) -> None:
-    """Write ``saved`` back into ``buffer`` if the block changed its shape, dtype
-    or values."""
-    if buffer.dtype == saved.dtype and torch.equal(buffer, saved):
-        return
-    with torch.no_grad():
-        if buffer.shape != saved.shape:
-            buffer.resize_(saved.shape)
-        buffer.copy_(saved)
-
-
-def _check_batch_independent(model: nn.Module) -> None:
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
-            module.running_mean is None
-        ):
-            raise ValueError(
-                f"{name or 'the model'} ({type(module).__name__}) has no running "
-                "statistics (track_running_stats=False), so even in eval mode its "
-                "output for an example depends on the rest of the batch, and "
-                "results would depend on how examples and occluded copies are "
-                "batched. Give it running statistics (track_running_stats=True, "
-                "then estimate them on data)"
-            )
 
 
 _MODE_DEPENDENT = (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)
@@ -418,15 +359,3 @@ def layer_outputs(
     if missing:
         raise layer_did_not_run(missing[0])
     return [captured[i] for i in range(len(layers))], output
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for a block; each module's own mode comes back."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training

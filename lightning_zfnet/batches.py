@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
-from captum_deconvnet.layers import eval_mode
+from captum_deconvnet.model_state import eval_mode
 
 __all__ = [
     "BatchScan",

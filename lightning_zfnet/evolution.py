@@ -22,7 +22,7 @@ from captum_deconvnet import (
     top_activations,
 )
 from captum_deconvnet._inputs import check_submodule
-from captum_deconvnet.layers import eval_mode
+from captum_deconvnet.model_state import eval_mode
 from captum_deconvnet.receptive_field import ReceptiveField
 from captum_deconvnet.topk import first_item
 

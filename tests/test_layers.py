@@ -14,7 +14,8 @@ from captum_deconvnet import (
     invariance_curves,
     top_activations,
 )
-from captum_deconvnet.layers import eval_mode, layer_outputs
+from captum_deconvnet.layers import layer_outputs
+from captum_deconvnet.model_state import eval_mode
 from lightning_zfnet import scan_top_activations
 
 from .test_deconvnet_contract import snapshot
