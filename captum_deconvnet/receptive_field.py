@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ._windows import Pair, map_size, node_shape, sliding_window
@@ -163,6 +163,7 @@ def receptive_field(
             apart; constant padding and a crop by indexing, ``x[:, :, 1:, 2:]``,
             move the field), if the model cannot be traced, or if ``input_shape``
             is not ``(C, H, W)`` or the model does not run on it.
+        TypeError: if ``input_shape`` is a tensor (an image rather than its shape).
 
     Example::
 
@@ -170,6 +171,11 @@ def receptive_field(
         >>> field.size, field.jump  # conv2 of ZFNet
         ((27, 27), (8, 8))
     """
+    if isinstance(input_shape, Tensor):
+        raise TypeError(
+            "input_shape is the (C, H, W) shape of one image, got a tensor of shape "
+            f"{tuple(input_shape.shape)}: pass images.shape[1:]"
+        )
     shape = tuple(input_shape)
     if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
         raise ValueError(
