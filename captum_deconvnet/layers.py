@@ -69,8 +69,10 @@ def check_layers(layers: Any) -> None:
         ValueError: naming what came instead.
     """
     if isinstance(layers, nn.Module) or not isinstance(layers, Sequence) or not layers:
+        # a module's repr lists all of its children: name its type instead
+        given = repr(layers) if isinstance(layers, Sequence) else type(layers).__name__
         raise ValueError(
-            f"layers must be a non-empty list of submodules, got {layers!r}; "
+            f"layers must be a non-empty list of submodules, got {given}; "
             "pass one layer as [layer]"
         )
 
