@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ._inputs import holds_integers
 from ._windows import Pair, map_size, node_shape, sliding_window
 from .incremental.classify import (
     ELEMENTWISE_FUNCTIONS,
@@ -88,13 +89,13 @@ class ReceptiveField:
         ``y1 <= y0``).
 
         Raises:
-            TypeError: ``row`` or ``col`` not an int.
+            TypeError: ``row`` or ``col`` not an int (or a 0-d integer tensor).
             ValueError: a negative ``row`` or ``col``, or one outside a traced
                 field's ``map_size``; or if a traced field's ``image_size`` is
                 another: what the layer reads near the border depends on the
                 image's size.
         """
-        self._check_position(row, col)
+        row, col = self._position(row, col)
         height, width = image_size
         bounds = (0, 0, width, height)
         if self.image_size is not None:
@@ -111,10 +112,15 @@ class ReceptiveField:
         left, top, right, bottom = bounds
         return (max(x0, left), max(y0, top), min(x1, right), min(y1, bottom))
 
-    def _check_position(self, row: Any, col: Any) -> None:
+    def _position(self, row: Any, col: Any) -> tuple[int, int]:
+        """``(row, col)`` as ints (a numpy or 0-d integer tensor one, as an
+        ``argmax`` gives, too), if they are a position of the map."""
         for name, value in (("row", row), ("col", col)):
+            if isinstance(value, Tensor) and value.ndim == 0:
+                value = value.item() if holds_integers(value) else value
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"{name} must be an int, got {value!r}")
+        row, col = int(row), int(col)
         if row < 0 or col < 0:
             raise ValueError(
                 f"position {(row, col)} is outside the layer's map: rows and "
@@ -127,6 +133,7 @@ class ReceptiveField:
                     f"position {(row, col)} is outside the layer's {rows}x{cols} "
                     f"map: pass a row in 0..{rows - 1} and a column in 0..{cols - 1}"
                 )
+        return row, col
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 fields and the correspondence masks: each is refused by name, none gives a result."""
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -104,6 +105,14 @@ def test_box_of_a_position_outside_the_layers_map_is_refused():
         field.box(-1, 2, (16, 16))
     with pytest.raises(TypeError, match="col must be an int, got 2.0"):
         field.box(1, 2.0, (16, 16))
+    # an argmax's row and column, as numpy or 0-d integer tensors, are positions
+    flat = torch.tensor(23)  # row 4, col 3 of the 5x5 map
+    expected = field.box(4, 3, (16, 16))
+    assert field.box(flat // 5, flat % 5, (16, 16)) == expected
+    assert field.box(np.int64(4), np.int32(3), (16, 16)) == expected
+    assert all(type(v) is int for v in field.box(flat // 5, flat % 5, (16, 16)))
+    with pytest.raises(TypeError, match=r"row must be an int, got tensor\(4.\)"):
+        field.box(torch.tensor(4.0), 3, (16, 16))
     by_hand = ReceptiveField(size=(3, 3), jump=(2, 2), start=(-1, -1))
     with pytest.raises(ValueError, match=r"\(0, -3\) is outside"):
         by_hand.box(0, -3, (16, 16))
