@@ -6,6 +6,7 @@ Captum's own helpers for this are private and accept some bad values silently (a
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ TargetType = None | int | tuple | Tensor | Sequence[int | tuple]
 
 __all__ = [
     "TargetType",
+    "as_int",
     "as_tuple",
     "check_images",
     "check_submodule",
@@ -83,6 +85,20 @@ def check_images(images: Any, name: str = "inputs") -> Tensor:
             f"{name} must be images (N, C, H, W), got shape {tuple(images.shape)}"
         )
     return images
+
+
+def as_int(value: Any) -> int | None:
+    """``value`` as an ``int`` if it is an integer: a Python or numpy int, or an
+    integer tensor of one element and no dimensions (``torch.unravel_index`` and
+    indexing give those); ``None`` for anything else, a ``bool`` too."""
+    if isinstance(value, bool) or (
+        isinstance(value, Tensor) and (value.ndim != 0 or value.dtype == torch.bool)
+    ):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def holds_integers(tensor: Tensor) -> bool:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._inputs import TargetType, select_targets
+from ._inputs import TargetType, as_int, select_targets
 
 Region = tuple[slice, ...]  # one occluder position, over the dimensions after the batch
 
@@ -24,14 +24,20 @@ def check_positive(name: str, value: Any) -> None:
 
 
 def pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
-    if not isinstance(value, (int, Sequence)):
+    """``value`` as two positive ints: an int for both, or two (a sequence, or a
+    1-D array or tensor); numpy ints and 0-d integer tensors count as ints."""
+    single = as_int(value)
+    if single is not None:
+        value = (single, single)
+    elif not isinstance(value, Sequence) and getattr(value, "ndim", None) != 1:
         raise TypeError(f"{name} must be an int or two ints, got {value!r}")
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2:
+    if len(value) != 2:
         raise ValueError(f"{name} must be an int or two ints, got {value!r}")
-    for v in pair:
-        check_positive(name, v)
-    return pair
+    ints = tuple(as_int(v) for v in value)
+    for v, i in zip(value, ints, strict=True):
+        if i is None or i < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return ints
 
 
 def window_shapes(windows: Any, tensors: tuple[Tensor, ...]) -> list:

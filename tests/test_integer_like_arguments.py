@@ -1,0 +1,92 @@
+"""Sizes, indices and positions given as numpy ints, numpy arrays or integer tensors
+(what ``np.argmax``, ``torch.unravel_index``, ``image.shape`` and arrays hold) are
+taken as the ints they hold, with the results the ints give."""
+
+import numpy as np
+import pytest
+import torch
+
+from captum_deconvnet import OcclusionSensitivity, box_part_masks, upsample_grid
+from tests.test_occlusion import images, small_cnn
+
+SIZES = {
+    "numpy ints": (np.int64(16), np.int32(12)),
+    "numpy array": np.array([16, 12]),
+    "tensor": torch.tensor([16, 12]),
+    "0-d tensors": (torch.tensor(16), torch.tensor(12)),
+}
+
+
+@pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
+def test_box_part_masks_take_an_image_size_of_numpy_or_tensor_ints(size):
+    boxes = torch.tensor([[2, 3, 8, 12], [0, 0, 3, 4]])
+    masks = box_part_masks(boxes, size)
+    # by hand: box 0's rows 3..11 in thirds 3..5, 6..8, 9..11, columns 2..7; box
+    # 1's rows 0..3 in thirds 0, 1, 2..3, columns 0..2; on a 16x12 image
+    expected = {part: torch.zeros(2, 16, 12, dtype=torch.bool) for part in masks}
+    for part, rows0, rows1 in (
+        ("top", slice(3, 6), slice(0, 1)),
+        ("middle", slice(6, 9), slice(1, 2)),
+        ("bottom", slice(9, 12), slice(2, 4)),
+    ):
+        expected[part][0, rows0, 2:8] = True
+        expected[part][1, rows1, 0:3] = True
+    for part in expected:
+        assert torch.equal(masks[part], expected[part]), part
+
+
+def _nearest_centres(size: int, window: int, stride: int, count: int) -> list[int]:
+    """Per pixel, the position whose window is centred nearest to it (no ties for
+    an even window and stride)."""
+    centres = [r * stride + (window - 1) / 2 for r in range(count)]
+    return [min(range(count), key=lambda r: abs(y - centres[r])) for y in range(size)]
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        (np.int64(16), np.int64(8), np.int64(4)),
+        (np.array([16, 16]), np.array([8, 8]), np.array([4, 4])),
+        (torch.tensor([16, 16]), torch.tensor(8), (torch.tensor(4), np.int32(4))),
+    ],
+    ids=["numpy ints", "numpy arrays", "tensors"],
+)
+def test_upsample_grid_takes_sizes_of_numpy_or_tensor_ints(sizes):
+    grid = torch.arange(18.0).reshape(2, 3, 3)
+    up = upsample_grid(grid, *sizes)
+    nearest = _nearest_centres(16, 8, 4, 3)
+    expected = torch.tensor(
+        [[[grid[n, nearest[y], nearest[x]] for x in range(16)] for y in range(16)]
+         for n in range(2)]
+    )  # fmt: skip
+    assert torch.equal(up, expected)
+
+
+def test_sensitivity_maps_take_a_window_and_stride_of_numpy_ints():
+    model, x = small_cnn(), images(2)
+    maps = OcclusionSensitivity(model).sensitivity_maps(
+        x, np.int64(4), (np.int64(2), np.int32(2))
+    )
+    assert maps.window == (4, 4) and maps.stride == (2, 2)
+    # the window's first position, by hand: the top-left 4x4 square in each
+    # image's mean per channel
+    occluded = x.clone()
+    occluded[:, :, :4, :4] = x.mean(dim=(2, 3), keepdim=True)
+    with torch.no_grad():
+        probability = model(occluded).softmax(1)
+    target = maps.target
+    assert torch.allclose(
+        maps.probability[:, 0, 0], probability[torch.arange(2), target], atol=1e-6
+    )
+
+
+def test_sizes_that_are_not_integers_are_still_refused():
+    grid = torch.zeros(1, 3, 3)
+    with pytest.raises(TypeError, match=r"window must be an int or two ints, got 8\.0"):
+        upsample_grid(grid, 16, 8.0, 4)
+    with pytest.raises(TypeError, match="stride must be an int or two ints"):
+        upsample_grid(grid, 16, 8, torch.tensor(4.0))
+    with pytest.raises(ValueError, match=r"window must be a positive int, got 8\.0"):
+        upsample_grid(grid, 16, (8.0, 8), 4)
+    with pytest.raises(TypeError, match="image_size must be an int or two ints"):
+        box_part_masks(torch.tensor([[0, 0, 4, 4]]), np.float64(16))
