@@ -5,7 +5,6 @@ Fig. 1-2 projections)."""
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._inputs import holds_integers, per_example
+from ._inputs import as_int, holds_integers, per_example
 from .layers import layer_did_not_run, layer_tensor
 
 NeuronSelector = int | tuple | Callable[[Tensor], Tensor]
@@ -72,17 +71,16 @@ def select_neurons(activation: Tensor, selector: NeuronSelector) -> Tensor:
                 f"one value, or one per example ({n})"
             )
         return value.reshape(-1)
-    index = (selector,) if isinstance(selector, numbers.Integral) else selector
-    if not isinstance(index, tuple) or not all(
-        isinstance(i, (numbers.Integral, slice)) and not isinstance(i, bool)
-        for i in index
-    ):
+    # numpy ints and 0-d integer tensors (torch.unravel_index's) as ints
+    single = as_int(selector)
+    index = (single,) if single is not None else selector
+    if isinstance(index, tuple):
+        index = tuple(i if isinstance(i, slice) else as_int(i) for i in index)
+    if not isinstance(index, tuple) or None in index:
         raise TypeError(
             "neuron_selector must be an int, a tuple of ints (negative ones count "
             f"from the end) and slices, or a callable, got {selector!r}"
         )
-    # numpy ints as ints, for the range check
-    index = tuple(int(i) if isinstance(i, numbers.Integral) else i for i in index)
     if len(index) != activation.ndim - 1:
         raise ValueError(
             f"neuron_selector {selector!r} does not index one example's activation of "

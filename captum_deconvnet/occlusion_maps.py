@@ -13,6 +13,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from ._inputs import as_int
 from ._occlusion_args import pair
 from .display import normalize_projection
 from .occlusion import SensitivityMaps
@@ -156,12 +157,13 @@ def occlusion_figure(
 
     Raises:
         TypeError: ``maps`` not a :class:`SensitivityMaps`, ``image`` or
-            ``projection`` not a tensor, or ``index`` not an int.
+            ``projection`` not a tensor, or ``index`` not an int (a numpy int or
+            a 0-d integer tensor is one).
         ValueError: ``image`` or ``projection`` not one image ``(C, H, W)`` of 1 or
             3 channels, an ``index`` out of the maps' batch, or an image of
             another size than the maps were made on.
     """
-    image, projection = _figure_inputs(image, maps, index, projection)
+    image, index, projection = _figure_inputs(image, maps, index, projection)
     size = tuple(image.shape[-2:])
 
     def upsampled(grid: Tensor) -> Tensor:
@@ -213,9 +215,9 @@ def occlusion_figure(
 
 def _figure_inputs(
     image: Any, maps: Any, index: Any, projection: Any
-) -> tuple[Tensor, Tensor | None]:
-    """``(image, projection)`` of :func:`occlusion_figure`, after checking them,
-    ``maps`` and ``index``."""
+) -> tuple[Tensor, int, Tensor | None]:
+    """``(image, index, projection)`` of :func:`occlusion_figure`, after checking
+    them and ``maps``; ``index`` as an int."""
     if not isinstance(maps, SensitivityMaps):
         raise TypeError(
             "maps must be the SensitivityMaps that "
@@ -223,8 +225,9 @@ def _figure_inputs(
             f"{type(maps).__name__}: pass the whole maps, not one of their tensors"
         )
     count = len(maps.target)
-    if isinstance(index, bool) or not isinstance(index, int):
+    if as_int(index) is None:
         raise TypeError(f"index must be an int, got {index!r}")
+    index = as_int(index)
     if not -count <= index < count:
         raise ValueError(
             f"index {index} is out of range for maps of {count} images "
@@ -233,4 +236,4 @@ def _figure_inputs(
     image = _one_image(image, "image")
     if projection is not None:
         projection = _one_image(projection, "projection")
-    return image, projection
+    return image, index, projection

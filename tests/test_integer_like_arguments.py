@@ -5,8 +5,16 @@ taken as the ints they hold, with the results the ints give."""
 import numpy as np
 import pytest
 import torch
+from captum.attr import NeuronDeconvolution
 
-from captum_deconvnet import OcclusionSensitivity, box_part_masks, upsample_grid
+from captum_deconvnet import (
+    NeuronDeconvNet,
+    OcclusionSensitivity,
+    box_part_masks,
+    occlusion_figure,
+    upsample_grid,
+)
+from tests.test_deconvnet import TIGHT, zfnet_like
 from tests.test_occlusion import images, small_cnn
 
 SIZES = {
@@ -90,3 +98,58 @@ def test_sizes_that_are_not_integers_are_still_refused():
         upsample_grid(grid, 16, (8.0, 8), 4)
     with pytest.raises(TypeError, match="image_size must be an int or two ints"):
         box_part_masks(torch.tensor([[0, 0, 4, 4]]), np.float64(16))
+
+
+INDICES = {
+    "numpy int": np.int64(1),
+    "numpy int32": np.int32(1),
+    "0-d tensor": torch.tensor(1),
+    "0-d int32 tensor": torch.tensor(1, dtype=torch.int32),
+}
+
+
+@pytest.mark.parametrize("index", INDICES.values(), ids=INDICES.keys())
+def test_occlusion_figure_takes_an_index_of_numpy_or_tensor_int(index):
+    model, x = small_cnn(), images(2)
+    maps = OcclusionSensitivity(model).sensitivity_maps(x, 4, 2, layer=model[3])
+    figure = occlusion_figure(x[1], maps, index)
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    # image 1's channel and target, as the maps hold them
+    assert f"map {int(maps.channel[1])}" in titles[1]
+    assert f"p({int(maps.target[1])})" in titles[-2]
+
+
+def test_neuron_selector_of_unravel_index_equals_captum_with_ints():
+    model = zfnet_like()
+    x = torch.randn(2, 3, 100, 100, dtype=torch.float64)
+    with torch.no_grad():
+        activation = model[:5](x)
+    # the strongest neuron of image 0, as torch.unravel_index gives it: 0-d tensors
+    selector = torch.unravel_index(activation[0].argmax(), activation.shape[1:])
+    assert all(isinstance(i, torch.Tensor) and i.ndim == 0 for i in selector)
+    ours = NeuronDeconvNet(model, model[4], normalization="gradient")
+    theirs = NeuronDeconvolution(model, model[4])
+    as_ints = tuple(int(i) for i in selector)
+    torch.testing.assert_close(
+        ours.attribute(x, selector), theirs.attribute(x, as_ints), **TIGHT
+    )
+    numpy_ints = tuple(np.int64(i) for i in as_ints)
+    torch.testing.assert_close(
+        ours.attribute(x, (slice(None), numpy_ints[1], torch.tensor(0))),
+        theirs.attribute(x, (slice(None), as_ints[1], 0)),
+        **TIGHT,
+    )
+    # one neuron of a linear layer, as a bare 0-d tensor
+    torch.testing.assert_close(
+        NeuronDeconvNet(model, model[12], "gradient").attribute(x, torch.tensor(3)),
+        NeuronDeconvolution(model, model[12]).attribute(x, 3),
+        **TIGHT,
+    )
+
+
+def test_neuron_selector_refuses_what_is_not_an_int():
+    model, x = zfnet_like(), torch.randn(1, 3, 100, 100, dtype=torch.float64)
+    explainer = NeuronDeconvNet(model, model[4])
+    for selector in [(torch.tensor(1.0), 0, 0), (torch.tensor([1]), 0, 0), [1, 0, 0]]:
+        with pytest.raises(TypeError, match="neuron_selector must be an int"):
+            explainer.attribute(x, selector)
