@@ -62,19 +62,24 @@ def layer_name(model: nn.Module, layer: nn.Module) -> str:
 
 
 def check_layers(layers: Any) -> None:
-    """Raise unless ``layers`` is a non-empty list (or tuple) of layers: one module
-    given alone is refused, even a ``Sequential``, which would pass for its children.
+    """Raise unless ``layers`` is a non-empty list (a tuple, an ``nn.ModuleList``)
+    of layers: one module given alone is refused, even a ``Sequential``, which would
+    pass for its children.
 
     Raises:
-        ValueError: naming what came instead.
+        ValueError: naming what came instead, and what to pass.
     """
-    if isinstance(layers, nn.Module) or not isinstance(layers, Sequence) or not layers:
+    listed = isinstance(layers, nn.ModuleList)  # never run itself: not one layer
+    if isinstance(layers, nn.Module) and not listed:
         # a module's repr lists all of its children: name its type instead
-        given = repr(layers) if isinstance(layers, Sequence) else type(layers).__name__
-        raise ValueError(
-            f"layers must be a non-empty list of submodules, got {given}; "
-            "pass one layer as [layer]"
-        )
+        got = f"{type(layers).__name__}; pass one layer as [layer]"
+    elif not isinstance(layers, Sequence) and not listed:
+        got = f"{type(layers).__name__}; pass the layers as a list, list(layers)"
+    elif not len(layers):
+        got = f"an empty {type(layers).__name__}; name at least one layer"
+    else:
+        return
+    raise ValueError(f"layers must be a non-empty list of submodules, got {got}")
 
 
 def unwrap(model: Any) -> Any:

@@ -1,5 +1,6 @@
 """The analyses leave the model as it was, also when its forward pass raises."""
 
+import dataclasses
 from contextlib import nullcontext
 
 import pytest
@@ -9,6 +10,7 @@ from torch import nn
 from captum_deconvnet import (
     DeconvNet,
     OcclusionSensitivity,
+    TopKActivations,
     correspondence,
     feature_atlas,
     invariance_curves,
@@ -103,6 +105,45 @@ def test_one_layer_given_alone_is_named(entry):
     x = torch.randn(2, 1, 6, 6)
     with pytest.raises(ValueError, match=r"list of submodules, got Conv2d.*\[layer\]"):
         LAYER_LISTS[entry](model, model[0], x)
+
+
+@pytest.mark.parametrize("entry", LAYER_LISTS)
+def test_a_module_list_of_layers_is_a_list(entry):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3))
+    model.eval()
+    x = torch.randn(2, 1, 6, 6)
+    as_modules = LAYER_LISTS[entry](model, nn.ModuleList([model[0], model[1]]), x)
+    as_list = LAYER_LISTS[entry](model, [model[0], model[1]], x)
+    torch.testing.assert_close(_tensors(as_modules), _tensors(as_list))
+    if entry == "layer_outputs":  # each layer's output, computed directly
+        with torch.no_grad():
+            (conv, relu), _ = as_modules
+            torch.testing.assert_close(conv, model[0](x))
+            torch.testing.assert_close(relu, model[0](x).relu())
+
+
+def _tensors(result: object) -> object:
+    """A result as nested lists and dicts of tensors."""
+    if isinstance(result, TopKActivations):
+        return {name: list(result.entries(name)) for name in result.layers}
+    if dataclasses.is_dataclass(result):
+        return {k: _tensors(v) for k, v in vars(result).items() if k != "transform"}
+    if isinstance(result, dict):
+        return {k: _tensors(v) for k, v in result.items()}
+    if isinstance(result, (list, tuple)):
+        return [_tensors(v) for v in result]
+    return result
+
+
+def test_layers_that_are_no_list_are_named_with_what_to_pass():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3)).eval()
+    x = torch.randn(2, 1, 6, 6)
+    for layers in ({model[0]}, (m for m in model), {"conv": model[0]}.values()):
+        with pytest.raises(ValueError, match=r"got \w+; pass the layers as a list"):
+            layer_outputs(model, layers, x)
+    for empty in ([], nn.ModuleList()):
+        with pytest.raises(ValueError, match="got .*; name at least one layer"):
+            layer_outputs(model, empty, x)
 
 
 def test_inputs_that_are_not_a_tensor_are_named():
