@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.utils import make_grid, save_image
 
+from ._inputs import as_int
 from .deconvnet import FeatureMapDeconvNet
 from .display import normalize_projection
 from .layers import guarded, model_device
@@ -228,14 +229,15 @@ def _project_layer(
 
 
 def _checked_channels(chosen: Sequence[int], count: int, what: str) -> list[int]:
-    """``chosen`` as a list, if it is some of the channels ``0..count - 1``."""
-    chosen = list(chosen)
-    if not chosen or any(not 0 <= c < count for c in chosen):
+    """``chosen`` as a list of ints, if it is some of the channels ``0..count - 1``
+    (numpy ints and the entries of an integer tensor count as ints)."""
+    ints = [as_int(c) for c in chosen]
+    if not ints or any(c is None or not 0 <= c < count for c in ints):
         raise ValueError(
             f"{what} must be a non-empty list of channels in 0..{count - 1}, "
-            f"got {chosen}"
+            f"got {chosen!r}"
         )
-    return chosen
+    return ints
 
 
 def _scatter(parts: list[Tensor], filled: list[int], channels: int, k: int) -> Tensor:

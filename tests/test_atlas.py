@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -142,6 +143,29 @@ def test_only_the_chosen_channels_are_projected(atlas_and_scan):
         project_top_activations(model, top, images, channels={"4": [9]})
     with pytest.raises(ValueError, match="'5'"):  # a misspelt layer is not ignored
         project_top_activations(model, top, images, channels={"5": [1]})
+
+
+@pytest.mark.parametrize(
+    "chosen",
+    [torch.tensor([1, 3]), torch.tensor([1, 3], dtype=torch.int32), np.array([1, 3])],
+    ids=["tensor", "int32 tensor", "numpy array"],
+)
+def test_channels_may_be_an_integer_tensor_or_array(atlas_and_scan, chosen, tmp_path):
+    model, images, atlas, top = atlas_and_scan
+    some = project_top_activations(model, top, images, channels={"4": chosen})["4"]
+    for field in ("projections", "patches"):
+        projected, full = getattr(some, field), getattr(atlas["4"], field)
+        torch.testing.assert_close(projected[[1, 3]], full[[1, 3]])
+        assert torch.all(projected[[0, 2]] == 0)
+    save_atlas(atlas["4"], tmp_path / "chosen.png", channels=chosen)
+    save_atlas(atlas["4"], tmp_path / "listed.png", channels=[1, 3])
+    with (
+        Image.open(tmp_path / "chosen.png") as a,
+        Image.open(tmp_path / "listed.png") as b,
+    ):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match=r"in 0\.\.4, got tensor\(\[1\., 3\.\]\)"):
+        save_atlas(atlas["4"], tmp_path / "a.png", channels=torch.tensor([1.0, 3.0]))
 
 
 def test_an_atlas_of_distinct_images_holds_each_image_once_per_channel():
