@@ -234,6 +234,17 @@ def _figure_inputs(
             f"(0 to {count - 1})"
         )
     image = _one_image(image, "image")
+    size, grid = tuple(image.shape[-2:]), tuple(maps.probability.shape[-2:])
+    positions = [
+        (n - w) // s + 1 if w <= n else 0
+        for n, w, s in zip(size, maps.window, maps.stride, strict=True)
+    ]
+    if tuple(positions) != grid:
+        raise ValueError(
+            f"image of {size[0]}x{size[1]} is not the size the maps were made on: "
+            f"their {grid[0]}x{grid[1]} positions of window {maps.window} at stride "
+            f"{maps.stride} do not fit it; pass the image the maps were made on"
+        )
     if projection is not None:
         projection = _one_image(projection, "projection")
     return image, index, projection

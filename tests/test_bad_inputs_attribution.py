@@ -71,8 +71,12 @@ def test_occlusion_figure_names_a_bad_index_image_or_maps(maps):
         occlusion_figure(x[0].tolist(), maps, 0)
     with pytest.raises(ValueError, match=r"projection must be one image"):
         occlusion_figure(x[0], maps, 0, projection=x)
-    with pytest.raises(ValueError, match=r"\(5, 5\) is not a map of .* 24x24"):
-        occlusion_figure(torch.rand(3, 24, 24), maps, 0)
+    # the maps' 5x5 positions are those of a 12x12 image, by hand: (12 - 4) // 2 + 1
+    made_on = r"image of {} is not the size the maps were made on: their 5x5"
+    for side in (24, 14, 3):
+        with pytest.raises(ValueError, match=made_on.format(f"{side}x{side}")):
+            occlusion_figure(torch.rand(3, side, side), maps, 0)
+    occlusion_figure(torch.rand(3, 13, 12), maps, 0)  # 13 rows give 5 positions too
 
 
 def test_overlay_and_normalize_projection_refuse_lists(tmp_path):
