@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ._inputs import holds_integers
+from ._inputs import as_int, holds_integers
 from ._windows import Pair, map_size, node_shape, sliding_window
 from .incremental.classify import (
     ELEMENTWISE_FUNCTIONS,
@@ -183,11 +183,12 @@ def receptive_field(
             "input_shape is the (C, H, W) shape of one image, got a tensor of shape "
             f"{tuple(input_shape.shape)}: pass images.shape[1:]"
         )
-    shape = tuple(input_shape)
-    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+    shape = tuple(as_int(s) for s in input_shape)  # numpy ints as ints
+    if len(shape) != 3 or not all(s is not None and s > 0 for s in shape):
+        batched = " without the batch dimension N of (N, C, H, W)" * (len(shape) == 4)
         raise ValueError(
-            f"input_shape must be one image's (C, H, W), without the batch "
-            f"dimension N of (N, C, H, W); got {input_shape!r}"
+            f"input_shape must be one image's (C, H, W) of positive ints{batched}; "
+            f"got {input_shape!r}"
         )
     with guarded(model, warn=False) as plain:  # shapes do not depend on the mode
         name = layer_name(plain, layer)

@@ -12,6 +12,7 @@ from captum_deconvnet import (
     OcclusionSensitivity,
     box_part_masks,
     occlusion_figure,
+    receptive_field,
     upsample_grid,
 )
 from tests.test_deconvnet import TIGHT, zfnet_like
@@ -153,3 +154,28 @@ def test_neuron_selector_refuses_what_is_not_an_int():
     for selector in [(torch.tensor(1.0), 0, 0), (torch.tensor([1]), 0, 0), [1, 0, 0]]:
         with pytest.raises(TypeError, match="neuron_selector must be an int"):
             explainer.attribute(x, selector)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(np.int64(1), np.int64(16), np.int64(16)), np.array([1, 16, 16])],
+    ids=["numpy ints", "numpy array"],
+)
+def test_receptive_field_takes_an_input_shape_of_numpy_ints(shape):
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(2, 2, 3)
+    )
+    field = receptive_field(model, model[2], shape)
+    # by hand: 3 + (3 - 1) * 2 = 7 pixels, a step of 2, from -0 (no padding); the
+    # second convolution's 5x5 map of (16 - 3) // 2 + 1 = 7 rows, less 2
+    assert (field.size, field.jump, field.start) == ((7, 7), (2, 2), (0, 0))
+    assert field.image_size == (16, 16) and field.map_size == (5, 5)
+
+
+def test_an_input_shape_of_another_length_is_named_as_such():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+    with pytest.raises(ValueError, match=r"without the batch dimension N"):
+        receptive_field(model, model[0], (1, 1, 16, 16))
+    for shape in [(16, 16), (1, 16.0, 16), (1, 0, 16)]:
+        with pytest.raises(ValueError, match=r"\(C, H, W\) of positive ints; got"):
+            receptive_field(model, model[0], shape)
