@@ -140,6 +140,7 @@ def invariance_curves(
         )
     if not holds_integers(labels) or labels.min() < 0:
         raise ValueError(f"labels must be class indices (ints >= 0), got {labels}")
+    labels = labels.long()  # uint8 and int16 labels too, for indexing
     if shifts is None:
         quarter = images.shape[-2] / 4
         steps = torch.linspace(-quarter, quarter, 11).round().int().tolist()

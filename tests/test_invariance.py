@@ -111,3 +111,13 @@ def test_images_as_a_list_and_no_curves_are_named(tmp_path):
     with pytest.raises(ValueError, match="curves is empty.*invariance_curves"):
         plot_invariance({}, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])
+def test_labels_of_any_integer_dtype_are_class_indices(dtype):
+    model = small_classifier().eval()
+    x, labels = torch.randn(3, 1, 12, 12), torch.tensor([0, 2, 3], dtype=dtype)
+    curves = invariance_curves(model, x, labels, [model[0]], [0, 2], [1.0], [0])
+    with torch.no_grad():  # the labels' probabilities, picked by hand
+        expected = model(shifted_down(x, 2, 0.0)).softmax(1)[range(3), [0, 2, 3]]
+    torch.testing.assert_close(curves["translation"].probabilities[:, 1], expected)
