@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -286,3 +287,17 @@ def test_integers_beyond_float64s_precision_are_refused():
 def test_activations_that_are_not_a_tensor_are_named():
     with pytest.raises(TypeError, match="activations must be a tensor.*got list"):
         TopKActivations(2).update("a", torch.zeros(2, 1, 2, 2).tolist(), [0, 1])
+
+
+def test_k_may_be_a_numpy_int_but_not_a_bool():
+    batches = random_batches([3, 2])
+    top = TopKActivations(np.int64(4))
+    for activations, indices in batches:
+        top.update("layer", activations, indices)
+    assert type(top.k) is int
+    assert as_lists(top, "layer") == naive_top(batches, 4)
+    model = tiny_model()
+    scanned = top_activations(model, [model[0]], tiny_images(), np.int32(2))
+    assert scanned.k == 2
+    with pytest.raises(ValueError, match="k must be a positive int, got True"):
+        TopKActivations(True)
