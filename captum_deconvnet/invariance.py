@@ -62,7 +62,8 @@ def transform(images: Tensor, kind: str, amount: float, fill: float = 0.0) -> Te
     """
     if not isinstance(images, Tensor):
         raise TypeError(
-            f"images must be a tensor (N, C, H, W), got {type(images).__name__}"
+            f"images must be a tensor (..., H, W), such as a batch (N, C, H, W), got "
+            f"{type(images).__name__}"
         )
     if kind not in TRANSFORMS:
         raise ValueError(f"transform must be one of {TRANSFORMS}, got {kind!r}")

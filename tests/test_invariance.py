@@ -121,3 +121,12 @@ def test_labels_of_any_integer_dtype_are_class_indices(dtype):
     with torch.no_grad():  # the labels' probabilities, picked by hand
         expected = model(shifted_down(x, 2, 0.0)).softmax(1)[range(3), [0, 2, 3]]
     torch.testing.assert_close(curves["translation"].probabilities[:, 1], expected)
+
+
+def test_transform_takes_any_leading_dimensions_and_says_so():
+    image = torch.randn(3, 6, 6)  # one image, no batch
+    torch.testing.assert_close(
+        transform(image, "rotation", 90), torch.rot90(image, 1, (-2, -1))
+    )
+    with pytest.raises(TypeError, match=r"tensor \(\.\.\., H, W\).* got Image"):
+        transform(Image.new("L", (6, 6)), "rotation", 90)
