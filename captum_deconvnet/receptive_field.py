@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import numbers
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ._inputs import as_int, holds_integers
+from ._inputs import as_int
 from ._windows import Pair, map_size, node_shape, sliding_window
 from .incremental.classify import (
     ELEMENTWISE_FUNCTIONS,
@@ -116,11 +115,9 @@ class ReceptiveField:
         """``(row, col)`` as ints (a numpy or 0-d integer tensor one, as an
         ``argmax`` gives, too), if they are a position of the map."""
         for name, value in (("row", row), ("col", col)):
-            if isinstance(value, Tensor) and value.ndim == 0:
-                value = value.item() if holds_integers(value) else value
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            if as_int(value) is None:
                 raise TypeError(f"{name} must be an int, got {value!r}")
-        row, col = int(row), int(col)
+        row, col = as_int(row), as_int(col)
         if row < 0 or col < 0:
             raise ValueError(
                 f"position {(row, col)} is outside the layer's map: rows and "
