@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import FashionMNIST
 
+from captum_deconvnet.layers import unwrap
 from captum_deconvnet.topk import first_item
 from lightning_zfnet import (
     ClutteredFashionMNISTDataModule,
@@ -29,7 +30,8 @@ class Source:
     """A model, a dataset and the layers to explore.
 
     Attributes:
-        model: a CNN (any ``nn.Module`` returning class scores ``(N, classes)``).
+        model: a CNN (any ``nn.Module`` returning class scores ``(N, classes)``); a
+            compiled or ``DataParallel`` one is kept as the module it wraps.
         dataset: items are images ``(C, H, W)`` or tuples ``(image, label, ...)``
             with ``label`` a class index; all images of one size.
         layers: the layers to show, by the name shown, mapped to the module's
@@ -64,6 +66,9 @@ class Source:
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(self.model)}")
+        # layers are named inside a compiled or data-parallel wrapper, as the
+        # scans name them
+        self.model = unwrap(self.model)
         if not isinstance(self.layers, Mapping):
             raise TypeError(
                 "layers must be a dict of the name shown to the module's qualified "

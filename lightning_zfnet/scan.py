@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from captum_deconvnet import TopKActivations
 from captum_deconvnet._inputs import check_images
-from captum_deconvnet.layers import check_layers, layer_name, layer_outputs
+from captum_deconvnet.layers import check_layers, layer_name, layer_outputs, unwrap
 from captum_deconvnet.topk import first_item
 
 from .batches import BatchWriter, fixed_batches, run_batches
@@ -185,7 +185,8 @@ def scan_top_activations(
     """The top-``k`` activations of every channel of ``layers`` over ``dataset``.
 
     Args:
-        model: the network.
+        model: the network; a compiled or ``DataParallel`` one runs as the module
+            it wraps, eagerly (as in ``captum_deconvnet.top_activations``).
         layers: submodules of ``model`` (their outputs are scanned).
         dataset: images ``(N, C, H, W)``, or a dataset whose items are images or
             tuples starting with one (``(image, label, ...)``).
@@ -217,6 +218,7 @@ def scan_top_activations(
         >>> top.entries("features.4").images[5]  # images of channel 5's top 9
     """
     check_layers(layers)
+    model = unwrap(model)  # names inside a compiled or data-parallel wrapper
     names = [layer_name(model, layer) for layer in layers]
     result = run_batches(
         model,

@@ -153,6 +153,8 @@ def test_a_bad_source_is_named(tmp_path):
         TypeError, match="items must be images .*list starting with int"
     ):
         Source(model, [[1, 2]], {"conv1": "features.1"})
+    compiled = Source(torch.compile(model), dataset, {"conv1": "features.1"})
+    assert compiled.model is model  # its layers named as the scans name them
     linear = Source(model, dataset, {"fc": "classifier.1"})
     with pytest.raises(ValueError, match=r"'fc' .*Linear.*only convolutional layers"):
         build_site(linear, tmp_path / "site")

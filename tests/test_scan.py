@@ -42,6 +42,16 @@ def test_top_activations_without_a_trainer_equal_the_scan():
         assert as_lists(without, name) == as_lists(top, name)
 
 
+@pytest.mark.parametrize("wrap", [torch.compile, nn.DataParallel])
+def test_a_wrapped_model_is_scanned_as_the_module_it_holds(wrap):
+    """Layers are named inside the wrapper, as top_activations names them."""
+    model, images = tiny_model(), tiny_images()
+    plain = top_activations(model, [model[0]], images, 3)
+    top = scan_top_activations(wrap(model), [model[0]], images, k=3, batch_size=8)
+    assert top.layers == plain.layers == ["0"]
+    assert as_lists(top, "0") == as_lists(plain, "0")
+
+
 def test_scan_reads_images_out_of_tuples_and_restores_the_mode():
     model, images = tiny_model().train(), tiny_images()
     items = [(image, 0, "box") for image in images]
