@@ -144,9 +144,11 @@ def _flat_positions(
         )
     rows_cols = torch.as_tensor(positions, device=activation.device).long()
     if rows_cols.ndim != 2 or rows_cols.shape[1] != 2:
+        one = "; one position (row, col) for all images is [(row, col)]"
         raise ValueError(
             f"positions must be ({n}, 2) rows and columns into maps of shape "
             f"{tuple(activation.shape[2:])}, got shape {tuple(rows_cols.shape)}"
+            + (one if rows_cols.shape == (2,) else "")
         )
     rows_cols = per_example(rows_cols, n, "positions")
     height, width = activation.shape[2:]

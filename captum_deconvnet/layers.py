@@ -68,6 +68,7 @@ def check_layers(layers: Any) -> None:
 
     Raises:
         ValueError: naming what came instead, and what to pass.
+        TypeError: for an entry that is not a module (a layer's name, say).
     """
     listed = isinstance(layers, nn.ModuleList)  # never run itself: not one layer
     if isinstance(layers, nn.Module) and not listed:
@@ -78,6 +79,14 @@ def check_layers(layers: Any) -> None:
     elif not len(layers):
         got = f"an empty {type(layers).__name__}; name at least one layer"
     else:
+        odd = next(
+            (entry for entry in layers if not isinstance(entry, nn.Module)), None
+        )
+        if odd is not None:
+            raise TypeError(
+                f"layers must be submodules of the model, got {odd!r} "
+                f"({type(odd).__name__}); for a name, pass model.get_submodule(name)"
+            )
         return
     raise ValueError(f"layers must be a non-empty list of submodules, got {got}")
 

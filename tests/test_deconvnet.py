@@ -108,6 +108,10 @@ def test_positions_keep_exactly_the_chosen_activation(images):
         FeatureMapDeconvNet(model, model[4]).attribute(
             images, channels, keep="map", positions=positions
         )
+    with pytest.raises(ValueError, match=r"got shape \(2,\); .* is \[\(row, col\)\]"):
+        FeatureMapDeconvNet(model, model[4]).attribute(
+            images, channels, positions=(5, 2)
+        )
 
 
 def test_feature_maps_of_a_batch_equal_one_at_a_time(images):

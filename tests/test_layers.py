@@ -105,6 +105,8 @@ def test_one_layer_given_alone_is_named(entry):
     x = torch.randn(2, 1, 6, 6)
     with pytest.raises(ValueError, match=r"list of submodules, got Conv2d.*\[layer\]"):
         LAYER_LISTS[entry](model, model[0], x)
+    with pytest.raises(TypeError, match=r"got '0' \(str\).*get_submodule\(name\)"):
+        LAYER_LISTS[entry](model, ["0"], x)  # a name, not the layer
 
 
 @pytest.mark.parametrize("entry", LAYER_LISTS)
