@@ -167,7 +167,8 @@ def receptive_field(
             apart; constant padding and a crop by indexing, ``x[:, :, 1:, 2:]``,
             move the field), if the model cannot be traced, or if ``input_shape``
             is not ``(C, H, W)`` or the model does not run on it.
-        TypeError: if ``input_shape`` is a tensor (an image rather than its shape).
+        TypeError: if ``input_shape`` is an image (a tensor) rather than its shape,
+            or not a sequence (one int, say).
 
     Example::
 
@@ -175,14 +176,21 @@ def receptive_field(
         >>> field.size, field.jump  # conv2 of ZFNet
         ((27, 27), (8, 8))
     """
-    if isinstance(input_shape, Tensor):
+    if isinstance(input_shape, Tensor) and input_shape.ndim > 1:
         raise TypeError(
             "input_shape is the (C, H, W) shape of one image, got a tensor of shape "
-            f"{tuple(input_shape.shape)}: pass images.shape[1:]"
+            f"{tuple(input_shape.shape)}: pass image.shape for one image (C, H, W), "
+            "images.shape[1:] for a batch"
+        )
+    if not isinstance(input_shape, Sequence) and getattr(input_shape, "ndim", 0) != 1:
+        raise TypeError(
+            f"input_shape must be one image's (C, H, W), got {input_shape!r}"
         )
     shape = tuple(as_int(s) for s in input_shape)  # numpy ints as ints
     if len(shape) != 3 or not all(s is not None and s > 0 for s in shape):
-        batched = " without the batch dimension N of (N, C, H, W)" * (len(shape) == 4)
+        # the shape of a batch (N, C, H, W) has 4 entries; images.shape[1:] of an
+        # unbatched image (C, H, W) has 2
+        batched = ", for a batch (N, C, H, W) images.shape[1:]" * (len(shape) != 3)
         raise ValueError(
             f"input_shape must be one image's (C, H, W) of positive ints{batched}; "
             f"got {input_shape!r}"

@@ -174,8 +174,9 @@ def test_receptive_field_takes_an_input_shape_of_numpy_ints(shape):
 
 def test_an_input_shape_of_another_length_is_named_as_such():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
-    with pytest.raises(ValueError, match=r"without the batch dimension N"):
-        receptive_field(model, model[0], (1, 1, 16, 16))
-    for shape in [(16, 16), (1, 16.0, 16), (1, 0, 16)]:
+    for shape in [(1, 1, 16, 16), (16, 16)]:  # a batch's shape; an image's [1:]
+        with pytest.raises(ValueError, match=r"\(N, C, H, W\) images.shape\[1:\]"):
+            receptive_field(model, model[0], shape)
+    for shape in [(1, 16.0, 16), (1, 0, 16)]:
         with pytest.raises(ValueError, match=r"\(C, H, W\) of positive ints; got"):
             receptive_field(model, model[0], shape)

@@ -250,6 +250,9 @@ def test_unbounded_fields_and_bad_layers_are_named():
         receptive_field(small, small[0], (3, 4, 4))  # smaller than the kernel
     with pytest.raises(TypeError, match=r"tensor of shape \(1, 3, 8, 8\)"):
         receptive_field(small, small[0], torch.zeros(1, 3, 8, 8))  # not its shape
+    with pytest.raises(TypeError, match="must be one image's .C, H, W., got 8"):
+        receptive_field(small, small[0], 8)
+    assert receptive_field(small, small[0], torch.tensor([3, 8, 8])).size == (5, 5)
     for mirrored in (nn.ReflectionPad2d(1), nn.ReplicationPad2d(1)):
         model = nn.Sequential(mirrored, nn.Conv2d(1, 1, 3))
         with pytest.raises(ValueError, match="across the border"):
