@@ -7,7 +7,7 @@ from PIL import Image
 
 from captum_deconvnet import project_top_activations
 from lightning_zfnet import zfnet
-from reports import demo, features
+from reports import attribution, demo, features
 from reports.context import ReportContext, load_context
 from reports.features import atlas_section, evolution_section
 from reports.report import SECTIONS, write_report
@@ -29,7 +29,13 @@ def _one_thread():
 def report(tiny_demo):
     out, result = tiny_demo
     timings = {"train_s": 12.5, "test_s": 3.25}
-    path = write_report(result["checkpoint"], out, result["data_dir"], timings, METRICS)
+    with pytest.MonkeyPatch.context() as patch:
+        # the benchmark on 4 images, not the demo's 16: the same section, a quarter
+        # of the suite's longest setup (tests/test_compare.py checks the benchmark)
+        patch.setattr(attribution, "BENCHMARK_IMAGES", (4, 2))
+        path = write_report(
+            result["checkpoint"], out, result["data_dir"], timings, METRICS
+        )
     return path, path.read_text()
 
 
