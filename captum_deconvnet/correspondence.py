@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from matplotlib.figure import Figure
@@ -76,7 +77,7 @@ def correspondence(
         ``{mask name: {layer name: score}}``.
 
     Raises:
-        TypeError: ``masks`` not a non-empty dict.
+        TypeError: ``masks`` not a non-empty dict, or a mask that is not an array.
         ValueError: fewer than two images, or a mask not ``(N, H, W)``.
 
     Example::
@@ -96,6 +97,7 @@ def correspondence(
             "masks must be a non-empty dict of (N, H, W) masks by name, e.g. "
             f"box_part_masks(...), got {type(masks).__name__}"
         )
+    masks = {part: _as_mask(part, mask) for part, mask in masks.items()}
     expected = (images.shape[0], *images.shape[2:])
     for part, mask in masks.items():
         if tuple(mask.shape) != expected:
@@ -114,6 +116,17 @@ def correspondence(
                 for name, before, after in zip(names, original, occluded, strict=True)
             }
     return table
+
+
+def _as_mask(part: str, mask: Any) -> Tensor:
+    """``mask`` as a tensor (a numpy array of booleans is one too)."""
+    try:
+        return torch.as_tensor(mask)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"masks[{part!r}] must be (N, H, W) booleans (a tensor or an array), got "
+            f"{type(mask).__name__}"
+        ) from error
 
 
 def box_part_masks(boxes: Tensor, image_size: tuple[int, int]) -> dict[str, Tensor]:

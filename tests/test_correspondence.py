@@ -62,6 +62,11 @@ def test_correspondence_equals_a_direct_computation():
         correspondence(model, images, masks, layers)
     with pytest.raises(ValueError, match=r"masks\['part'\]"):
         correspondence(model, images, {"part": masks[:3]}, layers)
+    # a numpy array of masks is the same masks
+    as_array = correspondence(model, images, {"part": masks.numpy()}, layers)
+    assert as_array == correspondence(model, images, {"part": masks}, layers)
+    with pytest.raises(TypeError, match=r"masks\['part'\] must be .* got str"):
+        correspondence(model, images, {"part": "middle"}, layers)
     with pytest.raises(ValueError, match="N, H, W"):
         random_masks_like(masks[0])
 
