@@ -106,6 +106,9 @@ def test_firing_rates_count_positive_positions_and_find_dead_maps():
     torch.testing.assert_close(
         rates, torch.tensor([16 / 80, 0.0, 0.0], dtype=torch.float64)
     )
+    # a numpy batch size is a batch size
+    same = firing_rates(model, model[1], images, batch_size=np.int64(2))
+    torch.testing.assert_close(same, rates)
     assert model.training  # its mode comes back
 
 
@@ -122,6 +125,8 @@ def test_firing_rates_and_shifts_name_bad_arguments():
         firing_rates(model, model[1], images[:0])
     with pytest.raises(ValueError, match="batch_size"):
         firing_rates(model, model[1], images, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 2.0"):
+        firing_rates(model, model[1], images, batch_size=2.0)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\) feature maps.*Linear"):
         firing_rates(model, model[4], images)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\) feature maps"):
