@@ -24,6 +24,7 @@ __all__ = [
     "extra_args",
     "holds_integers",
     "per_example",
+    "positive_int",
     "select_targets",
     "target_selector",
     "widened",
@@ -99,6 +100,18 @@ def as_int(value: Any) -> int | None:
         return operator.index(value)
     except TypeError:
         return None
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an ``int`` (see :func:`as_int`) if it is 1 or more.
+
+    Raises:
+        ValueError: naming ``name`` and ``value`` otherwise.
+    """
+    number = as_int(value)
+    if number is None or number < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return number
 
 
 def holds_integers(tensor: Tensor) -> bool:

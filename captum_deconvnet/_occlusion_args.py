@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._inputs import TargetType, as_int, select_targets
+from ._inputs import TargetType, as_int, positive_int, select_targets
 
 Region = tuple[slice, ...]  # one occluder position, over the dimensions after the batch
 
@@ -33,11 +33,7 @@ def pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
         raise TypeError(f"{name} must be an int or two ints, got {value!r}")
     if len(value) != 2:
         raise ValueError(f"{name} must be an int or two ints, got {value!r}")
-    ints = tuple(as_int(v) for v in value)
-    for v, i in zip(value, ints, strict=True):
-        if i is None or i < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return ints
+    return tuple(positive_int(name, v) for v in value)
 
 
 def window_shapes(windows: Any, tensors: tuple[Tensor, ...]) -> list:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._inputs import as_int, check_images
+from ._inputs import check_images, positive_int
 from .layers import layer_outputs
 from .model_state import eval_mode
 
@@ -164,9 +164,7 @@ def firing_rates(
         ValueError: for no images, a ``batch_size`` that is not an int of 1 or more,
             or a layer whose output is not ``(N, C, H, W)`` (a linear layer's, say).
     """
-    if as_int(batch_size) is None or as_int(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    batch_size = as_int(batch_size)  # a numpy int too
+    batch_size = positive_int("batch_size", batch_size)  # a numpy int too
     if len(check_images(images, "images")) == 0:
         raise ValueError("images is empty: pass a non-empty (N, C, H, W) batch")
     positive, total = None, 0

@@ -225,9 +225,10 @@ def _figure_inputs(
             f"{type(maps).__name__}: pass the whole maps, not one of their tensors"
         )
     count = len(maps.target)
-    if as_int(index) is None:
+    number = as_int(index)
+    if number is None:
         raise TypeError(f"index must be an int, got {index!r}")
-    index = as_int(index)
+    index = number
     if not -count <= index < count:
         raise ValueError(
             f"index {index} is out of range for maps of {count} images "

@@ -117,7 +117,7 @@ class ReceptiveField:
         for name, value in (("row", row), ("col", col)):
             if as_int(value) is None:
                 raise TypeError(f"{name} must be an int, got {value!r}")
-        row, col = as_int(row), as_int(col)
+        row, col = int(row), int(col)
         if row < 0 or col < 0:
             raise ValueError(
                 f"position {(row, col)} is outside the layer's map: rows and "

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ._inputs import as_int, check_images, holds_integers
+from ._inputs import check_images, holds_integers, positive_int
 from .layers import check_layers, guarded, layer_name, layer_outputs, model_device
 
 __all__ = [
@@ -84,11 +84,9 @@ class TopKActivations:
     """
 
     def __init__(self, k: int = 9, distinct_images: bool = False) -> None:
-        if as_int(k) is None or as_int(k) < 1:  # a numpy int is an int
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        self.k = positive_int("k", k)  # a numpy int is an int
         if not isinstance(distinct_images, bool):
             raise TypeError(f"distinct_images must be a bool, got {distinct_images!r}")
-        self.k = as_int(k)
         self.distinct_images = distinct_images
         self._layers: dict[str, _LayerTop] = {}
 
