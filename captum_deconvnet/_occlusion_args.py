@@ -36,6 +36,17 @@ def pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
     return tuple(positive_int(name, v) for v in value)
 
 
+def position_counts(
+    size: Sequence[int], window: Sequence[int], stride: Sequence[int]
+) -> tuple[int, ...]:
+    """How many occluder positions fit along each dimension of ``size`` (the rows
+    and columns of the sensitivity maps, Fig. 7); 0 where the window is larger."""
+    return tuple(
+        (n - w) // s + 1 if w <= n else 0
+        for n, w, s in zip(size, window, stride, strict=True)
+    )
+
+
 def window_shapes(windows: Any, tensors: tuple[Tensor, ...]) -> list:
     """One window shape per input, each checked against its input. A shape of ints
     serves a single input (also inside a tuple), as in Captum."""

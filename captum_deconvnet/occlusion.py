@@ -33,6 +33,7 @@ from ._occlusion_args import (
     fill_values,
     occluder_regions,
     pair,
+    position_counts,
     progress,
     region_sums,
     strides_per_input,
@@ -304,10 +305,7 @@ class OcclusionSensitivity(PerturbationAttribution):
                 "given: pass layer as well (or leave channel None)"
             )
         fills = fill_values(fill, images)
-        rows, cols = (
-            (size - w) // s + 1
-            for size, w, s in zip((height, width), window, stride, strict=True)
-        )
+        rows, cols = position_counts((height, width), window, stride)
         regions = [
             (slice(None), slice(y, y + window[0]), slice(x, x + window[1]))
             for y in range(0, rows * stride[0], stride[0])

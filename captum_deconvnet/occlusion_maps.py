@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ._inputs import as_int
-from ._occlusion_args import pair
+from ._occlusion_args import pair, position_counts
 from .display import normalize_projection
 from .occlusion import SensitivityMaps
 
@@ -59,10 +59,7 @@ def upsample_grid(
     window, stride = pair("window", window), pair("stride", stride)
     if window[0] > image_size[0] or window[1] > image_size[1]:
         raise ValueError(f"window {window} is larger than the image {image_size}")
-    counts = tuple(
-        (size - w) // s + 1
-        for size, w, s in zip(image_size, window, stride, strict=True)
-    )
+    counts = position_counts(image_size, window, stride)
     if grid.ndim < 2 or tuple(grid.shape[-2:]) != counts:
         raise ValueError(
             f"grid of shape {tuple(grid.shape)} is not a map of the {counts[0]}x"
@@ -236,11 +233,7 @@ def _figure_inputs(
         )
     image = _one_image(image, "image")
     size, grid = tuple(image.shape[-2:]), tuple(maps.probability.shape[-2:])
-    positions = [
-        (n - w) // s + 1 if w <= n else 0
-        for n, w, s in zip(size, maps.window, maps.stride, strict=True)
-    ]
-    if tuple(positions) != grid:
+    if position_counts(size, maps.window, maps.stride) != grid:
         raise ValueError(
             f"image of {size[0]}x{size[1]} is not the size the maps were made on: "
             f"their {grid[0]}x{grid[1]} positions of window {maps.window} at stride "
