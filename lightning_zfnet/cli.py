@@ -20,6 +20,7 @@ from .cli_config import SaveConfigWhenRunning, is_callback, last_of_training, lo
 from .data import LabelBudgetDataModule, SplitDataModule
 from .default import DEFAULT_CONFIG
 from .module import RunSettingsError, ZFNetModule
+from .precision import warn_emulated_bf16
 from .resume import differing_settings, keep_logged_rows, last_checkpoint
 
 __all__ = ["ZFNetCLI", "main", "run_cli"]
@@ -92,6 +93,7 @@ class ZFNetCLI(LightningCLI):
             self.datamodule.check_data()
         except ValueError as error:
             self.parser.error(_refusal(error))
+        warn_emulated_bf16(self.trainer)
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None:

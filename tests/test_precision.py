@@ -1,0 +1,100 @@
+"""bf16 on a CPU without oneDNN's bf16 kernels, where it is 5x slower than
+float32: the ``zfnet`` command warns, and the embedded default trains in float32."""
+
+import platform
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import lightning_zfnet.cli as cli
+import lightning_zfnet.default as default
+import lightning_zfnet.precision as precision
+from lightning_zfnet import DEFAULT_CONFIG, train_default
+from tests.helpers import tiny_training_args
+
+ROOT = Path(__file__).resolve().parents[1]
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or not CPUINFO.exists(),
+    reason="reads the x86 flags in /proc/cpuinfo",
+)
+def test_bf16_kernels_are_those_of_avx512_cpus():
+    flags = set(re.search(r"^flags\s*:(.*)$", CPUINFO.read_text(), re.M)[1].split())
+    avx512 = {"avx512bw", "avx512vl", "avx512dq"} <= flags
+    assert precision.cpu_has_native_bf16() == avx512
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_the_command_warns_of_bf16_on_a_cpu_without_its_kernels(
+    fake_data_dir, tmp_path, monkeypatch, native
+):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "fashion_mnist.yaml"),
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        *tiny_training_args(fake_data_dir),
+        "--trainer.fast_dev_run=true",
+        "--trainer.precision=bf16-mixed",
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli.run_cli(args)
+    warned = [w for w in caught if "bf16 goes through float32" in str(w.message)]
+    assert len(warned) == (0 if native else 1)
+    if not native:
+        assert "pass --trainer.precision 32-true" in str(warned[0].message)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _fit_arguments(
+    monkeypatch, tmp_path, native: bool, config=DEFAULT_CONFIG, extra=()
+):
+    """The arguments ``train_default`` gives its fit, on a CPU (with or without bf16
+    kernels) without a GPU."""
+    monkeypatch.setattr(default, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    given = []
+
+    def fake_run_cli(args):
+        given.append(args)
+        raise _Stop
+
+    monkeypatch.setattr(cli, "run_cli", fake_run_cli)
+    with pytest.raises(_Stop):
+        train_default(tmp_path, config, extra)
+    assert given[0][0] == "fit"
+    return given[0]
+
+
+def test_the_default_trains_in_float32_on_a_cpu_without_bf16_kernels(
+    monkeypatch, tmp_path, capsys
+):
+    assert "precision: bf16-mixed" in DEFAULT_CONFIG.read_text()
+    args = _fit_arguments(monkeypatch, tmp_path, native=False)
+    assert "--trainer.precision=32-true" in args
+    assert "training in float32" in capsys.readouterr().out
+    assert "--trainer.precision=32-true" not in _fit_arguments(
+        monkeypatch, tmp_path, native=True
+    )
+
+
+def test_the_default_keeps_a_precision_given_or_a_config_in_float32(
+    monkeypatch, tmp_path
+):
+    given = ["--trainer.precision=bf16-mixed"]
+    args = _fit_arguments(monkeypatch, tmp_path, native=False, extra=given)
+    assert [a for a in args if "precision" in a] == given
+    float32 = tmp_path / "float32.yaml"
+    float32.write_text("trainer:\n  precision: 32-true\n")
+    args = _fit_arguments(monkeypatch, tmp_path, native=False, config=float32)
+    assert not [a for a in args if "precision" in a]
