@@ -1,6 +1,8 @@
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from benchmarks import deconvnet_speed, occlusion_speed
 
@@ -46,3 +48,41 @@ def test_help_lists_each_scripts_own_options(capsys):
     shown = capsys.readouterr().out
     for option in ("--models", "--occluders", "--size", "--memory", "--out"):
         assert option in shown
+
+
+def test_drill_down_bound_maps_are_captums_and_interpolation_is_bilinear():
+    from captum.attr import Occlusion
+    from torch import nn
+
+    from benchmarks import occlusion_drill_down_bound as bound
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16, 5),
+    ).eval()
+    images = torch.randn(2, 3, 20, 20)
+    target = model(images).argmax(1).tolist()
+    for stride in (4, 3):  # 3: the last positions clipped
+        grid = bound.exact_drops(model, images, 8, stride)
+        captum = Occlusion(model).attribute(
+            images, sliding_window_shapes=(3, 8, 8), strides=stride, target=target
+        )
+        mine = bound.pixel_map(grid, (20, 20), 8, stride)
+        assert torch.allclose(mine[:, 0], captum[:, 0].double(), atol=1e-5)
+    # a plane is its own bilinear interpolation; coarse positions stay exact
+    rows, cols = np.meshgrid(np.arange(7), np.arange(9), indexing="ij")
+    plane = (2.0 * rows - 3.0 * cols)[None]
+    guess, known = bound.interpolated(plane, 3)
+    assert np.allclose(guess, plane) and known[6, 8] and known[3, 6] and not known[1, 1]
+    noisy = plane + np.random.default_rng(1).normal(size=plane.shape)
+    guess, known = bound.interpolated(noisy, 3)
+    assert np.array_equal(guess[:, known], noisy[:, known])
+    # the oracle computes first the position whose interpolation errs most
+    spiked = plane.copy()
+    spiked[0, 4, 4] += 10.0
+    refined, computed = bound.oracle_refined(spiked, 3, 0.01)
+    assert np.allclose(refined, spiked)
+    assert computed == (known.sum() + 1) / known.size
