@@ -201,3 +201,15 @@ def test_positions_a_drill_down_cannot_interpolate_are_refused_before_any_pass()
     )
     with pytest.raises(ValueError, match=r"\(2,\) on inputs \(12,\) give \(6,\)"):
         vectors.attribute(torch.randn(2, 12), (2,), strides=2, target=1)
+
+
+def test_a_cut_the_call_cannot_make_does_not_claim_exact_results_of_a_drill_down():
+    model, x = calibrated(small_net(), 24), images(1, 24)
+    kwargs = {"sliding_window_shapes": (3, 6, 6), "strides": 3, "target": 0}
+    both = Approximation(projective_field=0.4, coarse=2, refine=0.0)
+    with pytest.warns(UserWarning, match="exact at the positions its drill-down"):
+        result = OcclusionSensitivity(lambda t: model(t), approximate=both).attribute(
+            x, **kwargs
+        )
+    exact = Occlusion(model).attribute(x, **kwargs)
+    assert not torch.allclose(result, exact, rtol=1e-4, atol=1e-6)  # interpolated
