@@ -109,11 +109,14 @@ class OcclusionScan:
             elif needs_plan or self._plan_pays(len(regions)):
                 self._make_plan()
         if needs_plan and self.plan is None:
+            runs = "exact full passes"
+            if approximate.drills_down:
+                runs = "full passes, exact at the positions its drill-down computes"
             warnings.warn(
                 f"{approximate} cuts the boxes of incremental inference, which this "
                 "call cannot use (it needs an nn.Module taking one float batch "
                 "(N, C, H, W) alone, without hooks, that torch.fx can trace): it runs "
-                "exact full passes",
+                f"{runs}",
                 UserWarning,
                 stacklevel=outside_stacklevel(),
             )

@@ -43,7 +43,7 @@ from ._occlusion_args import (
     window_shapes,
 )
 from ._scan import OcclusionScan
-from .incremental import Approximation
+from .incremental import Approximation, check_grid
 from .layers import UnbatchedInputError, guarded, layer_did_not_run, model_output
 
 __all__ = ["OcclusionSensitivity", "SensitivityMaps"]
@@ -205,6 +205,9 @@ class OcclusionSensitivity(PerturbationAttribution):
             occluder_regions(t.shape[1:], w, s)
             for t, w, s in zip(tensors, windows, steps, strict=True)
         ]
+        check_grid(
+            self.approximate, regions, windows, [tuple(t.shape[1:]) for t in tensors]
+        )
         attributions = []
         with (
             guarded(self.forward_func, check_batches=False) as model,

@@ -175,3 +175,41 @@ def test_a_cut_the_call_cannot_make_is_named_and_the_map_is_exact():
         OcclusionSensitivity(
             lambda t: model(t), approximate=Approximation(coarse=2, refine=0.5)
         ).attribute(x, **kwargs)
+
+
+def test_positions_a_drill_down_cannot_interpolate_are_refused_before_any_pass():
+    """The window and the input are named, and the model never runs: before, the
+    error came after the unoccluded pass and every pass over earlier inputs."""
+    net, calls = small_net().eval(), []
+
+    def model(first, second):
+        calls.append(len(first))
+        return net(first) + net(second)
+
+    drill = OcclusionSensitivity(model, approximate=Approximation(coarse=2, refine=0))
+    x = images(2, 16)
+    message = (
+        r"sliding_window_shapes \(1, 4, 4\) on inputs \(3, 16, 16\) give \(3, 7, 7\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        drill.attribute(
+            (x, x), ((3, 4, 4), (1, 4, 4)), strides=(2, (1, 2, 2)), target=0
+        )
+    assert calls == []
+    vectors = OcclusionSensitivity(
+        nn.Linear(12, 3).eval(), approximate=Approximation(coarse=2, refine=0.5)
+    )
+    with pytest.raises(ValueError, match=r"\(2,\) on inputs \(12,\) give \(6,\)"):
+        vectors.attribute(torch.randn(2, 12), (2,), strides=2, target=1)
+
+
+def test_a_cut_the_call_cannot_make_does_not_claim_exact_results_of_a_drill_down():
+    model, x = calibrated(small_net(), 24), images(1, 24)
+    kwargs = {"sliding_window_shapes": (3, 6, 6), "strides": 3, "target": 0}
+    both = Approximation(projective_field=0.4, coarse=2, refine=0.0)
+    with pytest.warns(UserWarning, match="exact at the positions its drill-down"):
+        result = OcclusionSensitivity(lambda t: model(t), approximate=both).attribute(
+            x, **kwargs
+        )
+    exact = Occlusion(model).attribute(x, **kwargs)
+    assert not torch.allclose(result, exact, rtol=1e-4, atol=1e-6)  # interpolated

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Approximation", "drill_down"]
+__all__ = ["Approximation", "check_grid", "drill_down"]
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,31 @@ class Approximation:
         return self.coarse > 1 and self.refine < 1
 
 
-def _grid(regions: list) -> tuple[int, int]:
+def check_grid(
+    approximation: Approximation | None,
+    regions: list[list],
+    windows: list[tuple[int, ...]],
+    dims: list[tuple[int, ...]],
+) -> None:
+    """Refuse, before any pass, occluder positions that ``approximation``'s
+    drill-down cannot interpolate between: per input, its ``regions`` from the
+    window ``windows[i]`` over an input of shape ``dims[i]`` (after the batch).
+
+    Raises:
+        ValueError: naming the window and the input, for positions that are not
+            a grid over the last two dimensions (see :func:`_grid`).
+    """
+    if approximation is None or not approximation.drills_down:
+        return
+    for input_regions, window, shape in zip(regions, windows, dims, strict=True):
+        _grid(input_regions, f"sliding_window_shapes {window!r} on inputs {shape}")
+
+
+def _grid(regions: list, what: str = "these positions") -> tuple[int, int]:
     """``(rows, cols)`` of occluder positions that form a row-major grid over the
-    last two dimensions (one position along the others)."""
+    last two dimensions (one position along the others); ``what`` names where
+    they come from in the error."""
+    counts = tuple(len({r[d].start for r in regions}) for d in range(len(regions[0])))
     if len(regions[0]) < 2:  # positions along one dimension: no grid
         regions = []
     rows = sorted({r[-2].start for r in regions})
@@ -94,9 +116,11 @@ def _grid(regions: list) -> tuple[int, int]:
         )
     if not grid:
         raise ValueError(
-            "approximate occlusion with coarse > 1 needs occluder positions on a "
-            "grid over height and width: a window over every channel of images "
-            "(N, C, H, W)"
+            "approximate occlusion with coarse > 1 and refine < 1 interpolates "
+            "between occluder positions on a grid over the last two dimensions "
+            f"(height and width), but {what} give {counts} positions along the "
+            "dimensions after the batch: pass a window over all of every other "
+            "dimension (images (N, C, H, W): (C, h, w)), or coarse=1 or refine=1"
         )
     return len(rows), len(cols)
 
