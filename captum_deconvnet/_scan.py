@@ -90,8 +90,13 @@ class OcclusionScan:
         image = tensors[index]
         self.fill = torch.broadcast_to(fill.to(image.device, image.dtype), image.shape)
         self.extra = extra
-        self.positions = positions
         self.watch = watch
+        # The copies of a chunk share one box, which a cut would shrink for all
+        # (about its centre, or to where any changes): one position a chunk keeps
+        # each position's cut its own, so results do not depend on the batching.
+        if approximate is not None and approximate.needs_plan:
+            positions, adaptive = 1, False
+        self.positions = positions
         self.adaptive = adaptive
         self.approximate = approximate
         # what the drill-down refines by: a value per copy of one position's outputs

@@ -181,7 +181,8 @@ class OcclusionSensitivity(PerturbationAttribution):
                 ``perturbations_per_eval=1``.
             perturbations_per_eval: occluder positions per forward pass; ``None``
                 takes as many as ``max_batch`` allows. The result does not depend
-                on it.
+                on it (an ``approximate`` that cuts boxes runs one position a
+                pass).
             show_progress: show a progress bar over the occluder positions.
 
         Returns:

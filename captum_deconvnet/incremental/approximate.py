@@ -27,12 +27,20 @@ class Approximation:
             axis (and the last ones), the coarse map; 1 computes every position.
         refine: then compute exactly this share of the other positions, those
             between coarse positions whose scores differ most (the target's output
-            for ``attribute``, its probability for ``sensitivity_maps``); the rest
-            are interpolated bilinearly from the coarse ones.
+            for ``attribute``, its probability for ``sensitivity_maps``); for the
+            rest the model's outputs (and a watched layer's sums) are interpolated
+            bilinearly from the coarse ones, so ``attribute``'s drops are
+            interpolated drops, and ``sensitivity_maps``' probability and top class
+            are the softmax and the best class of interpolated outputs.
         tolerance: after each convolution or pool, cut the changed box to where
             the change exceeds this fraction of the layer's mean absolute
             unoccluded value (changes fade towards the edge of the projective
             field); 0 keeps boxes whole.
+
+    With ``projective_field`` or ``tolerance``, each pass holds one occluder
+    position (``perturbations_per_eval`` is not used), so that each position's box
+    is cut on its own: the copies of a pass share one box. ``tolerance`` keeps
+    where any of the ``N`` images changes.
 
     Raises:
         TypeError: a value that is not a number (``coarse``: not an int).
