@@ -76,6 +76,12 @@ def _fit_arguments(
     return given[0]
 
 
+def _precisions(args: list[str]) -> list[str]:
+    """The precision options among ``args`` (not paths that hold the word, such
+    as a checkout's folder)."""
+    return [a for a in args if a.startswith("--trainer.precision")]
+
+
 def test_the_default_trains_in_float32_on_a_cpu_without_bf16_kernels(
     monkeypatch, tmp_path, capsys
 ):
@@ -93,8 +99,8 @@ def test_the_default_keeps_a_precision_given_or_a_config_in_float32(
 ):
     given = ["--trainer.precision=bf16-mixed"]
     args = _fit_arguments(monkeypatch, tmp_path, native=False, extra=given)
-    assert [a for a in args if "precision" in a] == given
+    assert _precisions(args) == given
     float32 = tmp_path / "float32.yaml"
     float32.write_text("trainer:\n  precision: 32-true\n")
     args = _fit_arguments(monkeypatch, tmp_path, native=False, config=float32)
-    assert not [a for a in args if "precision" in a]
+    assert not _precisions(args)
