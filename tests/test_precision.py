@@ -3,6 +3,7 @@ float32: the ``zfnet`` command warns, and the embedded default trains in float32
 
 import platform
 import re
+import types
 import warnings
 from pathlib import Path
 
@@ -104,3 +105,11 @@ def test_the_default_keeps_a_precision_given_or_a_config_in_float32(
     float32.write_text("trainer:\n  precision: 32-true\n")
     args = _fit_arguments(monkeypatch, tmp_path, native=False, config=float32)
     assert not _precisions(args)
+
+
+def test_bf16_kernels_are_absent_from_a_pytorch_without_onednn(monkeypatch):
+    # a build without oneDNN registers none of its ops, the query included
+    monkeypatch.setattr(torch.ops, "mkldnn", types.SimpleNamespace())
+    assert precision.cpu_has_native_bf16() is False
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert precision.cpu_has_native_bf16() is False
