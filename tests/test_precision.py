@@ -113,3 +113,34 @@ def test_bf16_kernels_are_absent_from_a_pytorch_without_onednn(monkeypatch):
     assert precision.cpu_has_native_bf16() is False
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     assert precision.cpu_has_native_bf16() is False
+
+
+@pytest.mark.parametrize("form", ["--config", "--config=", "-c", "-c=", "--trainer"])
+def test_the_default_keeps_a_precision_set_by_a_config_among_extra(
+    monkeypatch, tmp_path, form
+):
+    config = tmp_path / "given.yaml"
+    settings = "precision: 64-true\n"
+    config.write_text(settings if form == "--trainer" else f"trainer:\n  {settings}")
+    extra = [f"{form}{config}"] if form.endswith("=") else [form, str(config)]
+    args = _fit_arguments(monkeypatch, tmp_path, native=False, extra=extra)
+    assert "--trainer.precision=32-true" not in args
+    as_text = ["--config", '{"trainer": {"precision": "bf16-mixed"}}']
+    args = _fit_arguments(monkeypatch, tmp_path, native=False, extra=as_text)
+    assert "--trainer.precision=32-true" not in args
+    config.write_text("model:\n  dropout: 0.1\n")  # leaves the precision as it was
+    args = _fit_arguments(
+        monkeypatch, tmp_path, native=False, extra=["-c", str(config)]
+    )
+    assert "--trainer.precision=32-true" in args
+
+
+def test_the_default_reads_the_trainer_of_a_config_from_its_file(monkeypatch, tmp_path):
+    (tmp_path / "trainer.yaml").write_text("precision: bf16-mixed\n")
+    config = tmp_path / "config.yaml"
+    config.write_text("trainer: trainer.yaml\n")  # relative to the config's folder
+    args = _fit_arguments(monkeypatch, tmp_path, native=False, config=config)
+    assert "--trainer.precision=32-true" in args
+    config.write_text("# no settings: the command line refuses it, not this check\n")
+    args = _fit_arguments(monkeypatch, tmp_path, native=False, config=config)
+    assert "--trainer.precision=32-true" not in args
