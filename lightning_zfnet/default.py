@@ -36,8 +36,9 @@ def train_default(
     from .cli import run_cli
 
     out = Path(out)
-    extra = [*extra, *_float32_where_bf16_is_emulated(config, extra)]
     checkpoint = out / "train" / "checkpoints" / "last.ckpt"
+    stage = "testing" if checkpoint.exists() else "training"
+    extra = [*extra, *_float32_where_bf16_is_emulated(config, extra, stage)]
 
     def args(stage: str) -> list[str]:
         # last, so that no config among the extra arguments moves the logs
@@ -61,9 +62,12 @@ def train_default(
     }
 
 
-def _float32_where_bf16_is_emulated(config: Path, extra: Sequence[str]) -> list[str]:
+def _float32_where_bf16_is_emulated(
+    config: Path, extra: Sequence[str], stage: str = "training"
+) -> list[str]:
     """``--trainer.precision=32-true`` when ``config`` trains in bf16 on a CPU
-    without bf16 kernels and ``extra`` leaves the precision to the config."""
+    without bf16 kernels and ``extra`` leaves the precision to the config; says so,
+    naming the ``stage`` (``"training"``, or ``"testing"`` a checkpoint alone)."""
     if any(_sets_precision(flag, value) for flag, value in _options(extra)):
         return []
     precision = str(_trainer_of(*_loaded(str(config))).get("precision"))
@@ -73,7 +77,7 @@ def _float32_where_bf16_is_emulated(config: Path, extra: Sequence[str]) -> list[
         return []
     print(
         f"{Path(config).name} trains in {precision}, which is 5x slower on this CPU "
-        "(no bf16 kernels: they need AVX-512): training in float32 "
+        f"(no bf16 kernels: they need AVX-512): {stage} in float32 "
         "(--trainer.precision=32-true)"
     )
     return ["--trainer.precision=32-true"]

@@ -144,3 +144,25 @@ def test_the_default_reads_the_trainer_of_a_config_from_its_file(monkeypatch, tm
     config.write_text("# no settings: the command line refuses it, not this check\n")
     args = _fit_arguments(monkeypatch, tmp_path, native=False, config=config)
     assert "--trainer.precision=32-true" not in args
+
+
+def test_the_default_says_it_tests_in_float32_when_it_reuses_a_checkpoint(
+    monkeypatch, tmp_path, capsys
+):
+    checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.touch()  # a second `make demo` only tests
+    monkeypatch.setattr(default, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    given = []
+
+    def fake_run_cli(args):
+        given.append(args)
+        raise _Stop
+
+    monkeypatch.setattr(cli, "run_cli", fake_run_cli)
+    with pytest.raises(_Stop):
+        train_default(tmp_path)
+    assert given[0][0] == "test" and "--trainer.precision=32-true" in given[0]
+    printed = capsys.readouterr().out
+    assert "testing in float32" in printed and "training" not in printed
