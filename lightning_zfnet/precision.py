@@ -15,8 +15,12 @@ __all__ = ["cpu_has_native_bf16", "warn_emulated_bf16"]
 
 def cpu_has_native_bf16() -> bool:
     """Whether oneDNN has bf16 kernels for this CPU: x86 with AVX-512 (BW, VL and
-    DQ), or ARM with bf16."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    DQ), or ARM with bf16. False for a PyTorch built without oneDNN, whose bf16
+    has no fast kernels either (it then lacks the query)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return supported is not None and bool(supported())
 
 
 def warn_emulated_bf16(trainer: pl.Trainer) -> None:

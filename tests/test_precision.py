@@ -3,6 +3,7 @@ float32: the ``zfnet`` command warns, and the embedded default trains in float32
 
 import platform
 import re
+import types
 import warnings
 from pathlib import Path
 
@@ -76,6 +77,12 @@ def _fit_arguments(
     return given[0]
 
 
+def _precisions(args: list[str]) -> list[str]:
+    """The precision options among ``args`` (not paths that hold the word, such
+    as a checkout's folder)."""
+    return [a for a in args if a.startswith("--trainer.precision")]
+
+
 def test_the_default_trains_in_float32_on_a_cpu_without_bf16_kernels(
     monkeypatch, tmp_path, capsys
 ):
@@ -93,8 +100,69 @@ def test_the_default_keeps_a_precision_given_or_a_config_in_float32(
 ):
     given = ["--trainer.precision=bf16-mixed"]
     args = _fit_arguments(monkeypatch, tmp_path, native=False, extra=given)
-    assert [a for a in args if "precision" in a] == given
+    assert _precisions(args) == given
     float32 = tmp_path / "float32.yaml"
     float32.write_text("trainer:\n  precision: 32-true\n")
     args = _fit_arguments(monkeypatch, tmp_path, native=False, config=float32)
-    assert not [a for a in args if "precision" in a]
+    assert not _precisions(args)
+
+
+def test_bf16_kernels_are_absent_from_a_pytorch_without_onednn(monkeypatch):
+    # a build without oneDNN registers none of its ops, the query included
+    monkeypatch.setattr(torch.ops, "mkldnn", types.SimpleNamespace())
+    assert precision.cpu_has_native_bf16() is False
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert precision.cpu_has_native_bf16() is False
+
+
+@pytest.mark.parametrize("form", ["--config", "--config=", "-c", "-c=", "--trainer"])
+def test_the_default_keeps_a_precision_set_by_a_config_among_extra(
+    monkeypatch, tmp_path, form
+):
+    config = tmp_path / "given.yaml"
+    settings = "precision: 64-true\n"
+    config.write_text(settings if form == "--trainer" else f"trainer:\n  {settings}")
+    extra = [f"{form}{config}"] if form.endswith("=") else [form, str(config)]
+    args = _fit_arguments(monkeypatch, tmp_path, native=False, extra=extra)
+    assert "--trainer.precision=32-true" not in args
+    as_text = ["--config", '{"trainer": {"precision": "bf16-mixed"}}']
+    args = _fit_arguments(monkeypatch, tmp_path, native=False, extra=as_text)
+    assert "--trainer.precision=32-true" not in args
+    config.write_text("model:\n  dropout: 0.1\n")  # leaves the precision as it was
+    args = _fit_arguments(
+        monkeypatch, tmp_path, native=False, extra=["-c", str(config)]
+    )
+    assert "--trainer.precision=32-true" in args
+
+
+def test_the_default_reads_the_trainer_of_a_config_from_its_file(monkeypatch, tmp_path):
+    (tmp_path / "trainer.yaml").write_text("precision: bf16-mixed\n")
+    config = tmp_path / "config.yaml"
+    config.write_text("trainer: trainer.yaml\n")  # relative to the config's folder
+    args = _fit_arguments(monkeypatch, tmp_path, native=False, config=config)
+    assert "--trainer.precision=32-true" in args
+    config.write_text("# no settings: the command line refuses it, not this check\n")
+    args = _fit_arguments(monkeypatch, tmp_path, native=False, config=config)
+    assert "--trainer.precision=32-true" not in args
+
+
+def test_the_default_says_it_tests_in_float32_when_it_reuses_a_checkpoint(
+    monkeypatch, tmp_path, capsys
+):
+    checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.touch()  # a second `make demo` only tests
+    monkeypatch.setattr(default, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    given = []
+
+    def fake_run_cli(args):
+        given.append(args)
+        raise _Stop
+
+    monkeypatch.setattr(cli, "run_cli", fake_run_cli)
+    with pytest.raises(_Stop):
+        train_default(tmp_path)
+    assert given[0][0] == "test" and "--trainer.precision=32-true" in given[0]
+    printed = capsys.readouterr().out
+    assert "testing in float32" in printed and "training" not in printed
