@@ -116,7 +116,7 @@ def test_bf16_kernels_are_absent_from_a_pytorch_without_onednn(monkeypatch):
 
 
 @pytest.mark.parametrize("form", ["--config", "--config=", "-c", "-c=", "--trainer"])
-def test_the_default_keeps_a_precision_set_by_a_config_among_extra(
+def test_the_default_leaves_the_precision_to_a_config_among_extra(
     monkeypatch, tmp_path, form
 ):
     config = tmp_path / "given.yaml"
@@ -128,20 +128,20 @@ def test_the_default_keeps_a_precision_set_by_a_config_among_extra(
     as_text = ["--config", '{"trainer": {"precision": "bf16-mixed"}}']
     args = _fit_arguments(monkeypatch, tmp_path, native=False, extra=as_text)
     assert "--trainer.precision=32-true" not in args
-    config.write_text("model:\n  dropout: 0.1\n")  # leaves the precision as it was
-    args = _fit_arguments(
-        monkeypatch, tmp_path, native=False, extra=["-c", str(config)]
-    )
+    # other trainer options leave the config's bf16 to the switch
+    extra = ["--trainer.max_epochs=1", "--trainer.accelerator", "cpu"]
+    args = _fit_arguments(monkeypatch, tmp_path, native=False, extra=extra)
     assert "--trainer.precision=32-true" in args
 
 
-def test_the_default_reads_the_trainer_of_a_config_from_its_file(monkeypatch, tmp_path):
-    (tmp_path / "trainer.yaml").write_text("precision: bf16-mixed\n")
+@pytest.mark.parametrize(
+    "text", ["trainer: trainer.yaml\n", "# nothing\n", "", "- a list\n"]
+)
+def test_a_config_without_a_trainer_mapping_is_left_to_the_command(
+    monkeypatch, tmp_path, text
+):
     config = tmp_path / "config.yaml"
-    config.write_text("trainer: trainer.yaml\n")  # relative to the config's folder
-    args = _fit_arguments(monkeypatch, tmp_path, native=False, config=config)
-    assert "--trainer.precision=32-true" in args
-    config.write_text("# no settings: the command line refuses it, not this check\n")
+    config.write_text(text)  # the command line reads or refuses it, not this check
     args = _fit_arguments(monkeypatch, tmp_path, native=False, config=config)
     assert "--trainer.precision=32-true" not in args
 
