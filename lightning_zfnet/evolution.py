@@ -103,7 +103,9 @@ class FeatureEvolution(pl.Callback):
         if epoch not in self.epochs or not trainer.is_global_zero:
             return
         modules = [_resolve(pl_module, layer) for layer in self.layers]
-        images = self._fixed_images(trainer).to(pl_module.device)
+        # in the precision the loop gives its batches (float64 under 64-true)
+        images = trainer.precision_plugin.convert_input(self._fixed_images(trainer))
+        images = images.to(pl_module.device)
         with eval_mode(pl_module):
             top = top_activations(pl_module, modules, images, k=1)
             atlases = project_top_activations(

@@ -61,7 +61,7 @@ class ImageLogger(Logger):
         pass
 
 
-def fit(callback, logger=False, epochs=3, module=None, validation_batches=1):
+def fit(callback, logger=False, epochs=3, module=None, validation_batches=1, **trainer):
     """A short fit; with ``validation_batches=0``, through a data module (whose
     validation loader Lightning then never loads)."""
     torch.manual_seed(0)
@@ -76,6 +76,7 @@ def fit(callback, logger=False, epochs=3, module=None, validation_batches=1):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        **trainer,
     )
     if validation_batches == 0:
         trainer.fit(module, pl.LightningDataModule.from_datasets(data, data, 4))
@@ -129,6 +130,19 @@ def test_given_images_and_modules_are_used(tmp_path):
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["model.0_epoch002.png", "model.0_evolution.png"]
     assert callback.history["model.0"][0][1].images.max() < 3
+
+
+def test_a_float64_fit_projects_in_float64(tmp_path):
+    """Under 64-true the model is float64: the callback's images are converted as
+    the loop converts its batches (float32 images stopped the fit)."""
+    callback = FeatureEvolution(["model.4"], epochs=[1], directory=tmp_path)
+    module, data = fit(callback, epochs=1, precision="64-true")
+    _, atlas = callback.history["model.4"][0]
+    module.eval()
+    with torch.no_grad():
+        activations = module.model[:5](data.tensors[0][:16].double())
+    strongest = activations.transpose(0, 1).flatten(1).amax(dim=1)
+    torch.testing.assert_close(atlas.values[:, 0], strongest)
 
 
 def test_bad_arguments_are_named(tmp_path):
