@@ -57,11 +57,11 @@ class _Stop(Exception):
     pass
 
 
-def _fit_arguments(
+def _first_command(
     monkeypatch, tmp_path, native: bool, config=DEFAULT_CONFIG, extra=()
-):
-    """The arguments ``train_default`` gives its fit, on a CPU (with or without bf16
-    kernels) without a GPU."""
+) -> list[str]:
+    """The arguments of the first command ``train_default`` runs, on a CPU (with
+    or without bf16 kernels) without a GPU."""
     monkeypatch.setattr(default, "cpu_has_native_bf16", lambda: native)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     given = []
@@ -73,8 +73,16 @@ def _fit_arguments(
     monkeypatch.setattr(cli, "run_cli", fake_run_cli)
     with pytest.raises(_Stop):
         train_default(tmp_path, config, extra)
-    assert given[0][0] == "fit"
     return given[0]
+
+
+def _fit_arguments(
+    monkeypatch, tmp_path, native: bool, config=DEFAULT_CONFIG, extra=()
+) -> list[str]:
+    """The arguments ``train_default`` gives its fit."""
+    args = _first_command(monkeypatch, tmp_path, native, config, extra)
+    assert args[0] == "fit"
+    return args
 
 
 def _precisions(args: list[str]) -> list[str]:
@@ -152,17 +160,7 @@ def test_the_default_says_it_tests_in_float32_when_it_reuses_a_checkpoint(
     checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.touch()  # a second `make demo` only tests
-    monkeypatch.setattr(default, "cpu_has_native_bf16", lambda: False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    given = []
-
-    def fake_run_cli(args):
-        given.append(args)
-        raise _Stop
-
-    monkeypatch.setattr(cli, "run_cli", fake_run_cli)
-    with pytest.raises(_Stop):
-        train_default(tmp_path)
-    assert given[0][0] == "test" and "--trainer.precision=32-true" in given[0]
+    args = _first_command(monkeypatch, tmp_path, native=False)
+    assert args[0] == "test" and "--trainer.precision=32-true" in args
     printed = capsys.readouterr().out
     assert "testing in float32" in printed and "training" not in printed
