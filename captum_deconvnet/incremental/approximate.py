@@ -110,19 +110,21 @@ def _grid(regions: list, what: str = "these positions") -> tuple[int, int]:
     """``(rows, cols)`` of occluder positions that form a row-major grid over the
     last two dimensions (one position along the others); ``what`` names where
     they come from in the error."""
-    counts = tuple(len({r[d].start for r in regions}) for d in range(len(regions[0])))
-    if len(regions[0]) < 2:  # positions along one dimension: no grid
-        regions = []
-    rows = sorted({r[-2].start for r in regions})
-    cols = sorted({r[-1].start for r in regions})
-    others = {tuple(s.start for s in r[:-2]) for r in regions}
-    grid = len(others) == 1 and len(regions) == len(rows) * len(cols)
+    # positions along one dimension: no grid
+    on_grid = regions if len(regions[0]) >= 2 else []
+    rows = sorted({r[-2].start for r in on_grid})
+    cols = sorted({r[-1].start for r in on_grid})
+    others = {tuple(s.start for s in r[:-2]) for r in on_grid}
+    grid = len(others) == 1 and len(on_grid) == len(rows) * len(cols)
     if grid:
         grid = all(
             (r[-2].start, r[-1].start) == (rows[p // len(cols)], cols[p % len(cols)])
-            for p, r in enumerate(regions)
+            for p, r in enumerate(on_grid)
         )
     if not grid:
+        counts = tuple(
+            len({r[d].start for r in regions}) for d in range(len(regions[0]))
+        )
         raise ValueError(
             "approximate occlusion with coarse > 1 and refine < 1 interpolates "
             "between occluder positions on a grid over the last two dimensions "
