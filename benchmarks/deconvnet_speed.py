@@ -83,7 +83,7 @@ def _feature_map_calls(model, index: int, x: torch.Tensor, channels: torch.Tenso
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_speed_args(
-        argv, __doc__.splitlines()[0], quick_help="64x64 inputs, few pairs"
+        argv, __doc__.split("\n\n")[0], quick_help="64x64 inputs, few pairs"
     )
     size, pairs, repeats = (64, 8, 2) if args.quick else (224, 64, 5)
     torch.manual_seed(0)

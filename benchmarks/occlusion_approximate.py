@@ -167,7 +167,9 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def trained_networks(argv: list[str] | None, description: str):
+    """The command line's options and the networks both approximate benchmarks
+    measure: name -> (model, images, (window, stride)); ``--quick``: Lite0 alone."""
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument(
         "--checkpoint", type=Path, default=Path("runs/demo/train/checkpoints/last.ckpt")
@@ -175,10 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     extra.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     options, rest = extra.parse_known_args(argv)  # --help: parse_speed_args's
     args = parse_speed_args(
-        rest,
-        __doc__.splitlines()[0],
-        quick_help="Lite0 at 96x96, one photo",
-        parents=[extra],
+        rest, description, quick_help="Lite0 at 96x96, one photo", parents=[extra]
     )
     networks = {}
     if not args.quick:
@@ -188,6 +187,11 @@ def main(argv: list[str] | None = None) -> dict:
     networks["EfficientNet-Lite0 (ImageNet)"] = (
         lite0(1, 96) if args.quick else lite0(4, 224)
     )
+    return args, networks
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, networks = trained_networks(argv, __doc__.split("\n\n")[0])
     results = {"environment": environment(args.device), "networks": {}}
     for name, (model, images, occluder) in networks.items():
         print(name, flush=True)

@@ -21,15 +21,13 @@ allows. Needs ``pip install -e '.[bench]'``.
 
 from __future__ import annotations
 
-import argparse
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .occlusion_approximate import lite0, quality, zfnet_demo
-from .timing import environment, parse_speed_args, write_results
+from .occlusion_approximate import quality, trained_networks
+from .timing import environment, write_results
 
 SHARES = (0.0, 0.25, 0.5, 0.75)
 NOISE = (0.01, 0.02)  # standard deviations, shares of each map's range
@@ -164,23 +162,7 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument(
-        "--checkpoint", type=Path, default=Path("runs/demo/train/checkpoints/last.ckpt")
-    )
-    extra.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
-    options, rest = extra.parse_known_args(argv)  # --help: parse_speed_args's
-    args = parse_speed_args(
-        rest, __doc__.splitlines()[0], "Lite0 at 96x96, one photo", [extra]
-    )
-    networks = {}
-    if not args.quick:
-        networks["ZFNet (make demo)"] = zfnet_demo(
-            options.checkpoint, options.data_dir, 4
-        )
-    networks["EfficientNet-Lite0 (ImageNet)"] = (
-        lite0(1, 96) if args.quick else lite0(4, 224)
-    )
+    args, networks = trained_networks(argv, __doc__.split("\n\n")[0])
     results = {"environment": environment(args.device), "networks": {}}
     for name, (model, images, (window, stride)) in networks.items():
         model, images = model.to(args.device), images.to(args.device)

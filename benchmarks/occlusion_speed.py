@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict:
         extra.error("--memory measures the models at their own sizes: drop --size")
     args = parse_speed_args(
         rest,
-        __doc__.splitlines()[0],
+        __doc__.split("\n\n")[0],
         quick_help="ResNet-18 at 64x64, a 16x16 occluder",
         parents=[extra],
     )

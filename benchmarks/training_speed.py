@@ -156,7 +156,7 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_speed_args(argv, __doc__.splitlines()[0], "3 variants, small sizes")
+    args = parse_speed_args(argv, __doc__.split("\n\n")[0], "3 variants, small sizes")
     results = measure(args.device, args.quick)
     results["environment"] = environment(args.device)
     write_results(args.out, "training_speed", args, results, table(results))
