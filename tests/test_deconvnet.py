@@ -334,6 +334,30 @@ def test_googlenet_without_relu_modules_is_rectified():
     assert (ours - gradient).abs().max() > 0.1 * ours.abs().max()
 
 
+@pytest.mark.parametrize("compile_with", [torch.jit.script, torch.jit.trace])
+def test_a_torchscript_model_gets_its_plain_gradient_and_is_left_as_it_was(
+    compile_with,
+):
+    """The rules do not see TorchScript's operations: the gradient, as from Captum."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(144, 3),
+    ).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated
+        model = compile_with(plain, *([x] if compile_with is torch.jit.trace else []))
+    before = snapshot(model)
+    ours = DeconvNet(model).attribute(x, target=[0, 2])
+    gradient = Saliency(plain).attribute(x, target=[0, 2], abs=False)
+    torch.testing.assert_close(ours, gradient)
+    assert snapshot(model) == before
+
+
 class Checkpointed(ReLUStyles):
     """ReLUStyles("module") with its first block recomputed in the backward pass."""
 
