@@ -265,7 +265,7 @@ class FeatureMapDeconvNet(_Deconv):
                 ``channels`` does; only with ``keep="strongest"`` and 2-D maps.
 
         Raises:
-            TypeError: ``channels`` that are not ints.
+            TypeError: ``channels`` or ``positions`` that are not ints.
             ValueError: another ``keep``, ``channels`` or ``positions`` out of
                 range or of another count, or a layer that does not run.
         """

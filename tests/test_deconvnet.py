@@ -112,6 +112,11 @@ def test_positions_keep_exactly_the_chosen_activation(images):
         FeatureMapDeconvNet(model, model[4]).attribute(
             images, channels, positions=(5, 2)
         )
+    for floats in ([(0, 0), (5.5, 2), (3, 5)], torch.tensor(positions) / 1):
+        with pytest.raises(TypeError, match="positions must be ints"):
+            FeatureMapDeconvNet(model, model[4]).attribute(
+                images, channels, positions=floats
+            )
 
 
 def test_feature_maps_of_a_batch_equal_one_at_a_time(images):
