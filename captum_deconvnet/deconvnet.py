@@ -39,6 +39,8 @@ class _Deconv(GradientAttribution):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         DeconvRules(normalization)  # validates the name before anything runs
+        if normalization == "skip":
+            _check_no_cross_map_lrn(model)
         super().__init__(model)
         self.model = model
         self.normalization = normalization
@@ -95,6 +97,19 @@ class _Deconv(GradientAttribution):
         return grads if is_tuple else grads[0]
 
 
+def _check_no_cross_map_lrn(model: nn.Module) -> None:
+    """Refuse ``nn.CrossMapLRN2d``: it runs as an autograd function, out of the
+    rules' sight, so ``normalization="skip"`` would backpropagate through it."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.CrossMapLRN2d):
+            raise ValueError(
+                f"{name or 'the model'} (CrossMapLRN2d) cannot be skipped on the way "
+                "back, as normalization='skip' asks: it is an autograd function the "
+                "rules do not see. Pass normalization='gradient' to backpropagate "
+                "through it, or use nn.LocalResponseNorm"
+            )
+
+
 def _usable(value: Any) -> Any:
     """An inference tensor (made under ``torch.inference_mode()``) as an ordinary
     copy that autograd can record; anything else as it is."""
@@ -124,6 +139,10 @@ class DeconvNet(_Deconv):
             response normalisation unchanged; ``"gradient"`` backpropagates through it,
             which makes the result equal ``captum.attr.Deconvolution`` on models whose
             ReLUs are ``nn.ReLU`` modules.
+
+    Raises:
+        ValueError: with ``normalization="skip"``, for a model holding an
+            ``nn.CrossMapLRN2d``, which the rules cannot skip.
 
     Example::
 

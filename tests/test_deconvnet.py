@@ -363,6 +363,26 @@ def test_a_torchscript_model_gets_its_plain_gradient_and_is_left_as_it_was(
     assert snapshot(model) == before
 
 
+def test_cross_map_lrn_is_refused_by_skip_and_backpropagated_by_gradient():
+    """nn.CrossMapLRN2d is an autograd function, out of the rules' sight."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3),
+        nn.ReLU(),
+        nn.CrossMapLRN2d(5, 5e-4, 0.75, 2.0),
+        nn.Flatten(),
+        nn.Linear(6 * 36, 3),
+    ).double()
+    model.eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"2 \(CrossMapLRN2d\).*'gradient'"):
+        DeconvNet(model)
+    with pytest.raises(ValueError, match="CrossMapLRN2d"):
+        FeatureMapDeconvNet(model, model[0])
+    ours = DeconvNet(model, normalization="gradient").attribute(x, target=1)
+    torch.testing.assert_close(ours, Deconvolution(model).attribute(x, target=1))
+
+
 class Checkpointed(ReLUStyles):
     """ReLUStyles("module") with its first block recomputed in the backward pass."""
 
