@@ -135,6 +135,48 @@ def test_bad_input_is_named():
         )
 
 
+class _FrozenBackbone(nn.Module):
+    """A linear probe: the backbone runs without gradients inside forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone, self.head = small_cnn()[:-1], nn.Linear(6 * 4 * 4, 5)
+
+    def forward(self, x):
+        with torch.no_grad():
+            features = self.backbone(x)
+        return self.head(features)
+
+
+def test_inputs_cut_off_by_no_grad_are_refused_not_projected_as_zeros():
+    model, x = _FrozenBackbone().eval(), torch.randn(2, 3, 8, 8)
+    before = snapshot(model)
+    for explainer, kwargs in (
+        (DeconvNet(model), {"target": 0}),
+        (NeuronDeconvNet(model, model.head), {"neuron_selector": 1}),
+        (FeatureMapDeconvNet(model, model.head), {"channels": 1}),
+    ):
+        with pytest.raises(ValueError, match=r"torch.no_grad\(\) block"):
+            explainer.attribute(x, **kwargs)
+        assert snapshot(model) == before
+    # an input the model does not use, next to one it does, projects to zeros
+    probe = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5)).eval()
+    used, unused = DeconvNet(_TwoInputs(probe).eval()).attribute(
+        (x, x[:, :1]), target=1
+    )
+    torch.testing.assert_close(used, probe[1].weight[1].view(1, 3, 8, 8).expand_as(x))
+    assert not unused.any()
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y):
+        return self.model(x)
+
+
 class _ByName(nn.Module):
     """A convolution called with its input by keyword."""
 
