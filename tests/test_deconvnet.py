@@ -437,8 +437,9 @@ class Apply(nn.Module):
 def test_activations_without_a_rule_are_named_in_a_warning(activation, name):
     model = nn.Sequential(nn.Linear(4, 4), activation, nn.Linear(4, 2)).eval()
     x = torch.randn(3, 4)
-    with pytest.warns(UserWarning, match=f"applies {name},"):
+    with pytest.warns(UserWarning, match=f"applies {name},") as caught:
         ours = DeconvNet(model).attribute(x, target=0)
+    assert {w.filename for w in caught} == {__file__}  # the caller's line
     gradient = Saliency(model).attribute(x, target=0, abs=False)
     torch.testing.assert_close(ours, gradient)  # the ordinary gradient
 
