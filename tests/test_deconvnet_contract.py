@@ -1,13 +1,14 @@
 """DeconvNet as a Captum class: model left alone, bad input named, Captum tools work."""
 
 import contextlib
+import warnings
 
 import matplotlib
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from captum.attr import NoiseTunnel, visualization
+from captum.attr import Deconvolution, NoiseTunnel, Saliency, visualization
 from captum.metrics import infidelity, sensitivity_max
 from PIL import Image
 from torch import nn
@@ -175,6 +176,50 @@ class _TwoInputs(nn.Module):
 
     def forward(self, x, y):
         return self.model(x)
+
+
+@pytest.mark.parametrize("compile_with", [torch.jit.script, torch.jit.trace])
+def test_a_torchscript_model_gets_its_plain_gradient_and_is_left_as_it_was(
+    compile_with,
+):
+    """The rules do not see TorchScript's operations: the gradient, as from Captum."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(144, 3),
+    ).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated
+        model = compile_with(plain, *([x] if compile_with is torch.jit.trace else []))
+    before = snapshot(model)
+    ours = DeconvNet(model).attribute(x, target=[0, 2])
+    gradient = Saliency(plain).attribute(x, target=[0, 2], abs=False)
+    torch.testing.assert_close(ours, gradient)
+    assert snapshot(model) == before
+
+
+def test_cross_map_lrn_is_refused_by_skip_and_backpropagated_by_gradient():
+    """nn.CrossMapLRN2d is an autograd function, out of the rules' sight."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3),
+        nn.ReLU(),
+        nn.CrossMapLRN2d(5, 5e-4, 0.75, 2.0),
+        nn.Flatten(),
+        nn.Linear(6 * 36, 3),
+    ).double()
+    model.eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"2 \(CrossMapLRN2d\).*'gradient'"):
+        DeconvNet(model)
+    with pytest.raises(ValueError, match="CrossMapLRN2d"):
+        FeatureMapDeconvNet(model, model[0])
+    ours = DeconvNet(model, normalization="gradient").attribute(x, target=1)
+    torch.testing.assert_close(ours, Deconvolution(model).attribute(x, target=1))
 
 
 class _ByName(nn.Module):
