@@ -278,10 +278,13 @@ def test_captum_flags_and_name():
     assert deconv.get_name() == "DeconvNet"
 
 
-def test_normalize_projection_centres_zero_by_hand():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_normalize_projection_centres_zero_by_hand(dtype):
     projection = torch.tensor([[[[2.0, -4.0], [0.0, 1.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
     expected = torch.tensor([[[[0.75, 0.0], [0.5, 0.625]]], [[[0.5, 0.5], [0.5, 0.5]]]])
-    torch.testing.assert_close(normalize_projection(projection), expected)
+    result = normalize_projection(projection.to(dtype))  # all zeros: grey, not 0 / 0
+    assert result.dtype == dtype
+    torch.testing.assert_close(result, expected.to(dtype))
 
 
 def test_save_grid_writes_a_png(tmp_path):
