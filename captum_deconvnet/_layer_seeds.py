@@ -142,7 +142,13 @@ def _flat_positions(
             "positions picks a (row, col) in 2-D feature maps, but the layer's "
             f"output has shape {tuple(activation.shape)}"
         )
-    rows_cols = torch.as_tensor(positions, device=activation.device).long()
+    rows_cols = torch.as_tensor(positions, device=activation.device)
+    if not holds_integers(rows_cols):
+        raise TypeError(
+            f"positions must be ints (rows and columns), got {rows_cols.dtype}: "
+            f"{positions!r}"
+        )
+    rows_cols = rows_cols.long()
     if rows_cols.ndim != 2 or rows_cols.shape[1] != 2:
         one = "; one position (row, col) for all images is [(row, col)]"
         raise ValueError(

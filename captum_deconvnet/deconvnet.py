@@ -39,6 +39,8 @@ class _Deconv(GradientAttribution):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         DeconvRules(normalization)  # validates the name before anything runs
+        if normalization == "skip":
+            _check_no_cross_map_lrn(model)
         super().__init__(model)
         self.model = model
         self.normalization = normalization
@@ -73,6 +75,8 @@ class _Deconv(GradientAttribution):
             with rules:
                 values, grad = seed(model, leaves + extra)
             rules.warn_unruled()
+            if not values.requires_grad:
+                raise _unreached()
             try:
                 grads = torch.autograd.grad(values, leaves, grad, allow_unused=True)
             except (CheckpointError, RuntimeError) as error:
@@ -88,11 +92,35 @@ class _Deconv(GradientAttribution):
                     "where the deconvnet rules do not reach: build it without "
                     "checkpointing"
                 ) from error
+        if all(g is None for g in grads):
+            raise _unreached()
         grads = tuple(
             torch.zeros_like(t) if g is None else g
             for t, g in zip(tensors, grads, strict=True)
         )
         return grads if is_tuple else grads[0]
+
+
+def _unreached() -> ValueError:
+    return ValueError(
+        "no input reaches what is projected through autograd, so the projection "
+        "would be all zeros: the model's forward does not use the inputs or cuts "
+        "them off (a torch.no_grad() block or .detach() in forward, a frozen "
+        "backbone run that way, say). Run that part of the forward with gradients"
+    )
+
+
+def _check_no_cross_map_lrn(model: nn.Module) -> None:
+    """Refuse ``nn.CrossMapLRN2d``: it runs as an autograd function, out of the
+    rules' sight, so ``normalization="skip"`` would backpropagate through it."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.CrossMapLRN2d):
+            raise ValueError(
+                f"{name or 'the model'} (CrossMapLRN2d) cannot be skipped on the way "
+                "back, as normalization='skip' asks: it is an autograd function the "
+                "rules do not see. Pass normalization='gradient' to backpropagate "
+                "through it, or use nn.LocalResponseNorm"
+            )
 
 
 def _usable(value: Any) -> Any:
@@ -125,6 +153,10 @@ class DeconvNet(_Deconv):
             which makes the result equal ``captum.attr.Deconvolution`` on models whose
             ReLUs are ``nn.ReLU`` modules.
 
+    Raises:
+        ValueError: with ``normalization="skip"``, for a model holding an
+            ``nn.CrossMapLRN2d``, which the rules cannot skip.
+
     Example::
 
         >>> deconv = DeconvNet(model)
@@ -154,9 +186,10 @@ class DeconvNet(_Deconv):
         Raises:
             TypeError: if the model does not return one tensor.
             ValueError: for a target that does not fit the output, an unbatched
-                input to a convolution of the model, or a model that recomputes
+                input to a convolution of the model, a model that recomputes
                 checkpointed blocks (``torch.utils.checkpoint``) in the backward
-                pass, where the rules do not reach.
+                pass, where the rules do not reach, or an output that no input
+                reaches through autograd (``torch.no_grad()`` in ``forward``).
         """
 
         def seed(model: nn.Module, args: tuple) -> tuple[Tensor, Tensor]:
@@ -207,8 +240,9 @@ class NeuronDeconvNet(_Deconv, NeuronAttribution):
         Raises:
             TypeError: a ``neuron_selector`` of another kind (a float entry, a
                 list), or a callable one that does not return a tensor.
-            ValueError: a ``neuron_selector`` that does not fit the activation, or
-                a layer that does not run.
+            ValueError: a ``neuron_selector`` that does not fit the activation, a
+                layer that does not run, or one that no input reaches through
+                autograd.
         """
 
         def seed(model: nn.Module, args: tuple) -> tuple[Tensor, Tensor]:
@@ -265,9 +299,10 @@ class FeatureMapDeconvNet(_Deconv):
                 ``channels`` does; only with ``keep="strongest"`` and 2-D maps.
 
         Raises:
-            TypeError: ``channels`` that are not ints.
+            TypeError: ``channels`` or ``positions`` that are not ints.
             ValueError: another ``keep``, ``channels`` or ``positions`` out of
-                range or of another count, or a layer that does not run.
+                range or of another count, a layer that does not run, or one that
+                no input reaches through autograd.
         """
         if keep not in ("strongest", "map"):
             raise ValueError(f"keep must be 'strongest' or 'map', got {keep!r}")

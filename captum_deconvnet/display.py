@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from ._inputs import widened
+
 __all__ = ["normalize_projection", "save_grid"]
 
 
@@ -23,7 +25,7 @@ def normalize_projection(projection: Tensor, eps: float = 1e-12) -> Tensor:
         projection: ``(N, C, H, W)`` (or any ``(N, ...)``) projections.
 
     Returns:
-        ``projection``'s shape, values in ``[0, 1]``.
+        ``projection``'s shape and dtype, values in ``[0, 1]``.
 
     Raises:
         TypeError: ``projection`` not a tensor.
@@ -38,9 +40,10 @@ def normalize_projection(projection: Tensor, eps: float = 1e-12) -> Tensor:
             "projection needs a batch dimension (N, ...), got a 0-d tensor; "
             "pass projection[None] for a single one"
         )
-    flat = projection.detach().reshape(projection.shape[0], -1)
+    # in float32 at least: eps is 0 in float16
+    flat = widened(projection.detach().reshape(projection.shape[0], -1))
     scale = flat.abs().amax(dim=1).clamp(min=eps) * 2
-    return (flat / scale[:, None] + 0.5).reshape(projection.shape)
+    return (flat / scale[:, None] + 0.5).reshape(projection.shape).to(projection.dtype)
 
 
 def save_grid(

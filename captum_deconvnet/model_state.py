@@ -49,8 +49,12 @@ def buffers_kept(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         for module, buffers, transient in entries:
-            module._buffers.clear()
-            module._buffers.update(buffers)
+            now = dict(module._buffers)  # a TorchScript module's cannot be cleared
+            if now.keys() != buffers.keys() or any(
+                now[name] is not b for name, b in buffers.items()
+            ):
+                module._buffers.clear()
+                module._buffers.update(buffers)
             module._non_persistent_buffers_set.clear()
             module._non_persistent_buffers_set.update(transient)
         for _, buffers, _ in entries:

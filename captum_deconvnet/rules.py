@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from .layers import outside_stacklevel
+
 __all__ = ["NORMALIZATIONS", "OTHER_ACTIVATIONS", "DeconvRules"]
 
 NORMALIZATIONS = ("skip", "gradient")
@@ -202,7 +204,7 @@ class DeconvRules(TorchFunctionMode):
                 "result mixes deconvnet and gradient. Only ReLU is rectified."
                 + (_CLAMP_HINT if clamps else ""),
                 UserWarning,
-                stacklevel=3,
+                stacklevel=outside_stacklevel(),
             )
 
 

@@ -112,6 +112,11 @@ def test_positions_keep_exactly_the_chosen_activation(images):
         FeatureMapDeconvNet(model, model[4]).attribute(
             images, channels, positions=(5, 2)
         )
+    for floats in ([(0, 0), (5.5, 2), (3, 5)], torch.tensor(positions) / 1):
+        with pytest.raises(TypeError, match="positions must be ints"):
+            FeatureMapDeconvNet(model, model[4]).attribute(
+                images, channels, positions=floats
+            )
 
 
 def test_feature_maps_of_a_batch_equal_one_at_a_time(images):
@@ -388,8 +393,9 @@ class Apply(nn.Module):
 def test_activations_without_a_rule_are_named_in_a_warning(activation, name):
     model = nn.Sequential(nn.Linear(4, 4), activation, nn.Linear(4, 2)).eval()
     x = torch.randn(3, 4)
-    with pytest.warns(UserWarning, match=f"applies {name},"):
+    with pytest.warns(UserWarning, match=f"applies {name},") as caught:
         ours = DeconvNet(model).attribute(x, target=0)
+    assert {w.filename for w in caught} == {__file__}  # the caller's line
     gradient = Saliency(model).attribute(x, target=0, abs=False)
     torch.testing.assert_close(ours, gradient)  # the ordinary gradient
 

@@ -1,13 +1,14 @@
 """DeconvNet as a Captum class: model left alone, bad input named, Captum tools work."""
 
 import contextlib
+import warnings
 
 import matplotlib
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from captum.attr import NoiseTunnel, visualization
+from captum.attr import Deconvolution, NoiseTunnel, Saliency, visualization
 from captum.metrics import infidelity, sensitivity_max
 from PIL import Image
 from torch import nn
@@ -135,6 +136,92 @@ def test_bad_input_is_named():
         )
 
 
+class _FrozenBackbone(nn.Module):
+    """A linear probe: the backbone runs without gradients inside forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone, self.head = small_cnn()[:-1], nn.Linear(6 * 4 * 4, 5)
+
+    def forward(self, x):
+        with torch.no_grad():
+            features = self.backbone(x)
+        return self.head(features)
+
+
+def test_inputs_cut_off_by_no_grad_are_refused_not_projected_as_zeros():
+    model, x = _FrozenBackbone().eval(), torch.randn(2, 3, 8, 8)
+    before = snapshot(model)
+    for explainer, kwargs in (
+        (DeconvNet(model), {"target": 0}),
+        (NeuronDeconvNet(model, model.head), {"neuron_selector": 1}),
+        (FeatureMapDeconvNet(model, model.head), {"channels": 1}),
+    ):
+        with pytest.raises(ValueError, match=r"torch.no_grad\(\) block"):
+            explainer.attribute(x, **kwargs)
+        assert snapshot(model) == before
+    # an input the model does not use, next to one it does, projects to zeros
+    probe = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5)).eval()
+    used, unused = DeconvNet(_TwoInputs(probe).eval()).attribute(
+        (x, x[:, :1]), target=1
+    )
+    torch.testing.assert_close(used, probe[1].weight[1].view(1, 3, 8, 8).expand_as(x))
+    assert not unused.any()
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y):
+        return self.model(x)
+
+
+@pytest.mark.parametrize("compile_with", [torch.jit.script, torch.jit.trace])
+def test_a_torchscript_model_gets_its_plain_gradient_and_is_left_as_it_was(
+    compile_with,
+):
+    """The rules do not see TorchScript's operations: the gradient, as from Captum."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(144, 3),
+    ).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated
+        model = compile_with(plain, *([x] if compile_with is torch.jit.trace else []))
+    before = snapshot(model)
+    ours = DeconvNet(model).attribute(x, target=[0, 2])
+    gradient = Saliency(plain).attribute(x, target=[0, 2], abs=False)
+    torch.testing.assert_close(ours, gradient)
+    assert snapshot(model) == before
+
+
+def test_cross_map_lrn_is_refused_by_skip_and_backpropagated_by_gradient():
+    """nn.CrossMapLRN2d is an autograd function, out of the rules' sight."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3),
+        nn.ReLU(),
+        nn.CrossMapLRN2d(5, 5e-4, 0.75, 2.0),
+        nn.Flatten(),
+        nn.Linear(6 * 36, 3),
+    ).double()
+    model.eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"2 \(CrossMapLRN2d\).*'gradient'"):
+        DeconvNet(model)
+    with pytest.raises(ValueError, match="CrossMapLRN2d"):
+        FeatureMapDeconvNet(model, model[0])
+    ours = DeconvNet(model, normalization="gradient").attribute(x, target=1)
+    torch.testing.assert_close(ours, Deconvolution(model).attribute(x, target=1))
+
+
 class _ByName(nn.Module):
     """A convolution called with its input by keyword."""
 
@@ -191,10 +278,13 @@ def test_captum_flags_and_name():
     assert deconv.get_name() == "DeconvNet"
 
 
-def test_normalize_projection_centres_zero_by_hand():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_normalize_projection_centres_zero_by_hand(dtype):
     projection = torch.tensor([[[[2.0, -4.0], [0.0, 1.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
     expected = torch.tensor([[[[0.75, 0.0], [0.5, 0.625]]], [[[0.5, 0.5], [0.5, 0.5]]]])
-    torch.testing.assert_close(normalize_projection(projection), expected)
+    result = normalize_projection(projection.to(dtype))  # all zeros: grey, not 0 / 0
+    assert result.dtype == dtype
+    torch.testing.assert_close(result, expected.to(dtype))
 
 
 def test_save_grid_writes_a_png(tmp_path):
