@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.utils import make_grid, save_image
 
-from ._inputs import as_int
+from ._inputs import as_int, holds_integers
 from .deconvnet import FeatureMapDeconvNet
 from .display import normalize_projection
 from .layers import guarded, model_device
@@ -78,13 +78,25 @@ def cut_patches(
         ``(K, C, h, w)`` with ``h = min(field.size[0], H)``, likewise ``w``.
 
     Raises:
-        ValueError: a position whose field lies wholly outside the image.
+        TypeError: ``images`` not a tensor.
+        ValueError: ``images`` not ``(K, C, H, W)``, ``positions`` not ``(K, 2)``
+            ints, or a position whose field lies wholly outside the image.
 
     Example::
 
         >>> patches = cut_patches(images, receptive_field(model, layer, (1, 64, 64)),
         ...                       torch.tensor([[3, 4], [0, 0]]))
     """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a tensor (K, C, H, W), got {type(images)}")
+    if images.ndim != 4:
+        raise ValueError(f"images must be (K, C, H, W), got {tuple(images.shape)}")
+    positions = torch.as_tensor(positions)
+    if positions.shape != (len(images), 2) or not holds_integers(positions):
+        raise ValueError(
+            f"positions must be ({len(images)}, 2) ints, a (row, col) per image, "
+            f"got {positions.dtype} of shape {tuple(positions.shape)}"
+        )
     k, channels, height, width = images.shape
     side = (min(field.size[0], height), min(field.size[1], width))
     fills = torch.as_tensor(fill, dtype=images.dtype).expand(k)

@@ -37,6 +37,24 @@ def test_patches_are_cut_as_by_hand():
         cut_patches(IMAGE, field, torch.tensor([[4, 4]]))
 
 
+def test_positions_must_give_one_position_per_image():
+    """One position too few left the last image's patch all fill, silently."""
+    field = ReceptiveField(size=(3, 3), jump=(2, 2), start=(-1, -1))
+    images = IMAGE.expand(2, -1, -1, -1)
+    with pytest.raises(ValueError, match=r"positions must be \(2, 2\) ints"):
+        cut_patches(images, field, torch.tensor([[1, 2]]))
+    with pytest.raises(ValueError, match=r"got torch.float32 of shape \(2, 2\)"):
+        cut_patches(images, field, torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"images must be \(K, C, H, W\)"):
+        cut_patches(IMAGE[0], field, torch.tensor([[1, 2]]))
+    # a list of (row, col) pairs is as good as a tensor
+    by_list = cut_patches(images, field, [[1, 2], [0, 0]])
+    assert torch.equal(
+        by_list, cut_patches(images, field, torch.tensor([[1, 2], [0, 0]]))
+    )
+    assert by_list[0, 0].tolist() == [[9, 10, 11], [15, 16, 17], [21, 22, 23]]
+
+
 def test_fields_larger_than_the_image_give_image_sized_patches():
     field = ReceptiveField(size=(9, 9), jump=(1, 1), start=(-2, -2))
     positions = torch.tensor([[0, 0], [0, 3]])
