@@ -327,7 +327,8 @@ def save_atlas(
     Raises:
         TypeError: if ``atlas`` is not one layer's :class:`LayerAtlas` (the dict
             of all layers, say).
-        ValueError: if ``channels`` is empty or holds a channel out of range.
+        ValueError: if ``channels`` is empty or holds a channel out of range, or
+            the images have other than 1 or 3 channels.
     """
     if isinstance(atlas, Mapping):
         raise TypeError(
@@ -337,6 +338,14 @@ def save_atlas(
         )
     if not isinstance(atlas, LayerAtlas):
         raise TypeError(f"atlas must be a LayerAtlas, got {type(atlas).__name__}")
+    colours = atlas.patches.shape[2]
+    if colours not in (1, 3):
+        raise ValueError(
+            f"save_atlas draws images of 1 or 3 channels, but the atlas holds "
+            f"{colours}: keep one or three, e.g. dataclasses.replace(atlas, "
+            "projections=atlas.projections[:, :, :3], "
+            "patches=atlas.patches[:, :, :3])"
+        )
     count = atlas.values.shape[0]
     chosen = range(count) if channels is None else channels
     chosen = _checked_channels(chosen, count, "channels")

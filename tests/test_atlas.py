@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -223,6 +225,32 @@ def test_save_atlas_names_bad_channels_and_the_dict_of_all_layers(
     with pytest.raises(TypeError, match=r"dict of layers \['0', '4'\].*atlas\['0'\]"):
         save_atlas(atlas, tmp_path / "a.png")
     assert not (tmp_path / "a.png").exists()
+
+
+@pytest.mark.parametrize("colours", [4, 5])
+def test_save_atlas_refuses_images_of_other_than_one_or_three_channels(
+    atlas_and_scan, tmp_path, colours
+):
+    """RGBA-like images gave a RuntimeError from inside torch.cat."""
+    one = atlas_and_scan[2]["4"]
+    many = dataclasses.replace(
+        one,
+        projections=one.projections.repeat(1, 1, colours, 1, 1),
+        patches=one.patches.repeat(1, 1, colours, 1, 1),
+    )
+    with pytest.raises(
+        ValueError, match=rf"1 or 3 channels, but the atlas holds {colours}"
+    ):
+        save_atlas(many, tmp_path / "a.png")
+    three = dataclasses.replace(
+        many, projections=many.projections[:, :, :3], patches=many.patches[:, :, :3]
+    )
+    save_atlas(three, tmp_path / "a.png")  # as the message says
+    save_atlas(one, tmp_path / "b.png")
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "a.png")),
+        np.asarray(Image.open(tmp_path / "b.png")),
+    )
 
 
 def test_projecting_over_another_dataset_names_the_missing_image(atlas_and_scan):
