@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ._inputs import check_images
 from ._occlusion_args import pair
-from .layers import guarded, layer_name, layer_outputs
+from .layers import check_layers, guarded, layer_name, layer_outputs
 
 __all__ = [
     "box_part_masks",
@@ -77,8 +77,10 @@ def correspondence(
         ``{mask name: {layer name: score}}``.
 
     Raises:
-        TypeError: ``masks`` not a non-empty dict, or a mask that is not an array.
-        ValueError: fewer than two images, or a mask not ``(N, H, W)``.
+        TypeError: ``masks`` not a non-empty dict, a mask that is not an array, or
+            a layer that is not a module.
+        ValueError: fewer than two images, a mask not ``(N, H, W)``, or ``layers``
+            not a non-empty list (one layer alone is refused).
 
     Example::
 
@@ -105,6 +107,7 @@ def correspondence(
                 f"masks[{part!r}] must be (N, H, W) = {expected}, got "
                 f"{tuple(mask.shape)}"
             )
+    check_layers(layers)
     table = {}
     with guarded(model) as model, torch.no_grad():
         names = [layer_name(model, layer) for layer in layers]

@@ -69,6 +69,11 @@ def test_correspondence_equals_a_direct_computation():
         correspondence(model, images, {"part": "middle"}, layers)
     with pytest.raises(ValueError, match="N, H, W"):
         random_masks_like(masks[0])
+    # one layer alone (a TypeError from iterating it, before) names what to pass
+    with pytest.raises(ValueError, match=r"got Flatten; pass one layer as \[layer\]"):
+        correspondence(model, images, {"part": masks}, model.flat)
+    with pytest.raises(TypeError, match="got 'flat'"):
+        correspondence(model, images, {"part": masks}, ["flat"])
 
 
 def test_box_thirds_by_hand():
