@@ -145,14 +145,22 @@ def box_part_masks(boxes: Tensor, image_size: tuple[int, int]) -> dict[str, Tens
         ``{"top": ..., "middle": ..., "bottom": ...}``, each ``(N, H, W)`` bool.
 
     Raises:
-        ValueError: boxes not ``(N, 4)``, a box with no area, or one that leaves a
+        ValueError: boxes not ``(N, 4)`` whole pixels (a float ``5.9`` is not cut
+            to ``5``), a box with no area, or one that leaves a
             third (or all) of itself outside the image, or is under 3 rows high:
             that part's mask would be empty, and occluding nothing would change
             no feature.
     """
-    boxes = torch.as_tensor(boxes).long()
+    boxes = torch.as_tensor(boxes)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must be (N, 4), got {tuple(boxes.shape)}")
+    fractional = (boxes != boxes.round()).any(1) if boxes.is_floating_point() else None
+    if fractional is not None and fractional.any():
+        raise ValueError(
+            f"boxes must be whole pixels, got {boxes[fractional].tolist()}; round "
+            "them first, e.g. floor x0 and y0 and ceil x1 and y1"
+        )
+    boxes = boxes.long()
     empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
     if empty.any():
         raise ValueError(

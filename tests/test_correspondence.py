@@ -89,6 +89,12 @@ def test_box_thirds_by_hand():
         box_part_masks(torch.zeros(2, 3), (16, 16))
     with pytest.raises(ValueError, match="x1 > x0"):  # its masks would be empty
         box_part_masks(torch.tensor([[8, 3, 2, 12]]), (16, 16))
+    # float boxes of whole pixels are the same boxes; a fraction was cut off
+    assert torch.equal(box_part_masks(boxes.double(), (16, 16))["middle"], expected)
+    with pytest.raises(
+        ValueError, match=r"whole pixels, got \[\[2.0, 3.0, 8.5, 12.0\]\]"
+    ):
+        box_part_masks(torch.tensor([[2.0, 3.0, 8.5, 12.0]]), (16, 16))
 
 
 def test_random_masks_are_the_same_shapes_elsewhere():
