@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ._inputs import check_images, holds_integers, positive_int
 from .layers import check_layers, guarded, layer_name, layer_outputs, model_device
@@ -334,7 +334,8 @@ def top_activations(
 
     Raises:
         TypeError: if the dataset's images are not tensors, a layer's output is
-            not one tensor, or ``dataset`` is a ``DataLoader``.
+            not one tensor, or ``dataset`` is a ``DataLoader`` or an
+            ``IterableDataset``.
         ValueError: if ``layers`` is not a non-empty list (one layer alone is
             refused) or a layer is not a submodule of ``model`` or does not run,
             the dataset is empty, or the images are not ``(N, C, H, W)``.
@@ -351,6 +352,12 @@ def top_activations(
         raise TypeError(
             "dataset must be a Dataset or a tensor of images, not a DataLoader: "
             "item i's index is its image's, so the scan makes its own loader"
+        )
+    if isinstance(dataset, IterableDataset):
+        raise TypeError(
+            "dataset must be a Dataset that can be indexed, or a tensor of images, "
+            f"not an IterableDataset ({type(dataset).__name__}): item i's index is "
+            "its image's, which the projections load again"
         )
     if not len(dataset):
         raise ValueError("dataset is empty: there is nothing to scan")
