@@ -178,7 +178,12 @@ def _resolve(pl_module: nn.Module, layer: str | nn.Module) -> nn.Module:
 
 
 def _first_images(loaders: object, count: int) -> Tensor:
-    """The first ``count`` images of a loader (the first, if a list)."""
+    """The first ``count`` images of a loader (the first, if a list).
+
+    Raises:
+        ValueError: no loader.
+        TypeError: batches whose images are not a tensor or a tuple's first entry.
+    """
     if isinstance(loaders, (list, tuple)):
         loaders = loaders[0] if loaders else None
     if loaders is None:
@@ -189,7 +194,14 @@ def _first_images(loaders: object, count: int) -> Tensor:
         )
     images = []
     for batch in loaders:
-        images.append(first_item(batch))
+        image = first_item(batch)
+        if not isinstance(image, Tensor):
+            raise TypeError(
+                "FeatureEvolution takes its images from the validation batches "
+                "(a tensor, or the first entry of a tuple or list), but a batch is "
+                f"a {type(batch).__name__}: pass the images as images=..."
+            )
+        images.append(image)
         if sum(len(x) for x in images) >= count:
             break
     return torch.cat(images)[:count].detach().cpu()

@@ -187,3 +187,14 @@ def test_images_come_from_the_data_module_not_the_trainers_sharded_loader():
     )
     callback = FeatureEvolution(["model.0"], epochs=[1], num_images=6)
     assert torch.equal(callback._fixed_images(trainer), data.tensors[0][:6])
+
+
+def test_validation_batches_of_dicts_are_named_with_what_to_pass():
+    """Batches of dicts stopped the fit at torch.cat with a message about lists."""
+    data = [{"image": image, "label": 0} for image in torch.randn(8, 1, 8, 8)]
+    trainer = SimpleNamespace(
+        datamodule=None, val_dataloaders=DataLoader(data, batch_size=4)
+    )
+    callback = FeatureEvolution(["model.0"], epochs=[1], num_images=6)
+    with pytest.raises(TypeError, match=r"a batch is a dict: pass .* images="):
+        callback._fixed_images(trainer)
