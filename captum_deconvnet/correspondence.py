@@ -28,7 +28,12 @@ __all__ = [
 
 def occlude(images: Tensor, masks: Tensor, fill: float = 0.0) -> Tensor:
     """``images`` ``(N, C, H, W)`` with ``fill`` where ``masks`` ``(N, H, W)`` is
-    true, in every channel."""
+    true, in every channel (a numpy array of masks is one too).
+
+    Raises:
+        ValueError: masks not ``(N, H, W)``.
+    """
+    masks = torch.as_tensor(masks)
     if masks.shape != (images.shape[0], *images.shape[2:]):
         raise ValueError(
             f"masks must be (N, H, W) = {(images.shape[0], *images.shape[2:])}, got "
@@ -39,7 +44,12 @@ def occlude(images: Tensor, masks: Tensor, fill: float = 0.0) -> Tensor:
 
 def mean_hamming_distance(signs: Tensor) -> float:
     """Mean over pairs ``i < j`` of the fraction of entries where rows ``i`` and
-    ``j`` of ``signs`` ``(N, D)`` differ."""
+    ``j`` of ``signs`` ``(N, D)`` (a tensor, array or nested list) differ.
+
+    Raises:
+        ValueError: signs not ``(N >= 2, D >= 1)``.
+    """
+    signs = torch.as_tensor(signs)
     if signs.ndim != 2 or signs.shape[0] < 2 or signs.shape[1] < 1:
         raise ValueError(f"signs must be (N >= 2, D >= 1), got {tuple(signs.shape)}")
     pairs = [
@@ -232,7 +242,22 @@ def _uniform(low: int, high: int, generator: torch.Generator | None) -> int:
 def plot_correspondence(
     table: Mapping[str, Mapping[str, float]], path: str | os.PathLike
 ) -> None:
-    """Save the table as a PNG bar chart: a group per layer, a bar per mask set."""
+    """Save the table as a PNG bar chart: a group per layer, a bar per mask set.
+
+    Raises:
+        TypeError: ``table`` not a dict.
+        ValueError: ``table`` empty.
+    """
+    if not isinstance(table, Mapping):
+        raise TypeError(
+            "table must be the dict that correspondence returns, got "
+            f"{type(table).__name__}"
+        )
+    if not table:
+        raise ValueError(
+            "table is empty: pass what correspondence returns, "
+            "{mask name: {layer name: score}}"
+        )
     parts = list(table)
     layers = list(next(iter(table.values())))
     figure = Figure(figsize=(1.5 + 1.2 * len(layers) * len(parts) / 2, 3.2))

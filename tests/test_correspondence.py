@@ -25,6 +25,8 @@ def test_mean_hamming_distance_by_hand():
         mean_hamming_distance(signs[:1])
     with pytest.raises(ValueError, match="D >= 1"):  # no entries: no distance
         mean_hamming_distance(signs[:, :0])
+    # a nested list is the same signs (an AttributeError on .ndim, before)
+    assert mean_hamming_distance(signs.tolist()) == mean_hamming_distance(signs)
 
 
 def test_correspondence_equals_a_direct_computation():
@@ -118,6 +120,13 @@ def test_occlude_and_the_plot(tmp_path):
     assert out[1, :, 0, 0].tolist() == [0.25] * 3 and out.sum() == 2 * 48 - 3 * 0.75
     with pytest.raises(ValueError, match="masks must be"):
         occlude(images, masks[0])
+    # numpy masks, as correspondence takes them (an AttributeError, before)
+    assert torch.equal(occlude(images, masks.numpy(), fill=0.25), out)
     table = {"top": {"a": 0.1, "b": 0.2}, "random": {"a": 0.3, "b": 0.25}}
     plot_correspondence(table, tmp_path / "table.png")
     assert Image.open(tmp_path / "table.png").size[0] > 100
+    with pytest.raises(ValueError, match="table is empty"):  # a StopIteration
+        plot_correspondence({}, tmp_path / "none.png")
+    with pytest.raises(TypeError, match="got list"):
+        plot_correspondence([table], tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
