@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.utils import make_grid, save_image
 
-from ._inputs import as_int, holds_integers
+from ._inputs import as_int, holds_integers, positive_int
 from .deconvnet import FeatureMapDeconvNet
 from .display import normalize_projection
 from .layers import guarded, model_device
@@ -327,8 +327,9 @@ def save_atlas(
     Raises:
         TypeError: if ``atlas`` is not one layer's :class:`LayerAtlas` (the dict
             of all layers, say).
-        ValueError: if ``channels`` is empty or holds a channel out of range, or
-            the images have other than 1 or 3 channels.
+        ValueError: if ``channels`` is empty or holds a channel out of range,
+            ``per_row`` is not a positive int, or the images have other than 1 or
+            3 channels.
     """
     if isinstance(atlas, Mapping):
         raise TypeError(
@@ -355,7 +356,8 @@ def save_atlas(
     patches = (patches - low) / (high - low).clamp(min=1e-12)
     zoom = max(1, math.ceil(min_side / projections.shape[-2]))
     blocks = [_block(p, q, zoom) for p, q in zip(projections, patches, strict=True)]
-    per_row = per_row or math.ceil(math.sqrt(len(blocks)))
+    square = math.ceil(math.sqrt(len(blocks)))
+    per_row = square if per_row is None else positive_int("per_row", per_row)
     grid = make_grid(blocks, nrow=per_row, padding=6, pad_value=1.0)
     save_image(grid, path)
 

@@ -224,6 +224,11 @@ def test_save_atlas_names_bad_channels_and_the_dict_of_all_layers(
             save_atlas(atlas["4"], tmp_path / "a.png", channels=[bad])
     with pytest.raises(TypeError, match=r"dict of layers \['0', '4'\].*atlas\['0'\]"):
         save_atlas(atlas, tmp_path / "a.png")
+    for per_row in (0, -1):  # 0 drew the default, -1 a RuntimeError
+        with pytest.raises(
+            ValueError, match=rf"per_row must be a positive int, got {per_row}"
+        ):
+            save_atlas(atlas["4"], tmp_path / "a.png", per_row=per_row)
     assert not (tmp_path / "a.png").exists()
 
 
