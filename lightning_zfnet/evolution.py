@@ -21,7 +21,7 @@ from captum_deconvnet import (
     project_top_activations,
     top_activations,
 )
-from captum_deconvnet._inputs import check_submodule
+from captum_deconvnet._inputs import check_images, check_submodule, positive_int
 from captum_deconvnet.model_state import eval_mode
 from captum_deconvnet.receptive_field import ReceptiveField
 from captum_deconvnet.topk import first_item
@@ -56,6 +56,12 @@ class FeatureEvolution(pl.Callback):
         num_images: how many validation images to take without ``images``.
         normalization: as for :class:`~captum_deconvnet.FeatureMapDeconvNet`.
 
+    Raises:
+        ValueError: no layers, epochs not ints >= 1, ``num_images`` not a
+            positive int, or ``images`` not ``(N, C, H, W)``.
+        TypeError: ``images`` not a floating-point tensor (convert uint8 images
+            as the model expects them).
+
     Attributes:
         history: per layer name, ``(epoch, LayerAtlas)`` for each epoch shown.
 
@@ -78,12 +84,14 @@ class FeatureEvolution(pl.Callback):
             raise ValueError("layers is empty")
         if not epochs or any(not isinstance(e, int) or e < 1 for e in epochs):
             raise ValueError(f"epochs must be whole numbers >= 1, got {epochs!r}")
+        if images is not None:  # checked now, not after the first epoch
+            check_images(images, "images")
         self.layers = list(layers)
         self.epochs = sorted(set(epochs))
         self.directory = None if directory is None else Path(directory)
         self._output = self.directory  # resolved in setup
         self.images = images
-        self.num_images = num_images
+        self.num_images = positive_int("num_images", num_images)
         self.normalization = normalization
         self.history: dict[str, list[tuple[int, LayerAtlas]]] = {}
 

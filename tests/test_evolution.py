@@ -150,6 +150,13 @@ def test_bad_arguments_are_named(tmp_path):
         FeatureEvolution(["model.0"], epochs=[0])
     with pytest.raises(ValueError, match="layers"):
         FeatureEvolution([], epochs=[1])
+    # refused at once, not after the first epoch of the fit
+    with pytest.raises(TypeError, match="floating-point tensor, got torch.uint8"):
+        FeatureEvolution(["model.0"], [1], images=torch.zeros(2, 1, 8, 8).byte())
+    with pytest.raises(ValueError, match=r"images must be images \(N, C, H, W\)"):
+        FeatureEvolution(["model.0"], [1], images=torch.zeros(1, 8, 8))
+    with pytest.raises(ValueError, match="num_images must be a positive int, got 0"):
+        FeatureEvolution(["model.0"], [1], num_images=0)
     callback = FeatureEvolution(["model.9"], epochs=[1], directory=tmp_path)
     with pytest.raises(ValueError, match="model.9"):
         fit(callback, epochs=1)
