@@ -28,6 +28,7 @@ __all__ = [
     "IndexedDataset",
     "TopEntries",
     "TopKActivations",
+    "check_indexed",
     "first_item",
     "top_activations",
 ]
@@ -348,17 +349,7 @@ def top_activations(
         ...                 distinct_images=True)  # 9 different images each
     """
     check_layers(layers)
-    if isinstance(dataset, DataLoader):
-        raise TypeError(
-            "dataset must be a Dataset or a tensor of images, not a DataLoader: "
-            "item i's index is its image's, so the scan makes its own loader"
-        )
-    if isinstance(dataset, IterableDataset):
-        raise TypeError(
-            "dataset must be a Dataset that can be indexed, or a tensor of images, "
-            f"not an IterableDataset ({type(dataset).__name__}): item i's index is "
-            "its image's, which the projections load again"
-        )
+    check_indexed(dataset)
     if not len(dataset):
         raise ValueError("dataset is empty: there is nothing to scan")
     top = TopKActivations(k, distinct_images)
@@ -375,6 +366,22 @@ def top_activations(
             for name, output in zip(names, outputs, strict=True):
                 top.update(name, output, indices)
     return top
+
+
+def check_indexed(dataset: Any) -> None:
+    """Raise a ``TypeError`` for a ``DataLoader`` or an ``IterableDataset``: a scan
+    numbers images by their index in the dataset, and loads them by it again."""
+    if isinstance(dataset, DataLoader):
+        raise TypeError(
+            "dataset must be a Dataset or a tensor of images, not a DataLoader: "
+            "item i's index is its image's, so the scan makes its own loader"
+        )
+    if isinstance(dataset, IterableDataset):
+        raise TypeError(
+            "dataset must be a Dataset that can be indexed, or a tensor of images, "
+            f"not an IterableDataset ({type(dataset).__name__}): item i's index is "
+            "its image's, which the projections load again"
+        )
 
 
 class IndexedDataset(Dataset):
