@@ -61,6 +61,7 @@ class FeatureEvolution(pl.Callback):
             positive int, or ``images`` not ``(N, C, H, W)``.
         TypeError: ``images`` not a floating-point tensor (convert uint8 images
             as the model expects them).
+        ValueError, at the start of fitting: a layer the module does not have.
 
     Attributes:
         history: per layer name, ``(epoch, LayerAtlas)`` for each epoch shown.
@@ -103,6 +104,8 @@ class FeatureEvolution(pl.Callback):
         if self.directory is None:
             log_dir = trainer.log_dir or trainer.default_root_dir
             self._output = Path(log_dir) / "feature_evolution"
+        for layer in self.layers:  # a misnamed layer stops the fit before it trains
+            _resolve(pl_module, layer)
 
     def on_train_epoch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule

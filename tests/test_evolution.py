@@ -158,8 +158,12 @@ def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="num_images must be a positive int, got 0"):
         FeatureEvolution(["model.0"], [1], num_images=0)
     callback = FeatureEvolution(["model.9"], epochs=[1], directory=tmp_path)
+    module = Classifier()
+    steps = []
+    module.on_train_batch_start = lambda batch, index: steps.append(index)
     with pytest.raises(ValueError, match="model.9"):
-        fit(callback, epochs=1)
+        fit(callback, epochs=1, module=module)
+    assert steps == []  # refused before the first epoch trained, not after it
     callback = FeatureEvolution([nn.ReLU()], epochs=[1], directory=tmp_path)
     with pytest.raises(ValueError, match="not a submodule"):
         fit(callback, epochs=1)
