@@ -151,7 +151,9 @@ def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="layers"):
         FeatureEvolution([], epochs=[1])
     # refused at once, not after the first epoch of the fit
-    with pytest.raises(TypeError, match="floating-point tensor, got torch.uint8"):
+    with pytest.raises(
+        TypeError, match="images must be a floating-point tensor, got torch.uint8"
+    ):
         FeatureEvolution(["model.0"], [1], images=torch.zeros(2, 1, 8, 8).byte())
     with pytest.raises(ValueError, match=r"images must be images \(N, C, H, W\)"):
         FeatureEvolution(["model.0"], [1], images=torch.zeros(1, 8, 8))

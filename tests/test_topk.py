@@ -139,6 +139,9 @@ def test_scans_of_nothing_or_through_a_loader_are_refused():
         top_activations(model, model[0], images)  # a layer, not a list
     with pytest.raises(TypeError, match="DataLoader"):
         top_activations(model, [model[0]], DataLoader(images, shuffle=True))
+    # named as what the user passed ("inputs", before)
+    with pytest.raises(TypeError, match="dataset's batches must be a floating-point"):
+        top_activations(model, [model[0]], images.byte())
 
     class Stream(IterableDataset):  # no item i: a NotImplementedError, before
         def __len__(self):
