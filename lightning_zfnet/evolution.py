@@ -104,7 +104,11 @@ class FeatureEvolution(pl.Callback):
         if self.directory is None:
             log_dir = trainer.log_dir or trainer.default_root_dir
             self._output = Path(log_dir) / "feature_evolution"
-        for layer in self.layers:  # a misnamed layer stops the fit before it trains
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After the module's setup and configure_model, which may build the layers;
+        # a misnamed layer stops the fit before it trains, not after an epoch.
+        for layer in self.layers:
             _resolve(pl_module, layer)
 
     def on_train_epoch_end(

@@ -211,3 +211,21 @@ def test_validation_batches_of_dicts_are_named_with_what_to_pass():
     callback = FeatureEvolution(["model.0"], epochs=[1], num_images=6)
     with pytest.raises(TypeError, match=r"a batch is a dict: pass .* images="):
         callback._fixed_images(trainer)
+
+
+class BuiltLate(Classifier):
+    """Builds its network in configure_model, after the callbacks' setup."""
+
+    def __init__(self):
+        super().__init__()
+        self.built = self.model
+        self.model = None
+
+    def configure_model(self):
+        self.model = self.built
+
+
+def test_layers_built_in_configure_model_are_found(tmp_path):
+    callback = FeatureEvolution(["model.0"], epochs=[1], directory=tmp_path)
+    fit(callback, epochs=1, module=BuiltLate())
+    assert [epoch for epoch, _ in callback.history["model.0"]] == [1]
