@@ -80,7 +80,11 @@ def check_images(images: Any, name: str = "inputs") -> Tensor:
             f"{name} must be a tensor of images (N, C, H, W), got "
             f"{type(images).__name__}"
         )
-    as_tuple(images)  # a floating-point tensor
+    if not images.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got {images.dtype}; convert "
+            "images with .float() (and scale them as the model expects)"
+        )
     if images.ndim != 4:
         raise ValueError(
             f"{name} must be images (N, C, H, W), got shape {tuple(images.shape)}"

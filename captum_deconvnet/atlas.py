@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.utils import make_grid, save_image
 
-from ._inputs import as_int
+from ._inputs import as_int, holds_integers, positive_int
 from .deconvnet import FeatureMapDeconvNet
 from .display import normalize_projection
 from .layers import guarded, model_device
@@ -78,13 +78,25 @@ def cut_patches(
         ``(K, C, h, w)`` with ``h = min(field.size[0], H)``, likewise ``w``.
 
     Raises:
-        ValueError: a position whose field lies wholly outside the image.
+        TypeError: ``images`` not a tensor.
+        ValueError: ``images`` not ``(K, C, H, W)``, ``positions`` not ``(K, 2)``
+            ints, or a position whose field lies wholly outside the image.
 
     Example::
 
         >>> patches = cut_patches(images, receptive_field(model, layer, (1, 64, 64)),
         ...                       torch.tensor([[3, 4], [0, 0]]))
     """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a tensor (K, C, H, W), got {type(images)}")
+    if images.ndim != 4:
+        raise ValueError(f"images must be (K, C, H, W), got {tuple(images.shape)}")
+    positions = torch.as_tensor(positions)
+    if positions.shape != (len(images), 2) or not holds_integers(positions):
+        raise ValueError(
+            f"positions must be ({len(images)}, 2) ints, a (row, col) per image, "
+            f"got {positions.dtype} of shape {tuple(positions.shape)}"
+        )
     k, channels, height, width = images.shape
     side = (min(field.size[0], height), min(field.size[1], width))
     fills = torch.as_tensor(fill, dtype=images.dtype).expand(k)
@@ -315,7 +327,9 @@ def save_atlas(
     Raises:
         TypeError: if ``atlas`` is not one layer's :class:`LayerAtlas` (the dict
             of all layers, say).
-        ValueError: if ``channels`` is empty or holds a channel out of range.
+        ValueError: if ``channels`` is empty or holds a channel out of range,
+            ``per_row`` is not a positive int, or the images have other than 1 or
+            3 channels.
     """
     if isinstance(atlas, Mapping):
         raise TypeError(
@@ -325,6 +339,14 @@ def save_atlas(
         )
     if not isinstance(atlas, LayerAtlas):
         raise TypeError(f"atlas must be a LayerAtlas, got {type(atlas).__name__}")
+    colours = atlas.patches.shape[2]
+    if colours not in (1, 3):
+        raise ValueError(
+            f"save_atlas draws images of 1 or 3 channels, but the atlas holds "
+            f"{colours}: keep one or three, e.g. dataclasses.replace(atlas, "
+            "projections=atlas.projections[:, :, :3], "
+            "patches=atlas.patches[:, :, :3])"
+        )
     count = atlas.values.shape[0]
     chosen = range(count) if channels is None else channels
     chosen = _checked_channels(chosen, count, "channels")
@@ -334,7 +356,8 @@ def save_atlas(
     patches = (patches - low) / (high - low).clamp(min=1e-12)
     zoom = max(1, math.ceil(min_side / projections.shape[-2]))
     blocks = [_block(p, q, zoom) for p, q in zip(projections, patches, strict=True)]
-    per_row = per_row or math.ceil(math.sqrt(len(blocks)))
+    square = math.ceil(math.sqrt(len(blocks)))
+    per_row = square if per_row is None else positive_int("per_row", per_row)
     grid = make_grid(blocks, nrow=per_row, padding=6, pad_value=1.0)
     save_image(grid, path)
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ._inputs import check_images
 from ._occlusion_args import pair
-from .layers import guarded, layer_name, layer_outputs
+from .layers import check_layers, guarded, layer_name, layer_outputs
 
 __all__ = [
     "box_part_masks",
@@ -28,7 +28,12 @@ __all__ = [
 
 def occlude(images: Tensor, masks: Tensor, fill: float = 0.0) -> Tensor:
     """``images`` ``(N, C, H, W)`` with ``fill`` where ``masks`` ``(N, H, W)`` is
-    true, in every channel."""
+    true, in every channel (a numpy array of masks is one too).
+
+    Raises:
+        ValueError: masks not ``(N, H, W)``.
+    """
+    masks = torch.as_tensor(masks)
     if masks.shape != (images.shape[0], *images.shape[2:]):
         raise ValueError(
             f"masks must be (N, H, W) = {(images.shape[0], *images.shape[2:])}, got "
@@ -39,7 +44,12 @@ def occlude(images: Tensor, masks: Tensor, fill: float = 0.0) -> Tensor:
 
 def mean_hamming_distance(signs: Tensor) -> float:
     """Mean over pairs ``i < j`` of the fraction of entries where rows ``i`` and
-    ``j`` of ``signs`` ``(N, D)`` differ."""
+    ``j`` of ``signs`` ``(N, D)`` (a tensor, array or nested list) differ.
+
+    Raises:
+        ValueError: signs not ``(N >= 2, D >= 1)``.
+    """
+    signs = torch.as_tensor(signs)
     if signs.ndim != 2 or signs.shape[0] < 2 or signs.shape[1] < 1:
         raise ValueError(f"signs must be (N >= 2, D >= 1), got {tuple(signs.shape)}")
     pairs = [
@@ -77,8 +87,10 @@ def correspondence(
         ``{mask name: {layer name: score}}``.
 
     Raises:
-        TypeError: ``masks`` not a non-empty dict, or a mask that is not an array.
-        ValueError: fewer than two images, or a mask not ``(N, H, W)``.
+        TypeError: ``masks`` not a non-empty dict, a mask that is not an array, or
+            a layer that is not a module.
+        ValueError: fewer than two images, a mask not ``(N, H, W)``, or ``layers``
+            not a non-empty list (one layer alone is refused).
 
     Example::
 
@@ -105,6 +117,7 @@ def correspondence(
                 f"masks[{part!r}] must be (N, H, W) = {expected}, got "
                 f"{tuple(mask.shape)}"
             )
+    check_layers(layers)
     table = {}
     with guarded(model) as model, torch.no_grad():
         names = [layer_name(model, layer) for layer in layers]
@@ -142,14 +155,22 @@ def box_part_masks(boxes: Tensor, image_size: tuple[int, int]) -> dict[str, Tens
         ``{"top": ..., "middle": ..., "bottom": ...}``, each ``(N, H, W)`` bool.
 
     Raises:
-        ValueError: boxes not ``(N, 4)``, a box with no area, or one that leaves a
+        ValueError: boxes not ``(N, 4)`` whole pixels (a float ``5.9`` is not cut
+            to ``5``), a box with no area, or one that leaves a
             third (or all) of itself outside the image, or is under 3 rows high:
             that part's mask would be empty, and occluding nothing would change
             no feature.
     """
-    boxes = torch.as_tensor(boxes).long()
+    boxes = torch.as_tensor(boxes)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must be (N, 4), got {tuple(boxes.shape)}")
+    fractional = (boxes != boxes.round()).any(1) if boxes.is_floating_point() else None
+    if fractional is not None and fractional.any():
+        raise ValueError(
+            f"boxes must be whole pixels, got {boxes[fractional].tolist()}; round "
+            "them first, e.g. floor x0 and y0 and ceil x1 and y1"
+        )
+    boxes = boxes.long()
     empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
     if empty.any():
         raise ValueError(
@@ -221,7 +242,22 @@ def _uniform(low: int, high: int, generator: torch.Generator | None) -> int:
 def plot_correspondence(
     table: Mapping[str, Mapping[str, float]], path: str | os.PathLike
 ) -> None:
-    """Save the table as a PNG bar chart: a group per layer, a bar per mask set."""
+    """Save the table as a PNG bar chart: a group per layer, a bar per mask set.
+
+    Raises:
+        TypeError: ``table`` not a dict.
+        ValueError: ``table`` empty.
+    """
+    if not isinstance(table, Mapping):
+        raise TypeError(
+            "table must be the dict that correspondence returns, got "
+            f"{type(table).__name__}"
+        )
+    if not table:
+        raise ValueError(
+            "table is empty: pass what correspondence returns, "
+            "{mask name: {layer name: score}}"
+        )
     parts = list(table)
     layers = list(next(iter(table.values())))
     figure = Figure(figsize=(1.5 + 1.2 * len(layers) * len(parts) / 2, 3.2))

@@ -127,8 +127,7 @@ def radial_spectrum(
         TypeError, ValueError: as :func:`filter_spectrum`; ValueError for ``bins``
             below 1.
     """
-    if bins < 1:
-        raise ValueError(f"bins must be positive, got {bins}")
+    bins = positive_int("bins", bins)
     radius, energy = filter_spectrum(weight, size)
     edges = torch.linspace(0, 0.5, bins + 1, dtype=torch.float64)
     ring = torch.bucketize(radius, edges[1:-1], right=True).flatten()

@@ -8,6 +8,7 @@ import os
 from torch import Tensor, nn
 from torchvision.utils import make_grid, save_image
 
+from ._inputs import positive_int
 from .display import normalize_projection
 
 __all__ = ["filter_images", "save_filters"]
@@ -55,9 +56,14 @@ def save_filters(
         per_row: filters per row (default about a square).
         min_side: filters smaller than this are enlarged by a whole factor
             (nearest neighbour, so each weight stays a visible square).
+
+    Raises:
+        TypeError, ValueError: as :func:`filter_images`; ValueError for a
+            ``per_row`` that is not a positive int.
     """
     images = filter_images(layer)
     zoom = max(1, math.ceil(min_side / images.shape[-2]))
     images = images.repeat_interleave(zoom, -2).repeat_interleave(zoom, -1)
-    per_row = per_row or math.ceil(math.sqrt(len(images)))
+    square = math.ceil(math.sqrt(len(images)))
+    per_row = square if per_row is None else positive_int("per_row", per_row)
     save_image(make_grid(images, nrow=per_row, padding=2, pad_value=1.0), path)

@@ -50,7 +50,7 @@ def transform(images: Tensor, kind: str, amount: float, fill: float = 0.0) -> Te
     Args:
         images: ``(..., H, W)``, e.g. ``(N, C, H, W)``.
         kind: one of ``"translation"``, ``"scale"``, ``"rotation"``.
-        amount: pixels, factor or degrees.
+        amount: pixels, factor or degrees (a number or a one-element tensor).
         fill: value where the image moves away.
 
     Returns:
@@ -67,6 +67,8 @@ def transform(images: Tensor, kind: str, amount: float, fill: float = 0.0) -> Te
         )
     if kind not in TRANSFORMS:
         raise ValueError(f"transform must be one of {TRANSFORMS}, got {kind!r}")
+    if isinstance(amount, Tensor):
+        amount = amount.item()  # an entry of a sweep given as a tensor
     if kind == "translation" and amount != round(amount):
         raise ValueError(f"translation moves whole pixels, got {amount!r}")
     bilinear = InterpolationMode.BILINEAR

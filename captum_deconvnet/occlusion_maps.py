@@ -157,10 +157,12 @@ def occlusion_figure(
             ``projection`` not a tensor, or ``index`` not an int (a numpy int or
             a 0-d integer tensor is one).
         ValueError: ``image`` or ``projection`` not one image ``(C, H, W)`` of 1 or
-            3 channels, an ``index`` out of the maps' batch, or an image of
-            another size than the maps were made on.
+            3 channels, an ``index`` out of the maps' batch, an image of another
+            size than the maps were made on, a projection of another size than
+            the image, or ``class_names`` without a name for a class shown.
     """
     image, index, projection = _figure_inputs(image, maps, index, projection)
+    _check_names(maps, index, class_names)
     size = tuple(image.shape[-2:])
 
     def upsampled(grid: Tensor) -> Tensor:
@@ -241,4 +243,20 @@ def _figure_inputs(
         )
     if projection is not None:
         projection = _one_image(projection, "projection")
+        if projection.shape[-2:] != image.shape[-2:]:
+            raise ValueError(
+                f"projection {tuple(projection.shape)} and image "
+                f"{tuple(image.shape)} differ in size: pass the projection of image "
+                f"{index}"
+            )
     return image, index, projection
+
+
+def _check_names(maps: SensitivityMaps, index: int, names: Any) -> None:
+    """Raise unless ``names`` (if given) names every class of image ``index``."""
+    classes = max(int(maps.top_class[index].max()), int(maps.target[index])) + 1
+    if names is not None and len(names) < classes:
+        raise ValueError(
+            f"class_names has {len(names)} names, but the maps of image {index} "
+            f"hold class {classes - 1}: pass a name for every class"
+        )

@@ -161,7 +161,7 @@ def receptive_field(
     (those on its submodules are), so a hook that resizes the input is not seen.
 
     Raises:
-        ValueError: if the layer's output is not a map with a bounded field (it
+        ValueError: if the layer's output is not one map with a bounded field (it
             follows a flatten, a linear layer, a resampling, reflection or
             replication padding, or an operation not known to keep positions
             apart; constant padding and a crop by indexing, ``x[:, :, 1:, 2:]``,
@@ -199,26 +199,29 @@ def receptive_field(
         name = layer_name(plain, layer)
         if name == "":
             raise ValueError("layer must be a submodule of the model, not the model")
-        graph = _shaped_graph(plain, shape)
+        graph = _shaped_graph(plain, shape, layer)
     fields: dict[fx.Node, Field] = {}
-    inside = []
     for node in graph.graph.nodes:
         fields[node] = _node_field(graph, node, fields)
-        if name in node.meta.get("nn_module_stack", {}):
-            inside.append(node)
-    if not inside:
-        raise ValueError(f"layer {name!r} does not run in the model's forward pass")
-    found = fields[inside[-1]]  # the last node inside the layer is its output
+    output = graph.meta["watched"]  # what the layer returns from its first call
+    if output is None:
+        stacks = [node.meta.get("nn_module_stack", {}) for node in graph.graph.nodes]
+        if not any(name in stack for stack in stacks):
+            raise ValueError(f"layer {name!r} does not run in the model's forward pass")
+        raise ValueError(f"layer {name!r} returns no single tensor (a tuple, say)")
+    found = fields[output]
     if isinstance(found, _Unbounded):
         raise ValueError(f"layer {name!r} has no bounded receptive field: {found}")
     if found is None:
         raise ValueError(f"layer {name!r} does not see the input in the forward pass")
-    return dataclasses.replace(found, map_size=map_size(inside[-1]))
+    return dataclasses.replace(found, map_size=map_size(output))
 
 
-def _shaped_graph(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
+def _shaped_graph(
+    model: nn.Module, input_shape: Sequence[int], layer: nn.Module
+) -> fx.GraphModule:
     try:
-        graph = symbolic_trace(model)
+        graph = symbolic_trace(model, watch=layer)
     except Exception as error:  # fx raises many kinds on untraceable code
         raise ValueError(
             f"receptive_field needs a model torch.fx can trace: {error}"

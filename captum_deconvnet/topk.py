@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ._inputs import check_images, holds_integers, positive_int
 from .layers import check_layers, guarded, layer_name, layer_outputs, model_device
@@ -28,6 +28,7 @@ __all__ = [
     "IndexedDataset",
     "TopEntries",
     "TopKActivations",
+    "check_indexed",
     "first_item",
     "top_activations",
 ]
@@ -334,7 +335,8 @@ def top_activations(
 
     Raises:
         TypeError: if the dataset's images are not tensors, a layer's output is
-            not one tensor, or ``dataset`` is a ``DataLoader``.
+            not one tensor, or ``dataset`` is a ``DataLoader`` or an
+            ``IterableDataset``.
         ValueError: if ``layers`` is not a non-empty list (one layer alone is
             refused) or a layer is not a submodule of ``model`` or does not run,
             the dataset is empty, or the images are not ``(N, C, H, W)``.
@@ -347,11 +349,7 @@ def top_activations(
         ...                 distinct_images=True)  # 9 different images each
     """
     check_layers(layers)
-    if isinstance(dataset, DataLoader):
-        raise TypeError(
-            "dataset must be a Dataset or a tensor of images, not a DataLoader: "
-            "item i's index is its image's, so the scan makes its own loader"
-        )
+    check_indexed(dataset)
     if not len(dataset):
         raise ValueError("dataset is empty: there is nothing to scan")
     top = TopKActivations(k, distinct_images)
@@ -368,6 +366,22 @@ def top_activations(
             for name, output in zip(names, outputs, strict=True):
                 top.update(name, output, indices)
     return top
+
+
+def check_indexed(dataset: Any) -> None:
+    """Raise a ``TypeError`` for a ``DataLoader`` or an ``IterableDataset``: a scan
+    numbers images by their index in the dataset, and loads them by it again."""
+    if isinstance(dataset, DataLoader):
+        raise TypeError(
+            "dataset must be a Dataset or a tensor of images, not a DataLoader: "
+            "item i's index is its image's, so the scan makes its own loader"
+        )
+    if isinstance(dataset, IterableDataset):
+        raise TypeError(
+            "dataset must be a Dataset that can be indexed, or a tensor of images, "
+            f"not an IterableDataset ({type(dataset).__name__}): item i's index is "
+            "its image's, which the projections load again"
+        )
 
 
 class IndexedDataset(Dataset):

@@ -21,7 +21,7 @@ from captum_deconvnet import (
     project_top_activations,
     top_activations,
 )
-from captum_deconvnet._inputs import check_submodule
+from captum_deconvnet._inputs import check_images, check_submodule, positive_int
 from captum_deconvnet.model_state import eval_mode
 from captum_deconvnet.receptive_field import ReceptiveField
 from captum_deconvnet.topk import first_item
@@ -56,6 +56,13 @@ class FeatureEvolution(pl.Callback):
         num_images: how many validation images to take without ``images``.
         normalization: as for :class:`~captum_deconvnet.FeatureMapDeconvNet`.
 
+    Raises:
+        ValueError: no layers, epochs not ints >= 1, ``num_images`` not a
+            positive int, or ``images`` not ``(N, C, H, W)``.
+        TypeError: ``images`` not a floating-point tensor (convert uint8 images
+            as the model expects them).
+        ValueError, at the start of fitting: a layer the module does not have.
+
     Attributes:
         history: per layer name, ``(epoch, LayerAtlas)`` for each epoch shown.
 
@@ -78,12 +85,14 @@ class FeatureEvolution(pl.Callback):
             raise ValueError("layers is empty")
         if not epochs or any(not isinstance(e, int) or e < 1 for e in epochs):
             raise ValueError(f"epochs must be whole numbers >= 1, got {epochs!r}")
+        if images is not None:  # checked now, not after the first epoch
+            check_images(images, "images")
         self.layers = list(layers)
         self.epochs = sorted(set(epochs))
         self.directory = None if directory is None else Path(directory)
         self._output = self.directory  # resolved in setup
         self.images = images
-        self.num_images = num_images
+        self.num_images = positive_int("num_images", num_images)
         self.normalization = normalization
         self.history: dict[str, list[tuple[int, LayerAtlas]]] = {}
 
@@ -95,6 +104,12 @@ class FeatureEvolution(pl.Callback):
         if self.directory is None:
             log_dir = trainer.log_dir or trainer.default_root_dir
             self._output = Path(log_dir) / "feature_evolution"
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After the module's setup and configure_model, which may build the layers;
+        # a misnamed layer stops the fit before it trains, not after an epoch.
+        for layer in self.layers:
+            _resolve(pl_module, layer)
 
     def on_train_epoch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
@@ -178,7 +193,12 @@ def _resolve(pl_module: nn.Module, layer: str | nn.Module) -> nn.Module:
 
 
 def _first_images(loaders: object, count: int) -> Tensor:
-    """The first ``count`` images of a loader (the first, if a list)."""
+    """The first ``count`` images of a loader (the first, if a list).
+
+    Raises:
+        ValueError: no loader.
+        TypeError: batches whose images are not a tensor or a tuple's first entry.
+    """
     if isinstance(loaders, (list, tuple)):
         loaders = loaders[0] if loaders else None
     if loaders is None:
@@ -189,7 +209,14 @@ def _first_images(loaders: object, count: int) -> Tensor:
         )
     images = []
     for batch in loaders:
-        images.append(first_item(batch))
+        image = first_item(batch)
+        if not isinstance(image, Tensor):
+            raise TypeError(
+                "FeatureEvolution takes its images from the validation batches "
+                "(a tensor, or the first entry of a tuple or list), but a batch is "
+                f"a {type(batch).__name__}: pass the images as images=..."
+            )
+        images.append(image)
         if sum(len(x) for x in images) >= count:
             break
     return torch.cat(images)[:count].detach().cpu()

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from captum_deconvnet import TopKActivations
 from captum_deconvnet._inputs import check_images
 from captum_deconvnet.layers import check_layers, layer_name, layer_outputs, unwrap
-from captum_deconvnet.topk import first_item
+from captum_deconvnet.topk import check_indexed, first_item
 
 from .batches import BatchWriter, fixed_batches, run_batches
 
@@ -205,8 +205,9 @@ def scan_top_activations(
         ``model`` (``model.get_submodule(name)`` gives a layer back).
 
     Raises:
-        TypeError: if the dataset's images are not floating-point tensors, or a
-            layer's output is not one tensor.
+        TypeError: if the dataset's images are not floating-point tensors, a
+            layer's output is not one tensor, or ``dataset`` is a ``DataLoader``
+            or an ``IterableDataset``.
         ValueError: if ``layers`` is not a non-empty list (one layer alone is
             refused, as by ``captum_deconvnet.top_activations``), a layer is not a
             submodule of ``model`` or does not run, ``k`` is not positive, or the
@@ -218,6 +219,7 @@ def scan_top_activations(
         >>> top.entries("features.4").images[5]  # images of channel 5's top 9
     """
     check_layers(layers)
+    check_indexed(dataset)
     model = unwrap(model)  # names inside a compiled or data-parallel wrapper
     names = [layer_name(model, layer) for layer in layers]
     result = run_batches(

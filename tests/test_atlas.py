@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -35,6 +37,24 @@ def test_patches_are_cut_as_by_hand():
     # (4, 4) would see rows and columns 7..9: no pixel of the image
     with pytest.raises(ValueError, match=r"position \(4, 4\) sees nothing"):
         cut_patches(IMAGE, field, torch.tensor([[4, 4]]))
+
+
+def test_positions_must_give_one_position_per_image():
+    """One position too few left the last image's patch all fill, silently."""
+    field = ReceptiveField(size=(3, 3), jump=(2, 2), start=(-1, -1))
+    images = IMAGE.expand(2, -1, -1, -1)
+    with pytest.raises(ValueError, match=r"positions must be \(2, 2\) ints"):
+        cut_patches(images, field, torch.tensor([[1, 2]]))
+    with pytest.raises(ValueError, match=r"got torch.float32 of shape \(2, 2\)"):
+        cut_patches(images, field, torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"images must be \(K, C, H, W\)"):
+        cut_patches(IMAGE[0], field, torch.tensor([[1, 2]]))
+    # a list of (row, col) pairs is as good as a tensor
+    by_list = cut_patches(images, field, [[1, 2], [0, 0]])
+    assert torch.equal(
+        by_list, cut_patches(images, field, torch.tensor([[1, 2], [0, 0]]))
+    )
+    assert by_list[0, 0].tolist() == [[9, 10, 11], [15, 16, 17], [21, 22, 23]]
 
 
 def test_fields_larger_than_the_image_give_image_sized_patches():
@@ -204,7 +224,38 @@ def test_save_atlas_names_bad_channels_and_the_dict_of_all_layers(
             save_atlas(atlas["4"], tmp_path / "a.png", channels=[bad])
     with pytest.raises(TypeError, match=r"dict of layers \['0', '4'\].*atlas\['0'\]"):
         save_atlas(atlas, tmp_path / "a.png")
+    for per_row in (0, -1):  # 0 drew the default, -1 a RuntimeError
+        with pytest.raises(
+            ValueError, match=rf"per_row must be a positive int, got {per_row}"
+        ):
+            save_atlas(atlas["4"], tmp_path / "a.png", per_row=per_row)
     assert not (tmp_path / "a.png").exists()
+
+
+@pytest.mark.parametrize("colours", [4, 5])
+def test_save_atlas_refuses_images_of_other_than_one_or_three_channels(
+    atlas_and_scan, tmp_path, colours
+):
+    """RGBA-like images gave a RuntimeError from inside torch.cat."""
+    one = atlas_and_scan[2]["4"]
+    many = dataclasses.replace(
+        one,
+        projections=one.projections.repeat(1, 1, colours, 1, 1),
+        patches=one.patches.repeat(1, 1, colours, 1, 1),
+    )
+    with pytest.raises(
+        ValueError, match=rf"1 or 3 channels, but the atlas holds {colours}"
+    ):
+        save_atlas(many, tmp_path / "a.png")
+    three = dataclasses.replace(
+        many, projections=many.projections[:, :, :3], patches=many.patches[:, :, :3]
+    )
+    save_atlas(three, tmp_path / "a.png")  # as the message says
+    save_atlas(one, tmp_path / "b.png")
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "a.png")),
+        np.asarray(Image.open(tmp_path / "b.png")),
+    )
 
 
 def test_projecting_over_another_dataset_names_the_missing_image(atlas_and_scan):

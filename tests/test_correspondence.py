@@ -25,6 +25,8 @@ def test_mean_hamming_distance_by_hand():
         mean_hamming_distance(signs[:1])
     with pytest.raises(ValueError, match="D >= 1"):  # no entries: no distance
         mean_hamming_distance(signs[:, :0])
+    # a nested list is the same signs (an AttributeError on .ndim, before)
+    assert mean_hamming_distance(signs.tolist()) == mean_hamming_distance(signs)
 
 
 def test_correspondence_equals_a_direct_computation():
@@ -69,6 +71,11 @@ def test_correspondence_equals_a_direct_computation():
         correspondence(model, images, {"part": "middle"}, layers)
     with pytest.raises(ValueError, match="N, H, W"):
         random_masks_like(masks[0])
+    # one layer alone (a TypeError from iterating it, before) names what to pass
+    with pytest.raises(ValueError, match=r"got Flatten; pass one layer as \[layer\]"):
+        correspondence(model, images, {"part": masks}, model.flat)
+    with pytest.raises(TypeError, match="got 'flat'"):
+        correspondence(model, images, {"part": masks}, ["flat"])
 
 
 def test_box_thirds_by_hand():
@@ -84,6 +91,12 @@ def test_box_thirds_by_hand():
         box_part_masks(torch.zeros(2, 3), (16, 16))
     with pytest.raises(ValueError, match="x1 > x0"):  # its masks would be empty
         box_part_masks(torch.tensor([[8, 3, 2, 12]]), (16, 16))
+    # float boxes of whole pixels are the same boxes; a fraction was cut off
+    assert torch.equal(box_part_masks(boxes.double(), (16, 16))["middle"], expected)
+    with pytest.raises(
+        ValueError, match=r"whole pixels, got \[\[2.0, 3.0, 8.5, 12.0\]\]"
+    ):
+        box_part_masks(torch.tensor([[2.0, 3.0, 8.5, 12.0]]), (16, 16))
 
 
 def test_random_masks_are_the_same_shapes_elsewhere():
@@ -107,6 +120,13 @@ def test_occlude_and_the_plot(tmp_path):
     assert out[1, :, 0, 0].tolist() == [0.25] * 3 and out.sum() == 2 * 48 - 3 * 0.75
     with pytest.raises(ValueError, match="masks must be"):
         occlude(images, masks[0])
+    # numpy masks, as correspondence takes them (an AttributeError, before)
+    assert torch.equal(occlude(images, masks.numpy(), fill=0.25), out)
     table = {"top": {"a": 0.1, "b": 0.2}, "random": {"a": 0.3, "b": 0.25}}
     plot_correspondence(table, tmp_path / "table.png")
     assert Image.open(tmp_path / "table.png").size[0] > 100
+    with pytest.raises(ValueError, match="table is empty"):  # a StopIteration
+        plot_correspondence({}, tmp_path / "none.png")
+    with pytest.raises(TypeError, match="got list"):
+        plot_correspondence([table], tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()

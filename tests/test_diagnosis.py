@@ -91,6 +91,11 @@ def test_spectrum_rejects_bad_arguments():
         filter_spectrum(torch.ones(1, 1, 9, 9), size=8)
     with pytest.raises(ValueError, match="cutoff"):
         high_frequency_fraction(torch.ones(1, 1, 3, 3), cutoff=0.7)
+    for bins in (0, 2.5):  # 2.5 gave a TypeError from inside torch.linspace
+        with pytest.raises(
+            ValueError, match=rf"bins must be a positive int, got {bins}"
+        ):
+            radial_spectrum(torch.ones(1, 1, 3, 3), bins=bins)
 
 
 def test_firing_rates_count_positive_positions_and_find_dead_maps():

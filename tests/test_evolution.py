@@ -150,9 +150,22 @@ def test_bad_arguments_are_named(tmp_path):
         FeatureEvolution(["model.0"], epochs=[0])
     with pytest.raises(ValueError, match="layers"):
         FeatureEvolution([], epochs=[1])
+    # refused at once, not after the first epoch of the fit
+    with pytest.raises(
+        TypeError, match="images must be a floating-point tensor, got torch.uint8"
+    ):
+        FeatureEvolution(["model.0"], [1], images=torch.zeros(2, 1, 8, 8).byte())
+    with pytest.raises(ValueError, match=r"images must be images \(N, C, H, W\)"):
+        FeatureEvolution(["model.0"], [1], images=torch.zeros(1, 8, 8))
+    with pytest.raises(ValueError, match="num_images must be a positive int, got 0"):
+        FeatureEvolution(["model.0"], [1], num_images=0)
     callback = FeatureEvolution(["model.9"], epochs=[1], directory=tmp_path)
+    module = Classifier()
+    steps = []
+    module.on_train_batch_start = lambda batch, index: steps.append(index)
     with pytest.raises(ValueError, match="model.9"):
-        fit(callback, epochs=1)
+        fit(callback, epochs=1, module=module)
+    assert steps == []  # refused before the first epoch trained, not after it
     callback = FeatureEvolution([nn.ReLU()], epochs=[1], directory=tmp_path)
     with pytest.raises(ValueError, match="not a submodule"):
         fit(callback, epochs=1)
@@ -187,3 +200,32 @@ def test_images_come_from_the_data_module_not_the_trainers_sharded_loader():
     )
     callback = FeatureEvolution(["model.0"], epochs=[1], num_images=6)
     assert torch.equal(callback._fixed_images(trainer), data.tensors[0][:6])
+
+
+def test_validation_batches_of_dicts_are_named_with_what_to_pass():
+    """Batches of dicts stopped the fit at torch.cat with a message about lists."""
+    data = [{"image": image, "label": 0} for image in torch.randn(8, 1, 8, 8)]
+    trainer = SimpleNamespace(
+        datamodule=None, val_dataloaders=DataLoader(data, batch_size=4)
+    )
+    callback = FeatureEvolution(["model.0"], epochs=[1], num_images=6)
+    with pytest.raises(TypeError, match=r"a batch is a dict: pass .* images="):
+        callback._fixed_images(trainer)
+
+
+class BuiltLate(Classifier):
+    """Builds its network in configure_model, after the callbacks' setup."""
+
+    def __init__(self):
+        super().__init__()
+        self.built = self.model
+        self.model = None
+
+    def configure_model(self):
+        self.model = self.built
+
+
+def test_layers_built_in_configure_model_are_found(tmp_path):
+    callback = FeatureEvolution(["model.0"], epochs=[1], directory=tmp_path)
+    fit(callback, epochs=1, module=BuiltLate())
+    assert [epoch for epoch, _ in callback.history["model.0"]] == [1]

@@ -23,8 +23,13 @@ def test_png_is_a_grid_of_enlarged_filters(tmp_path):
     assert Image.open(tmp_path / "filters.png").size == (5 * 30 + 2, 2 * 30 + 2)
 
 
-def test_bad_layers_are_named():
+def test_bad_layers_are_named(tmp_path):
     with pytest.raises(TypeError, match="Linear"):
         filter_images(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="over 8 channels"):
         filter_images(nn.Conv2d(8, 4, 3))
+    for per_row in (0, -2, 2.5):  # 0 drew the default, -2 a RuntimeError
+        with pytest.raises(
+            ValueError, match=rf"per_row must be a positive int, got {per_row}"
+        ):
+            save_filters(nn.Conv2d(3, 4, 3), tmp_path / "f.png", per_row=per_row)

@@ -75,6 +75,28 @@ def test_curves_equal_a_direct_computation():
     assert curves["rotation"].probabilities.shape == (3, 2)
 
 
+def test_sweeps_given_as_tensors_equal_sweeps_given_as_lists():
+    """torch.arange shifts stopped at round(tensor), a TypeError."""
+    model = small_classifier().eval()
+    x, labels = torch.randn(2, 1, 12, 12), torch.tensor([1, 2])
+    lists = ([-2, 0, 2], [1.0, 1.25], [0.0, 90.0])
+    tensors = (
+        torch.arange(-2, 3, 2),
+        torch.tensor([1.0, 1.25]),
+        torch.tensor(lists[2]),
+    )
+    by_list = invariance_curves(model, x, labels, [model[0]], *lists)
+    by_tensor = invariance_curves(model, x, labels, [model[0]], *tensors)
+    for kind, curves in by_list.items():
+        assert torch.equal(by_tensor[kind].amounts, curves.amounts)
+        assert torch.equal(by_tensor[kind].distances["0"], curves.distances["0"])
+        assert torch.equal(by_tensor[kind].probabilities, curves.probabilities)
+    moved = transform(x, "translation", torch.tensor(2))
+    torch.testing.assert_close(moved, shifted_down(x, 2, 0.0))
+    with pytest.raises(ValueError, match="whole pixels, got 0.5"):
+        transform(x, "translation", torch.tensor(0.5))
+
+
 def test_default_sweeps_and_the_plot(tmp_path):
     model = small_classifier().eval()
     x, labels = torch.randn(2, 1, 12, 12), torch.tensor([1, 2])

@@ -69,3 +69,16 @@ def test_figure_has_a_panel_for_each_map(with_layer, tmp_path):
     shown = {t.get_text() for t in legend.get_texts()}
     assert shown == {names[k] for k in maps.top_class[1].unique().tolist()}
     figure.savefig(tmp_path / "fig7.png")
+
+
+def test_figure_names_too_few_class_names_and_a_projection_of_another_size():
+    """Too few names gave an IndexError; a projection of another size was drawn."""
+    model, x = small_cnn(), images(2)
+    maps = OcclusionSensitivity(model).sensitivity_maps(x, 4, 2, layer=model[3])
+    shown = max(int(maps.top_class[0].max()), int(maps.target[0]))
+    names = [f"class {k}" for k in range(shown)]  # one too few
+    with pytest.raises(ValueError, match=rf"{shown} names, .* hold class {shown}"):
+        occlusion_figure(x[0], maps, 0, class_names=names)
+    occlusion_figure(x[0], maps, 0, class_names=[*names, "last"])
+    with pytest.raises(ValueError, match=r"projection \(3, 6, 6\) and image"):
+        occlusion_figure(x[0], maps, 0, projection=torch.randn(3, 6, 6))

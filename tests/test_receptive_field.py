@@ -226,6 +226,45 @@ def test_resnet_fields_follow_the_main_branch():
     assert (block.size, block.jump) == ((67, 67), (8, 8))
 
 
+class SideWork(nn.Module):
+    """Returns its first convolution's map; computes more it does not return."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.unused = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 5, stride=2)
+
+    def forward(self, x):
+        out = self.first(x)
+        self.unused(out)  # dead: its field is not the block's
+        self.mean = out.mean()  # kept for logging: no map, but not the output
+        return out
+
+
+class TwoMaps(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3)
+
+    def forward(self, x):
+        out = self.conv(x)
+        return out, out * 2
+
+
+def test_the_field_is_that_of_the_map_a_block_returns():
+    """The last node inside a block was taken for its output: the field of the
+    dead 5x5 convolution, or a refusal for the mean. By hand: a 3x3 convolution,
+    then another."""
+    side, two = SideWork(), TwoMaps()
+    model = nn.Sequential(side, nn.Conv2d(4, 4, 3), nn.ReLU())
+    field = receptive_field(model, side, (3, 12, 10))
+    assert field == ReceptiveField(size=(3, 3), jump=(1, 1), start=(0, 0))
+    assert field.map_size == (10, 8)
+    assert receptive_field(model, model[1], (3, 12, 10)).size == (5, 5)
+    pair = nn.Sequential(nn.Conv2d(3, 4, 1), two)
+    with pytest.raises(ValueError, match="'1' returns no single tensor"):
+        receptive_field(pair, two, (3, 8, 8))
+
+
 class Flip(nn.Module):
     def forward(self, x):
         return torch.flip(x, (-1,))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
 
 from captum_deconvnet import top_activations
 from lightning_zfnet import TopKWriter, scan_top_activations
@@ -61,6 +62,20 @@ def test_scan_reads_images_out_of_tuples_and_restores_the_mode():
         scan_top_activations(model, [nn.ReLU()], items)
     with pytest.raises(TypeError, match="dataset's batches must be a tensor.*list"):
         scan_top_activations(model, [model[0]], images[:4].tolist())
+    # refused before the trainer starts (a TypeError on subscripting a loader,
+    # a NotImplementedError from inside the predict loop for an iterable)
+    with pytest.raises(TypeError, match="not a DataLoader"):
+        scan_top_activations(model, [model[0]], DataLoader(images, batch_size=8))
+
+    class Stream(IterableDataset):
+        def __len__(self):
+            return len(images)
+
+        def __iter__(self):
+            return iter(images)
+
+    with pytest.raises(TypeError, match=r"not an IterableDataset \(Stream\)"):
+        scan_top_activations(model, [model[0]], Stream())
 
 
 def test_scan_of_distinct_images_equals_the_naive_per_image_max():

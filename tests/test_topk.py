@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from captum_deconvnet import TopKActivations, top_activations
 
@@ -139,6 +139,19 @@ def test_scans_of_nothing_or_through_a_loader_are_refused():
         top_activations(model, model[0], images)  # a layer, not a list
     with pytest.raises(TypeError, match="DataLoader"):
         top_activations(model, [model[0]], DataLoader(images, shuffle=True))
+    # named as what the user passed ("inputs", before)
+    with pytest.raises(TypeError, match="dataset's batches must be a floating-point"):
+        top_activations(model, [model[0]], images.byte())
+
+    class Stream(IterableDataset):  # no item i: a NotImplementedError, before
+        def __len__(self):
+            return len(images)
+
+        def __iter__(self):
+            return iter(images)
+
+    with pytest.raises(TypeError, match=r"not an IterableDataset \(Stream\)"):
+        top_activations(model, [model[0]], Stream())
 
 
 def test_top_activations_read_images_out_of_dataset_items_and_equal_the_naive_top():
