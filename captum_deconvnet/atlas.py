@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from torchvision.utils import make_grid, save_image
 from ._inputs import as_int, holds_integers, positive_int
 from .deconvnet import FeatureMapDeconvNet
 from .display import normalize_projection
-from .layers import guarded, model_device
+from .layers import guarded, layer_outputs, model_device, outside_stacklevel
 from .receptive_field import ReceptiveField, receptive_field
 from .topk import TopKActivations, first_item, top_activations
 
@@ -156,6 +157,11 @@ def project_top_activations(
         ValueError: ``channels`` naming a layer ``top`` does not hold, a channel
             out of range, or ``top`` holding images past the end of ``dataset``
             (it was scanned over another dataset).
+
+    Warns:
+        UserWarning: when the images loaded again do not give the activations
+            ``top`` stored (beyond 5 %, as a scan under bf16 autocast may differ):
+            a dataset with random transforms shows other pixels than it scanned.
     """
     if not isinstance(top, TopKActivations):
         raise TypeError(
@@ -218,7 +224,7 @@ def _project_layer(
         picked[_checked_channels(chosen, channels, f"channels of {name}")] = True
         wanted &= picked[:, None]
     filled = wanted.flatten().nonzero().flatten().tolist()
-    projections, patches = [], []
+    projections, patches, reloaded = [], [], []
     for start in range(0, len(filled), batch_size):
         entries = filled[start : start + batch_size]
         sources = images.flatten()[entries].tolist()
@@ -226,9 +232,12 @@ def _project_layer(
         where = positions.flatten(0, 1)[entries]
         channel = torch.tensor(entries) // k
         projection = explainer.attribute(x, channel, positions=where).detach()
+        reloaded.append(_activations_at(explainer, x, channel, where))
         projections.append(cut_patches(projection, field, where).cpu())
         minima = x.flatten(1).amin(dim=1)  # outside the image: its darkest value
         patches.append(cut_patches(x, field, where, fill=minima).cpu())
+    if filled:
+        _warn_if_reloaded_differ(name, torch.cat(reloaded), values.flatten()[filled])
     return LayerAtlas(
         layer=name,
         field=field,
@@ -237,6 +246,37 @@ def _project_layer(
         positions=positions,
         projections=_scatter(projections, filled, channels, k),
         patches=_scatter(patches, filled, channels, k),
+    )
+
+
+def _activations_at(
+    explainer: FeatureMapDeconvNet, x: Tensor, channel: Tensor, where: Tensor
+) -> Tensor:
+    """``(K,)`` the explained layer's activations of ``channel`` at ``where``."""
+    with torch.no_grad():
+        (activation,), _ = layer_outputs(explainer.model, [explainer.layer], x)
+    index = torch.arange(len(x))
+    values = activation[index, channel.to(activation.device)]
+    if values.ndim == 3:  # (K, H, W) maps: the value at the stored position
+        values = values[index, where[:, 0], where[:, 1]]
+    return values.float().cpu()
+
+
+def _warn_if_reloaded_differ(name: str, now: Tensor, scanned: Tensor) -> None:
+    """Warn when images loaded again do not give the activations the scan stored:
+    a dataset with random transforms gives other pixels each time."""
+    scanned = scanned.float()
+    # loose enough for a scan under bf16 autocast or another batch size
+    if torch.allclose(now, scanned, rtol=0.05, atol=1e-3 * scanned.abs().max()):
+        return
+    worst = int((now - scanned).abs().argmax())
+    warnings.warn(
+        f"layer {name!r}: images loaded again give other activations than the scan "
+        f"stored ({float(now[worst]):.4g} against {float(scanned[worst]):.4g}), so "
+        "their projections and patches show other pixels than those scanned; a "
+        "dataset with random transforms does this: scan and project one without",
+        UserWarning,
+        stacklevel=outside_stacklevel(),
     )
 
 
@@ -292,6 +332,10 @@ def feature_atlas(
         that outgrows one process, scan it with ``lightning_zfnet.scan_top_activations``
         (DDP over GPUs and nodes) and pass the state to
         :func:`project_top_activations`.
+
+    Warns:
+        UserWarning: a ``dataset`` that gives other pixels each time it loads an
+            image (random transforms): see :func:`project_top_activations`.
 
     Example::
 

@@ -265,3 +265,28 @@ def test_projecting_over_another_dataset_names_the_missing_image(atlas_and_scan)
         project_top_activations(model, top, images[:last])
     with pytest.raises(TypeError, match="top must be the TopKActivations"):
         project_top_activations(model, atlas, images)
+
+
+class _RandomlyFlipped(torch.utils.data.Dataset):
+    """Each image flipped left-right or not at random on every load, as a
+    training transform does."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        image = self.images[index]
+        return image.flip(-1) if torch.rand(()) < 0.5 else image
+
+
+def test_a_dataset_that_loads_other_pixels_again_is_named(recwarn):
+    model, images = tiny_model(), tiny_images()
+    layers = [model[4]]
+    feature_atlas(model, layers, images, k=3, batch_size=5)
+    assert not [w for w in recwarn if "loaded again" in str(w.message)]
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="layer '4': images loaded again give other"):
+        feature_atlas(model, layers, _RandomlyFlipped(images), k=3, batch_size=5)
