@@ -21,7 +21,12 @@ from .data import LabelBudgetDataModule, SplitDataModule
 from .default import DEFAULT_CONFIG
 from .module import RunSettingsError, ZFNetModule
 from .precision import warn_emulated_bf16
-from .resume import differing_settings, keep_logged_rows, last_checkpoint
+from .resume import (
+    check_new_fit,
+    differing_settings,
+    keep_logged_rows,
+    last_checkpoint,
+)
 
 __all__ = ["ZFNetCLI", "main", "run_cli"]
 
@@ -36,7 +41,8 @@ class ZFNetCLI(LightningCLI):
       training run's ``config.yaml``, ``metrics.csv`` or ``hparams.yaml``;
     - ``fit --ckpt_path last`` without a last checkpoint is an error, not a fresh
       start, and a resumed fit keeps the ``metrics.csv`` rows logged before its
-      checkpoint;
+      checkpoint; a new fit where an earlier one left its last checkpoint is an
+      error, not a fit that replaces the earlier one's logs;
     - with ``--ckpt_path``, Lightning builds the model from the checkpoint's
       hyperparameters in place of the ``--model`` settings given; ``zfnet`` warns,
       naming each setting so replaced and its value in the checkpoint. ``--ckpt_path
@@ -247,6 +253,11 @@ class ZFNetCLI(LightningCLI):
                 "--ckpt_path last: fast_dev_run runs without checkpoints or logs, so "
                 "it cannot find the run's last checkpoint; give the checkpoint's path"
             )
+        if not path and not self.trainer.fast_dev_run:
+            try:
+                check_new_fit(self.trainer)
+            except FileExistsError as error:
+                self.parser.error(str(error))
         if path == "last":
             try:
                 arguments["ckpt_path"] = path = last_checkpoint(self.trainer)

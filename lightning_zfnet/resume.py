@@ -13,7 +13,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-__all__ = ["differing_settings", "keep_logged_rows", "last_checkpoint"]
+__all__ = [
+    "check_new_fit",
+    "differing_settings",
+    "keep_logged_rows",
+    "last_checkpoint",
+]
 
 
 def last_checkpoint(trainer: pl.Trainer) -> str:
@@ -36,6 +41,26 @@ def last_checkpoint(trainer: pl.Trainer) -> str:
             "the checkpoint's path."
         )
     return str(max(existing, key=lambda path: path.stat().st_mtime))
+
+
+def check_new_fit(trainer: pl.Trainer) -> None:
+    """Refuse a new fit (not resumed) where an earlier fit left its last checkpoint:
+    it would replace that fit's ``config.yaml`` and ``metrics.csv``, and ``--ckpt_path
+    last`` of an evaluation would still take the earlier fit's ``last.ckpt``.
+
+    Raises:
+        FileExistsError: naming the earlier fit's last checkpoint.
+    """
+    try:
+        found = last_checkpoint(trainer)
+    except FileNotFoundError:
+        return
+    raise FileExistsError(
+        f"{found}: an earlier fit's last checkpoint, where this fit would log and "
+        "save its own; a new fit there would replace that fit's config.yaml and "
+        "metrics.csv. Resume it with --ckpt_path last, or give the new fit a "
+        "folder of its own (--trainer.logger.init_args.save_dir)"
+    )
 
 
 def differing_settings(

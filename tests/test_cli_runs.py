@@ -252,6 +252,23 @@ def test_extending_a_finished_one_cycle_is_refused(
     assert (tmp_path / "config.yaml").read_text() == config
 
 
+def test_a_new_fit_into_the_folder_of_an_earlier_fit_is_refused(
+    fake_data_dir, trained, tmp_path, capsys
+):
+    """It replaced the earlier fit's config.yaml and metrics.csv and saved its own
+    checkpoints beside, as last-v1.ckpt, while an evaluation's --ckpt_path last
+    took the earlier fit's last.ckpt."""
+    shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    again = _fit_args(fake_data_dir, tmp_path, "--model.lr=0.01")
+    refusal = _refused(again, capsys)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert refusal.startswith(f"error: {last}: an earlier fit's last checkpoint")
+    assert refusal.endswith("(--trainer.logger.init_args.save_dir)")
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before
+
+
 def test_an_unbounded_one_cycle_fit_is_refused(fake_data_dir, tmp_path, capsys):
     unbounded = _fit_args(fake_data_dir, tmp_path, "--trainer.max_epochs=-1")
     refusal = _refused(unbounded, capsys)
