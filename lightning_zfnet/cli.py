@@ -14,7 +14,10 @@ from jsonargparse import Namespace
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_warn
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.exceptions import (
+    MisconfigurationException,
+    SIGTERMException,
+)
 
 from .cli_config import SaveConfigWhenRunning, is_callback, last_of_training, log_apart
 from .data import LabelBudgetDataModule, SplitDataModule
@@ -92,12 +95,13 @@ class ZFNetCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """Lightning's, then the data module's check of its settings against the
         data; a ValueError of either (an argument out of range, a split larger than
-        the data) is reported as a bad command line: exit code 2 and one line, no
-        traceback."""
+        the data), a FileNotFoundError (a data folder or checkpoint that is not
+        there) or a Trainer's MisconfigurationException is reported as a bad
+        command line: exit code 2 and one line, no traceback."""
         try:
             super().instantiate_classes()
             self.datamodule.check_data()
-        except ValueError as error:
+        except (ValueError, FileNotFoundError, MisconfigurationException) as error:
             self.parser.error(_refusal(error))
         warn_emulated_bf16(self.trainer)
 
@@ -291,11 +295,11 @@ _GROUPS = {
 }
 
 
-def _refusal(error: ValueError) -> str:
+def _refusal(error: Exception) -> str:
     """The refusal's words in ``error`` (jsonargparse wraps a constructor's),
     prefixed with the option group and class of the object that refused its
     arguments."""
-    while isinstance(error.__cause__, ValueError):
+    while isinstance(error.__cause__, (ValueError, FileNotFoundError)):
         error = error.__cause__
     # the outermost method of a class that the command line builds in the traceback
     frames = (frame for frame, _ in traceback.walk_tb(error.__traceback__))
