@@ -191,9 +191,10 @@ class ZFNetCLI(LightningCLI):
         self._check_draw()
 
     def _check_draw(self) -> None:
-        """A label-budget data module must draw as in the fit of the checkpoint:
-        another draw's test images include the fit's training images. Without a
-        checkpoint, warn: the model's initial weights are evaluated."""
+        """The checkpoint's network must fit the data, and a label-budget data
+        module must draw as in the fit of the checkpoint: another draw's test images
+        include the fit's training images. Without a checkpoint, warn: the model's
+        initial weights are evaluated."""
         path = self.config_init[self.subcommand].get("ckpt_path")
         if not path:
             rank_zero_warn(
@@ -201,11 +202,10 @@ class ZFNetCLI(LightningCLI):
                 "(random) weights: pass --ckpt_path last for the training's last "
                 "checkpoint, or a checkpoint's path"
             )
-        if not isinstance(self.datamodule, LabelBudgetDataModule) or not path:
             return
-        try:  # memory-mapped: only the settings are read, not the weights
-            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # noqa: BLE001 (Lightning reports an unreadable checkpoint)
+        saved = _saved(path)
+        self._check_data_shape(path, saved)
+        if not isinstance(self.datamodule, LabelBudgetDataModule):
             return
         fitted = saved.get("datamodule_hyper_parameters", {})
         differ = {
@@ -219,6 +219,27 @@ class ZFNetCLI(LightningCLI):
                 f"{path} was fit on another draw of labelled images than this "
                 f"{self.subcommand} would use ({differ}), so its test images would "
                 f"include training images: add {options}"
+            )
+
+    def _check_data_shape(self, path: str, saved: dict[str, Any]) -> None:
+        """Refuse a checkpoint whose weights do not fit the network built for the
+        data (its classes, channels, image size), naming the data's settings that
+        differ from the checkpoint's (Lightning's error lists the weights)."""
+        own = self.model.state_dict()
+        weights = saved.get("state_dict", {})
+        if all(own[k].shape == v.shape for k, v in weights.items() if k in own):
+            return
+        fitted = saved.get("hyper_parameters", {})
+        differ = [
+            f"{source} {self.model.hparams.get(target)} ({fitted[target]} in the "
+            "checkpoint)"
+            for source, target in _LINKS.items()
+            if target in fitted and self.model.hparams.get(target) != fitted[target]
+        ]
+        if differ:
+            self.parser.error(
+                f"--ckpt_path {path} holds a network for other data than --data "
+                f"gives: {', '.join(differ)}; give the data it was fit on"
             )
 
     def _check_resumed_settings(self, path: str) -> None:
@@ -276,6 +297,7 @@ class ZFNetCLI(LightningCLI):
                 "bound the run by max_epochs alone for an exact resume"
             )
         if path:
+            self._check_data_shape(path, _saved(path))
             keep_logged_rows(self.trainer, Path(path))
 
 
@@ -315,6 +337,15 @@ def _refusal(error: Exception) -> str:
     if group == "--model" and target in linked:
         message += f" (the model's {target} is --data.{linked[target]})"
     return message
+
+
+def _saved(path: str) -> dict[str, Any]:
+    """The checkpoint at ``path``, memory-mapped (its weights are not read until
+    used); empty when torch cannot read it (Lightning then says why)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001
+        return {}
 
 
 def _as_hparams(model: Namespace) -> dict[str, object]:

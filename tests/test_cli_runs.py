@@ -432,6 +432,22 @@ def test_an_evaluation_limited_to_no_batch_is_refused(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_a_checkpoint_for_other_data_is_a_bad_command_line(
+    subcommand, fake_data_dir, trained, tmp_path, capsys
+):
+    """Its weights do not fit the network built for the data: that was
+    load_state_dict's traceback of size mismatches, after the logger's folder."""
+    path = trained[0] / "checkpoints" / "last.ckpt"
+    args = _fit_args(fake_data_dir, tmp_path / "run", "--data.image_size=96")[1:]
+    refusal = _refused([subcommand, *args, f"--ckpt_path={path}"], capsys)
+    assert refusal == (
+        f"error: --ckpt_path {path} holds a network for other data than --data "
+        "gives: image_size 96 (64 in the checkpoint); give the data it was fit on"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
 def test_an_evaluation_that_fails_before_running_leaves_no_folder(
     subcommand, fake_data_dir, trained, tmp_path
