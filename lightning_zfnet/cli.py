@@ -23,7 +23,7 @@ from .cli_config import SaveConfigWhenRunning, is_callback, last_of_training, lo
 from .data import LabelBudgetDataModule, SplitDataModule
 from .default import DEFAULT_CONFIG
 from .module import RunSettingsError, ZFNetModule
-from .precision import warn_emulated_bf16
+from .precision import check_half_on_cpu, warn_emulated_bf16
 from .resume import (
     check_new_fit,
     differing_settings,
@@ -101,6 +101,7 @@ class ZFNetCLI(LightningCLI):
         try:
             super().instantiate_classes()
             self.datamodule.check_data()
+            check_half_on_cpu(self.trainer)
         except (ValueError, FileNotFoundError, MisconfigurationException) as error:
             self.parser.error(_refusal(error))
         warn_emulated_bf16(self.trainer)
