@@ -26,9 +26,11 @@ from .module import RunSettingsError, ZFNetModule
 from .precision import check_half_on_cpu, warn_emulated_bf16
 from .resume import (
     check_new_fit,
+    data_that_differs,
     differing_settings,
     keep_logged_rows,
     last_checkpoint,
+    read_checkpoint,
 )
 
 __all__ = ["ZFNetCLI", "main", "run_cli"]
@@ -204,7 +206,7 @@ class ZFNetCLI(LightningCLI):
                 "checkpoint, or a checkpoint's path"
             )
             return
-        saved = _saved(path)
+        saved = read_checkpoint(path)
         self._check_data_shape(path, saved)
         if not isinstance(self.datamodule, LabelBudgetDataModule):
             return
@@ -224,19 +226,8 @@ class ZFNetCLI(LightningCLI):
 
     def _check_data_shape(self, path: str, saved: dict[str, Any]) -> None:
         """Refuse a checkpoint whose weights do not fit the network built for the
-        data (its classes, channels, image size), naming the data's settings that
-        differ from the checkpoint's (Lightning's error lists the weights)."""
-        own = self.model.state_dict()
-        weights = saved.get("state_dict", {})
-        if all(own[k].shape == v.shape for k, v in weights.items() if k in own):
-            return
-        fitted = saved.get("hyper_parameters", {})
-        differ = [
-            f"{source} {self.model.hparams.get(target)} ({fitted[target]} in the "
-            "checkpoint)"
-            for source, target in _LINKS.items()
-            if target in fitted and self.model.hparams.get(target) != fitted[target]
-        ]
+        data (Lightning's error lists the weights, after the logger's folder)."""
+        differ = data_that_differs(self.model, saved, _LINKS)
         if differ:
             self.parser.error(
                 f"--ckpt_path {path} holds a network for other data than --data "
@@ -298,7 +289,7 @@ class ZFNetCLI(LightningCLI):
                 "bound the run by max_epochs alone for an exact resume"
             )
         if path:
-            self._check_data_shape(path, _saved(path))
+            self._check_data_shape(path, read_checkpoint(path))
             keep_logged_rows(self.trainer, Path(path))
 
 
@@ -338,15 +329,6 @@ def _refusal(error: Exception) -> str:
     if group == "--model" and target in linked:
         message += f" (the model's {target} is --data.{linked[target]})"
     return message
-
-
-def _saved(path: str) -> dict[str, Any]:
-    """The checkpoint at ``path``, memory-mapped (its weights are not read until
-    used); empty when torch cannot read it (Lightning then says why)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001
-        return {}
 
 
 def _as_hparams(model: Namespace) -> dict[str, object]:
