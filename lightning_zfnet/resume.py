@@ -62,7 +62,8 @@ def check_new_fit(trainer: pl.Trainer) -> None:
         f"{found}: an earlier fit's last checkpoint, where this fit would log and "
         "save its own; a new fit there would replace that fit's config.yaml and "
         "metrics.csv. Resume it with --ckpt_path last, or give the new fit a "
-        "folder of its own (--trainer.logger.init_args.save_dir)"
+        "folder of its own (--trainer.logger.init_args.save_dir, or "
+        "--trainer.default_root_dir without a logger)"
     )
 
 

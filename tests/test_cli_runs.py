@@ -264,7 +264,10 @@ def test_a_new_fit_into_the_folder_of_an_earlier_fit_is_refused(
     refusal = _refused(again, capsys)
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert refusal.startswith(f"error: {last}: an earlier fit's last checkpoint")
-    assert refusal.endswith("(--trainer.logger.init_args.save_dir)")
+    assert refusal.endswith(
+        "(--trainer.logger.init_args.save_dir, or --trainer.default_root_dir "
+        "without a logger)"
+    )
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before
 
