@@ -149,9 +149,11 @@ class ZFNetCLI(LightningCLI):
 
     def _check_checkpoint(self, path: str | None) -> None:
         """Name a ``--ckpt_path`` that is not a file before anything runs (Lightning's
-        words "best", "hpc", "registry..." and remote paths aside)."""
-        words = ("best", "hpc", "registry", "last")
-        if not path or "://" in path or path.split(":")[0] in words:
+        words "hpc", "registry..." and remote paths aside, and "last", found apart;
+        "best" is the best checkpoint of a fit in the same process: none here)."""
+        if path is None or path in ("hpc", "last") or "://" in path:
+            return
+        if path.split(":")[0] == "registry":
             return
         if not Path(path).is_file():
             self.parser.error(

@@ -365,6 +365,9 @@ def test_evaluating_a_missing_checkpoint_is_named_before_anything_is_written(
     named = {
         tmp_path / "nope.ckpt": f"{tmp_path / 'nope.ckpt'}: no such file; give",
         "last": f"last: no {tmp_path / 'checkpoints' / 'last.ckpt'}; give",
+        # Lightning's words for a fit in the same process (tracebacks, exit code 1)
+        "best": "best: no such file; give",
+        "": ": no such file; give",
     }
     for path, words in named.items():
         refusal = _refused([subcommand, *args, f"--ckpt_path={path}"], capsys)
