@@ -14,14 +14,24 @@ from jsonargparse import Namespace
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_warn
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.exceptions import (
+    MisconfigurationException,
+    SIGTERMException,
+)
 
 from .cli_config import SaveConfigWhenRunning, is_callback, last_of_training, log_apart
 from .data import LabelBudgetDataModule, SplitDataModule
 from .default import DEFAULT_CONFIG
 from .module import RunSettingsError, ZFNetModule
-from .precision import warn_emulated_bf16
-from .resume import differing_settings, keep_logged_rows, last_checkpoint
+from .precision import check_half_on_cpu, warn_emulated_bf16
+from .resume import (
+    check_new_fit,
+    data_that_differs,
+    differing_settings,
+    keep_logged_rows,
+    last_checkpoint,
+    read_checkpoint,
+)
 
 __all__ = ["ZFNetCLI", "main", "run_cli"]
 
@@ -36,7 +46,8 @@ class ZFNetCLI(LightningCLI):
       training run's ``config.yaml``, ``metrics.csv`` or ``hparams.yaml``;
     - ``fit --ckpt_path last`` without a last checkpoint is an error, not a fresh
       start, and a resumed fit keeps the ``metrics.csv`` rows logged before its
-      checkpoint;
+      checkpoint; a new fit where an earlier one left its last checkpoint is an
+      error, not a fit that replaces the earlier one's logs;
     - with ``--ckpt_path``, Lightning builds the model from the checkpoint's
       hyperparameters in place of the ``--model`` settings given; ``zfnet`` warns,
       naming each setting so replaced and its value in the checkpoint. ``--ckpt_path
@@ -86,12 +97,14 @@ class ZFNetCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """Lightning's, then the data module's check of its settings against the
         data; a ValueError of either (an argument out of range, a split larger than
-        the data) is reported as a bad command line: exit code 2 and one line, no
-        traceback."""
+        the data), a FileNotFoundError (a data folder or checkpoint that is not
+        there) or a Trainer's MisconfigurationException is reported as a bad
+        command line: exit code 2 and one line, no traceback."""
         try:
             super().instantiate_classes()
             self.datamodule.check_data()
-        except ValueError as error:
+            check_half_on_cpu(self.trainer)
+        except (ValueError, FileNotFoundError, MisconfigurationException) as error:
             self.parser.error(_refusal(error))
         warn_emulated_bf16(self.trainer)
 
@@ -136,9 +149,11 @@ class ZFNetCLI(LightningCLI):
 
     def _check_checkpoint(self, path: str | None) -> None:
         """Name a ``--ckpt_path`` that is not a file before anything runs (Lightning's
-        words "best", "hpc", "registry..." and remote paths aside)."""
-        words = ("best", "hpc", "registry", "last")
-        if not path or "://" in path or path.split(":")[0] in words:
+        words "hpc", "registry..." and remote paths aside, and "last", found apart;
+        "best" is the best checkpoint of a fit in the same process: none here)."""
+        if path is None or path in ("hpc", "last") or "://" in path:
+            return
+        if path.split(":")[0] == "registry":
             return
         if not Path(path).is_file():
             self.parser.error(
@@ -181,9 +196,10 @@ class ZFNetCLI(LightningCLI):
         self._check_draw()
 
     def _check_draw(self) -> None:
-        """A label-budget data module must draw as in the fit of the checkpoint:
-        another draw's test images include the fit's training images. Without a
-        checkpoint, warn: the model's initial weights are evaluated."""
+        """The checkpoint's network must fit the data, and a label-budget data
+        module must draw as in the fit of the checkpoint: another draw's test images
+        include the fit's training images. Without a checkpoint, warn: the model's
+        initial weights are evaluated."""
         path = self.config_init[self.subcommand].get("ckpt_path")
         if not path:
             rank_zero_warn(
@@ -191,11 +207,10 @@ class ZFNetCLI(LightningCLI):
                 "(random) weights: pass --ckpt_path last for the training's last "
                 "checkpoint, or a checkpoint's path"
             )
-        if not isinstance(self.datamodule, LabelBudgetDataModule) or not path:
             return
-        try:  # memory-mapped: only the settings are read, not the weights
-            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # noqa: BLE001 (Lightning reports an unreadable checkpoint)
+        saved = read_checkpoint(path)
+        self._check_data_shape(path, saved)
+        if not isinstance(self.datamodule, LabelBudgetDataModule):
             return
         fitted = saved.get("datamodule_hyper_parameters", {})
         differ = {
@@ -209,6 +224,16 @@ class ZFNetCLI(LightningCLI):
                 f"{path} was fit on another draw of labelled images than this "
                 f"{self.subcommand} would use ({differ}), so its test images would "
                 f"include training images: add {options}"
+            )
+
+    def _check_data_shape(self, path: str, saved: dict[str, Any]) -> None:
+        """Refuse a checkpoint whose weights do not fit the network built for the
+        data (Lightning's error lists the weights, after the logger's folder)."""
+        differ = data_that_differs(self.model, saved, _LINKS)
+        if differ:
+            self.parser.error(
+                f"--ckpt_path {path} holds a network for other data than --data "
+                f"gives: {', '.join(differ)}; give the data it was fit on"
             )
 
     def _check_resumed_settings(self, path: str) -> None:
@@ -247,6 +272,11 @@ class ZFNetCLI(LightningCLI):
                 "--ckpt_path last: fast_dev_run runs without checkpoints or logs, so "
                 "it cannot find the run's last checkpoint; give the checkpoint's path"
             )
+        if not path and not self.trainer.fast_dev_run:
+            try:
+                check_new_fit(self.trainer)
+            except FileExistsError as error:
+                self.parser.error(str(error))
         if path == "last":
             try:
                 arguments["ckpt_path"] = path = last_checkpoint(self.trainer)
@@ -261,6 +291,7 @@ class ZFNetCLI(LightningCLI):
                 "bound the run by max_epochs alone for an exact resume"
             )
         if path:
+            self._check_data_shape(path, read_checkpoint(path))
             keep_logged_rows(self.trainer, Path(path))
 
 
@@ -280,11 +311,11 @@ _GROUPS = {
 }
 
 
-def _refusal(error: ValueError) -> str:
+def _refusal(error: Exception) -> str:
     """The refusal's words in ``error`` (jsonargparse wraps a constructor's),
     prefixed with the option group and class of the object that refused its
     arguments."""
-    while isinstance(error.__cause__, ValueError):
+    while isinstance(error.__cause__, (ValueError, FileNotFoundError)):
         error = error.__cause__
     # the outermost method of a class that the command line builds in the traceback
     frames = (frame for frame, _ in traceback.walk_tb(error.__traceback__))

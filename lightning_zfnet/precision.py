@@ -10,7 +10,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-__all__ = ["cpu_has_native_bf16", "warn_emulated_bf16"]
+from .model import contrast_norm
+
+__all__ = ["check_half_on_cpu", "cpu_has_native_bf16", "warn_emulated_bf16"]
 
 
 def cpu_has_native_bf16() -> bool:
@@ -34,3 +36,24 @@ def warn_emulated_bf16(trainer: pl.Trainer) -> None:
             "need AVX-512): bf16 goes through float32 conversions here, about 5x "
             "slower than float32; pass --trainer.precision 32-true"
         )
+
+
+def check_half_on_cpu(trainer: pl.Trainer) -> None:
+    """Refuse ``16-true`` or ``bf16-true`` on a CPU where PyTorch has no kernel in
+    that dtype for ZFNet's contrast normalisation (it failed at the first batch).
+
+    Raises:
+        ValueError: naming the precision and what to give instead.
+    """
+    precision = str(trainer.precision)
+    dtype = {"16-true": torch.float16, "bf16-true": torch.bfloat16}.get(precision)
+    if dtype is None or trainer.strategy.root_device.type != "cpu":
+        return
+    try:
+        contrast_norm()(torch.zeros(1, 1, 1, 1, dtype=dtype))
+    except NotImplementedError:
+        raise ValueError(
+            f"--trainer.precision {precision}: PyTorch has no {dtype} kernel on the "
+            "CPU for ZFNet's contrast normalisation (LocalResponseNorm); give "
+            "--trainer.precision 32-true, or bf16-mixed"
+        ) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -13,7 +14,14 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-__all__ = ["differing_settings", "keep_logged_rows", "last_checkpoint"]
+__all__ = [
+    "check_new_fit",
+    "data_that_differs",
+    "differing_settings",
+    "keep_logged_rows",
+    "last_checkpoint",
+    "read_checkpoint",
+]
 
 
 def last_checkpoint(trainer: pl.Trainer) -> str:
@@ -38,6 +46,27 @@ def last_checkpoint(trainer: pl.Trainer) -> str:
     return str(max(existing, key=lambda path: path.stat().st_mtime))
 
 
+def check_new_fit(trainer: pl.Trainer) -> None:
+    """Refuse a new fit (not resumed) where an earlier fit left its last checkpoint:
+    it would replace that fit's ``config.yaml`` and ``metrics.csv``, and ``--ckpt_path
+    last`` of an evaluation would still take the earlier fit's ``last.ckpt``.
+
+    Raises:
+        FileExistsError: naming the earlier fit's last checkpoint.
+    """
+    try:
+        found = last_checkpoint(trainer)
+    except FileNotFoundError:
+        return
+    raise FileExistsError(
+        f"{found}: an earlier fit's last checkpoint, where this fit would log and "
+        "save its own; a new fit there would replace that fit's config.yaml and "
+        "metrics.csv. Resume it with --ckpt_path last, or give the new fit a "
+        "folder of its own (--trainer.logger.init_args.save_dir, or "
+        "--trainer.default_root_dir without a logger)"
+    )
+
+
 def differing_settings(
     given: Mapping[str, object],
     saved: Mapping[str, object],
@@ -56,6 +85,34 @@ def differing_settings(
         if name in saved and name not in skip and name != "_instantiator"
         if value != saved[name]
     }
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, memory-mapped (its weights are not read until
+    used); empty when torch cannot read it (Lightning then says why)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+def data_that_differs(
+    model: pl.LightningModule, saved: Mapping[str, Any], links: Mapping[str, str]
+) -> list[str]:
+    """The data's settings, as ``"image_size 56 (64 in the checkpoint)"``, that
+    differ from those of a checkpoint ``saved`` whose weights do not fit ``model``
+    (built for the data); ``links`` maps the data's names to the model's. Empty
+    when the weights fit."""
+    own = model.state_dict()
+    weights = saved.get("state_dict", {})
+    if all(own[k].shape == v.shape for k, v in weights.items() if k in own):
+        return []
+    fitted = saved.get("hyper_parameters", {})
+    return [
+        f"{source} {model.hparams.get(target)} ({fitted[target]} in the checkpoint)"
+        for source, target in links.items()
+        if target in fitted and model.hparams.get(target) != fitted[target]
+    ]
 
 
 def keep_logged_rows(trainer: pl.Trainer, checkpoint: Path) -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from lightning_zfnet import ZFNetModule
 from lightning_zfnet.cli import main
@@ -42,9 +43,11 @@ def test_configs_parse(config, capsys):
          "val_size must be positive, got 0"),
         ("--data.fragment_size=29", "--data (ClutteredFashionMNISTDataModule): "
          "fragment_size must be in (0, 28], got 29"),
+        ("--trainer.max_epochs=-5", "--trainer (Trainer): `max_epochs` must be a "
+         "non-negative integer or -1. You passed in -5."),
     ],
     ids=["batch_size", "dropout", "lr", "image_size", "callback", "val_size",
-         "fragment_size"],
+         "fragment_size", "max_epochs"],
 )  # fmt: skip
 def test_a_value_out_of_range_is_a_bad_command_line(option, refusal, tmp_path, capsys):
     """As jsonargparse reports a value of the wrong type: exit code 2 and one line
@@ -56,6 +59,43 @@ def test_a_value_out_of_range_is_a_bad_command_line(option, refusal, tmp_path, c
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"error: {refusal}"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_folder_or_checkpoint_is_a_bad_command_line(tmp_path, capsys):
+    """A data folder, a class folder without images or a transfer source that is
+    not there: exit code 2 and one line (they were tracebacks, or jsonargparse's
+    dump of the model's arguments)."""
+    (tmp_path / "pool" / "cat").mkdir(parents=True)
+    Image.new("RGB", (9, 7)).save(tmp_path / "pool" / "cat" / "0.png")
+    (tmp_path / "pool" / "dog").mkdir()  # no image
+    imagenet = [str(ROOT / "configs" / "imagenet.yaml"), "--trainer.devices=1"]
+    imagenet += ["--trainer.accelerator=cpu", "--trainer.strategy=auto"]
+    source = ZFNetModule(in_channels=3, input_size=64, width=0.05)
+    saved = {"hyper_parameters": dict(source.hparams)}
+    torch.save({**saved, "state_dict": source.state_dict()}, tmp_path / "source.ckpt")
+    caltech = [str(ROOT / "configs" / "transfer" / "caltech101.yaml")]
+    caltech += [
+        "--trainer.accelerator=cpu",
+        f"--model.checkpoint={tmp_path}/source.ckpt",
+    ]
+    caltech += ["--data.image_size=64", "--data.resize=64"]
+    cases = [
+        ([*imagenet, f"--data.data_dir={tmp_path}/no"],
+         f"--data (ImageNetDataModule): no 'train' folder in '{tmp_path}/no'"),
+        ([*caltech, f"--data.data_dir={tmp_path}/no"],
+         f"--data (FewShotImageFolderDataModule): no folder '{tmp_path}/no'"),
+        ([*caltech, f"--data.data_dir={tmp_path}/pool"],
+         "--data (FewShotImageFolderDataModule): Found no valid file for the "
+         "classes dog."),
+        ([str(ROOT / "configs" / "transfer" / "digits.yaml"),
+          f"--model.checkpoint={tmp_path}/no.ckpt"],
+         f"--model (TransferModule): no checkpoint file '{tmp_path}/no.ckpt'"),
+    ]  # fmt: skip
+    for args, refusal in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", *args])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1].startswith(f"error: {refusal}")
 
 
 @pytest.mark.parametrize("subcommand", ["fit", "predict"])

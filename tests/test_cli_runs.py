@@ -252,6 +252,26 @@ def test_extending_a_finished_one_cycle_is_refused(
     assert (tmp_path / "config.yaml").read_text() == config
 
 
+def test_a_new_fit_into_the_folder_of_an_earlier_fit_is_refused(
+    fake_data_dir, trained, tmp_path, capsys
+):
+    """It replaced the earlier fit's config.yaml and metrics.csv and saved its own
+    checkpoints beside, as last-v1.ckpt, while an evaluation's --ckpt_path last
+    took the earlier fit's last.ckpt."""
+    shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    again = _fit_args(fake_data_dir, tmp_path, "--model.lr=0.01")
+    refusal = _refused(again, capsys)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert refusal.startswith(f"error: {last}: an earlier fit's last checkpoint")
+    assert refusal.endswith(
+        "(--trainer.logger.init_args.save_dir, or --trainer.default_root_dir "
+        "without a logger)"
+    )
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before
+
+
 def test_an_unbounded_one_cycle_fit_is_refused(fake_data_dir, tmp_path, capsys):
     unbounded = _fit_args(fake_data_dir, tmp_path, "--trainer.max_epochs=-1")
     refusal = _refused(unbounded, capsys)
@@ -345,6 +365,9 @@ def test_evaluating_a_missing_checkpoint_is_named_before_anything_is_written(
     named = {
         tmp_path / "nope.ckpt": f"{tmp_path / 'nope.ckpt'}: no such file; give",
         "last": f"last: no {tmp_path / 'checkpoints' / 'last.ckpt'}; give",
+        # Lightning's words for a fit in the same process (tracebacks, exit code 1)
+        "best": "best: no such file; give",
+        "": ": no such file; give",
     }
     for path, words in named.items():
         refusal = _refused([subcommand, *args, f"--ckpt_path={path}"], capsys)
@@ -413,6 +436,22 @@ def test_an_evaluation_limited_to_no_batch_is_refused(
     refusal = f"error: --trainer.limit_{stage}_batches 0: {subcommand} would run no"
     assert capsys.readouterr().err.splitlines()[-1].startswith(refusal)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_a_checkpoint_for_other_data_is_a_bad_command_line(
+    subcommand, fake_data_dir, trained, tmp_path, capsys
+):
+    """Its weights do not fit the network built for the data: that was
+    load_state_dict's traceback of size mismatches, after the logger's folder."""
+    path = trained[0] / "checkpoints" / "last.ckpt"
+    args = _fit_args(fake_data_dir, tmp_path / "run", "--data.image_size=96")[1:]
+    refusal = _refused([subcommand, *args, f"--ckpt_path={path}"], capsys)
+    assert refusal == (
+        f"error: --ckpt_path {path} holds a network for other data than --data "
+        "gives: image_size 96 (64 in the checkpoint); give the data it was fit on"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])

@@ -1,5 +1,6 @@
 """The variant and transfer configs run through the ``zfnet`` command."""
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,13 @@ def test_digits_transfer_config_fits_and_tests(tmp_path, capsys):
     tested = run_cli(["test", *args, f"--ckpt_path={ckpt}"])
     metrics = tested.trainer.callback_metrics
     assert {"test/top1", "test/mean_class_top1"} <= set(metrics)
+    # predict writes each test image's classes, as the test counted them
+    run_cli(["predict", *args, f"--ckpt_path={ckpt}"])
+    with open(tmp_path / "predict" / "version_0" / "predictions.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert sorted(int(row["label"]) for row in rows) == sorted(list(range(10)) * 3)
+    right = [row["class_1"] == row["label"] for row in rows]
+    assert sum(right) / len(rows) == pytest.approx(float(metrics["test/top1"]))
     # another draw's test images would include this fit's training images: a bad
     # command line (exit code 2, one line)
     for option in ("--data.seed=1", "--data.per_class=3"):

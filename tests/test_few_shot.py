@@ -42,6 +42,11 @@ def test_a_class_without_enough_examples_is_named():
         draw_per_class(torch.tensor([0, 0, 0, 1, 1]), per_class=2, seed=0)
     with pytest.raises(ValueError, match="per_class"):
         draw_per_class(torch.tensor([0, 1]), per_class=0, seed=0)
+    # one example, or none (label 1 unused): no per_class leaves one to test
+    for labels in ([0, 0, 0, 1], [0, 0, 0, 2, 2, 2]):
+        with pytest.raises(ValueError, match="class 1 has [01] examples") as info:
+            draw_per_class(torch.tensor(labels), per_class=1, seed=0)
+        assert str(info.value).endswith("give the class more examples, or leave it out")
 
 
 def test_a_budget_that_leaves_a_class_nothing_to_test_is_refused_before_setup():

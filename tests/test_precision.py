@@ -53,6 +53,40 @@ def test_the_command_warns_of_bf16_on_a_cpu_without_its_kernels(
         assert "pass --trainer.precision 32-true" in str(warned[0].message)
 
 
+@pytest.mark.parametrize("precision", ["16-true", "bf16-true"])
+def test_half_precision_without_a_cpu_kernel_is_a_bad_command_line(
+    precision, fake_data_dir, tmp_path, capsys
+):
+    """It was PyTorch's NotImplementedError from the contrast normalisation's
+    avg_pool3d at the first batch; where PyTorch has the kernel, the fit runs."""
+    dtype = {"16-true": torch.float16, "bf16-true": torch.bfloat16}[precision]
+    try:
+        torch.nn.functional.local_response_norm(torch.ones(1, 1, 1, 1, dtype=dtype), 5)
+        kernel = True
+    except NotImplementedError:
+        kernel = False
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "fashion_mnist.yaml"),
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        *tiny_training_args(fake_data_dir),
+        "--trainer.fast_dev_run=true",
+        f"--trainer.precision={precision}",
+    ]
+    if kernel:
+        cli.run_cli(args)
+        return
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_cli(args)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: --trainer.precision {precision}: PyTorch has no {dtype} kernel on "
+        "the CPU for ZFNet's contrast normalisation (LocalResponseNorm); give "
+        "--trainer.precision 32-true, or bf16-mixed"
+    )
+
+
 class _Stop(Exception):
     pass
 

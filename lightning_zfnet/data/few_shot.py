@@ -81,10 +81,15 @@ def draw_per_class(
         known = f"{smallest}"
         if names is not None:
             known = f"{names[smallest]!r} (label {smallest} here)"
+        fewest = int(counts.min())
+        advice = (
+            f"give a per_class below {fewest}"
+            if fewest > 1  # per_class is at least 1
+            else "give the class more examples, or leave it out"
+        )
         raise ValueError(
-            f"class {known} has {int(counts.min())} examples: too few for "
-            f"per_class={per_class} and a test example; give a per_class below "
-            f"{int(counts.min())}"
+            f"class {known} has {fewest} examples: too few for "
+            f"per_class={per_class} and a test example; {advice}"
         )
     generator = torch.Generator().manual_seed(seed)
     train, test = [], []
