@@ -140,6 +140,10 @@ def test_bad_settings_are_refused(site, tmp_path):
     source = tiny_source()
     with pytest.raises(ValueError, match="not submodules"):
         Source(source.model, source.dataset, {"conv9": "features.9"})
+    with torch.no_grad():  # retrained: the old scan would show the old weights
+        source.model.features[0].bias[0] += 1.0
+    with pytest.raises(ValueError, match="other weights"):
+        build_site(source, site, **SETTINGS)
 
 
 def test_a_bad_source_is_named(tmp_path):
