@@ -74,9 +74,17 @@ def build_site(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {list(METHODS)}")
-    for name, value in (("k", k), ("batch_size", batch_size), ("maps", maps)):
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    # checked before out/work/settings.json is written, which would refuse the
+    # corrected command
+    for name, value, least in (
+        ("k", k, 1),
+        ("batch_size", batch_size, 1),
+        ("maps", maps, 0),
+        ("channels", channels, 0),
+    ):
+        if value is not None and (not isinstance(value, int) or value < least):
+            kind = "positive" if least else "non-negative"
+            raise ValueError(f"{name} must be a {kind} int, got {value!r}")
     shape = source.image_shape()
     _check_feature_maps(source)
     out, trainer = Path(out), trainer or default_trainer()

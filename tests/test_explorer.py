@@ -144,6 +144,11 @@ def test_bad_settings_are_refused(site, tmp_path):
         source.model.features[0].bias[0] += 1.0
     with pytest.raises(ValueError, match="other weights"):
         build_site(source, site, **SETTINGS)
+    # refused before anything is written, so the corrected command runs
+    for bad in ({"k": 0}, {"batch_size": 0}, {"channels": -1}, {"maps": -1}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a"):
+            build(tmp_path / "bad", **bad)
+        assert not (tmp_path / "bad").exists()
 
 
 def test_a_bad_source_is_named(tmp_path):
