@@ -22,6 +22,8 @@ from lightning_zfnet import (
 )
 from lightning_zfnet.model import zfnet_layers
 
+from .paths import slug
+
 __all__ = ["Source", "from_checkpoint", "load_source"]
 
 
@@ -48,8 +50,10 @@ class Source:
     Raises:
         TypeError: a model that is not an ``nn.Module``, ``layers`` that is not a
             dict, or dataset items that are not images or tuples starting with one.
-        ValueError: no layers, a layer name that is not a submodule, an empty
-            dataset, or images that are not ``(C, H, W)``.
+        ValueError: no layers, a layer name that is not a submodule, shown names
+            that give one folder (``"a b"`` and ``"a_b"``), an empty dataset,
+            images that are not ``(C, H, W)``, or ``mean`` and ``std`` not both
+            given, each of 1 or ``C`` values.
     """
 
     model: nn.Module
@@ -85,6 +89,19 @@ class Source:
             )
         if not self.layers:
             raise ValueError("layers is empty: name at least one layer to explore")
+        # each layer's pages go in the folder layers/<slug>
+        slugs = [slug(str(shown)) for shown in self.layers]
+        clash = [
+            shown
+            for shown, folder in zip(self.layers, slugs, strict=True)
+            if slugs.count(folder) > 1 or folder.strip(".") == ""
+        ]
+        if clash:
+            raise ValueError(
+                f"layers {clash} would share a folder (names are kept to letters, "
+                "digits, '.', '_' and '-', other characters becoming '_') or be "
+                "'.' or '..': rename them"
+            )
         known = dict(self.model.named_modules())
         missing = [name for name in self.layers.values() if name not in known]
         if missing:
@@ -94,7 +111,17 @@ class Source:
             )
         if len(self.dataset) == 0:
             raise ValueError("the dataset is empty")
-        self.image_shape()
+        channels = self.image_shape()[0]
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            count = None if values is None else torch.as_tensor(values).numel()
+            if count not in (None, 1, channels):
+                raise ValueError(
+                    f"{name} must hold one value, or one per channel of the images "
+                    f"({channels}), got {values!r}"
+                )
 
     def image_shape(self) -> tuple[int, int, int]:
         """The images' ``(C, H, W)``, read from the dataset's first item.
@@ -129,6 +156,7 @@ class Source:
             return (images - low) / (high - low).clamp(min=1e-12)
         mean = torch.as_tensor(self.mean, dtype=images.dtype, device=images.device)
         std = torch.as_tensor(self.std, dtype=images.dtype, device=images.device)
+        mean, std = mean.reshape(-1), std.reshape(-1)  # a number for every channel
         return (images * std[:, None, None] + mean[:, None, None]).clamp(0, 1)
 
     def occluder(self, image_size: Sequence[int]) -> tuple[int, int]:

@@ -162,6 +162,17 @@ def test_a_bad_source_is_named(tmp_path):
         TypeError, match="items must be images .*list starting with int"
     ):
         Source(model, [[1, 2]], {"conv1": "features.1"})
+    for layers in ({"conv 1": "features.1", "conv_1": "features.4"}, {"..": "x"}):
+        with pytest.raises(ValueError, match=r"would share a folder .* or be '\.'"):
+            Source(model, dataset, layers)  # pages of one would replace the other's
+    conv1 = {"conv1": "features.1"}
+    with pytest.raises(ValueError, match=r"mean must hold .* \(1\), got \[0.5, 0.5\]"):
+        Source(model, dataset, conv1, mean=[0.5, 0.5], std=[0.2, 0.2])
+    with pytest.raises(ValueError, match="both mean and std"):
+        Source(model, dataset, conv1, mean=[0.5])
+    images = dataset.tensors[0][:2]
+    shown = Source(model, dataset, conv1, mean=0.5, std=0.25).picture(images)
+    assert torch.equal(shown, (images * 0.25 + 0.5).clamp(0, 1))
     compiled = Source(torch.compile(model), dataset, {"conv1": "features.1"})
     assert compiled.model is model  # its layers named as the scans name them
     linear = Source(model, dataset, {"fc": "classifier.1"})
