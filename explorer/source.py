@@ -178,7 +178,12 @@ def from_checkpoint(
         checkpoint: the ``.ckpt`` file.
         data_dir: where the data is (default: the checkpoint's setting).
         images: only the first ``images`` test images (default: all).
+
+    Raises:
+        ValueError: if ``images`` is not a positive int.
     """
+    if images is not None and (not isinstance(images, int) or images < 1):
+        raise ValueError(f"images must be a positive int, got {images!r}")
     module = ZFNetModule.load_from_checkpoint(
         checkpoint, weights_only=True, map_location="cpu"
     )
@@ -227,7 +232,13 @@ def _data_module(checkpoint: str | os.PathLike, data_dir: str | None):
 
 def load_source(spec: str) -> Source:
     """The :class:`Source` made by the function ``spec`` names,
-    ``"package.module:function"`` (called without arguments)."""
+    ``"package.module:function"`` (called without arguments).
+
+    Raises:
+        ValueError: a ``spec`` not of that form.
+        TypeError: if it names something other than a function, or the function
+            returns something other than a :class:`Source`.
+    """
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ValueError(
@@ -236,6 +247,11 @@ def load_source(spec: str) -> Source:
     made: Callable[[], Source] = getattr(
         importlib.import_module(module_name), attribute
     )
+    if not callable(made):
+        raise TypeError(
+            f"{spec} is a {type(made).__name__}, not a function returning an "
+            "explorer.Source"
+        )
     source = made()
     if not isinstance(source, Source):
         raise TypeError(f"{spec} returned {type(source)}, not an explorer.Source")

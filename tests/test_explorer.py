@@ -21,7 +21,7 @@ from captum_deconvnet import (
     normalize_projection,
     receptive_field,
 )
-from explorer import Source, build_site
+from explorer import Source, build_site, from_checkpoint, load_source
 from explorer.stages import ProjectionWork
 from lightning_zfnet import FileWriter, TopKWriter
 from lightning_zfnet import scan as scan_module
@@ -173,6 +173,10 @@ def test_a_bad_source_is_named(tmp_path):
     images = dataset.tensors[0][:2]
     shown = Source(model, dataset, conv1, mean=0.5, std=0.25).picture(images)
     assert torch.equal(shown, (images * 0.25 + 0.5).clamp(0, 1))
+    with pytest.raises(TypeError, match="PHOTOS is a tuple, not a function"):
+        load_source("explorer.photos:PHOTOS")
+    with pytest.raises(ValueError, match="images must be a positive int, got -5"):
+        from_checkpoint(tmp_path / "last.ckpt", images=-5)  # not "dataset is empty"
     compiled = Source(torch.compile(model), dataset, {"conv1": "features.1"})
     assert compiled.model is model  # its layers named as the scans name them
     linear = Source(model, dataset, {"fc": "classifier.1"})
