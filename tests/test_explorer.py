@@ -99,6 +99,20 @@ def test_site_shows_the_atlas_of_the_library_and_the_models_numbers(site):
         assert len(maps) >= 4 + 11  # Fig. 7's panels, the benchmark's methods
 
 
+def test_small_activations_are_shown_not_rounded_to_zero(tmp_path):
+    source = tiny_source()
+    model, images = source.model, source.dataset.tensors[0]
+    with torch.no_grad():
+        model.features[0].weight *= 1e-6
+        model.features[0].bias *= 1e-6
+        strongest = torch.relu(model.features[0](images)).amax(dim=(0, 2, 3))
+    build_site(source, tmp_path, channels=2, maps=0, methods=[], **SETTINGS)
+    conv1 = json.loads((tmp_path / "index.json").read_text())["layers"][0]
+    assert conv1["strongest"] == pytest.approx(strongest[:2].tolist(), rel=1e-5)
+    grid = (tmp_path / "layers/conv1/index.html").read_text()
+    assert f"{float(strongest[0]):.3g}" in grid
+
+
 def test_a_killed_build_resumes_with_the_batches_it_had_not_written(
     site, tmp_path, monkeypatch
 ):
