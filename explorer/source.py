@@ -49,7 +49,8 @@ class Source:
 
     Raises:
         TypeError: a model that is not an ``nn.Module``, ``layers`` that is not a
-            dict, or dataset items that are not images or tuples starting with one.
+            dict, or dataset items that are not floating-point images or tuples
+            starting with one.
         ValueError: no layers, a layer name that is not a submodule, shown names
             that give one folder (``"a b"`` and ``"a_b"``), an empty dataset,
             images that are not ``(C, H, W)``, or ``mean`` and ``std`` not both
@@ -127,7 +128,8 @@ class Source:
         """The images' ``(C, H, W)``, read from the dataset's first item.
 
         Raises:
-            TypeError: if the item is not an image or a tuple starting with one.
+            TypeError: if the item is not an image or a tuple starting with one, or
+                the image is not floating-point.
             ValueError: if the image is not ``(C, H, W)``.
         """
         item = self.dataset[0]
@@ -144,6 +146,12 @@ class Source:
             raise ValueError(
                 f"the dataset's images must be (C, H, W), got shape "
                 f"{tuple(image.shape)}"
+            )
+        if not image.is_floating_point():  # else the model fails on it, unnamed
+            raise TypeError(
+                f"the dataset's images must be floating-point tensors, got "
+                f"{image.dtype}; convert them with .float() (scaled as the model "
+                "expects)"
             )
         return tuple(image.shape)
 

@@ -191,6 +191,8 @@ def test_a_bad_source_is_named(tmp_path):
         load_source("explorer.photos:PHOTOS")
     with pytest.raises(ValueError, match="images must be a positive int, got -5"):
         from_checkpoint(tmp_path / "last.ckpt", images=-5)  # not "dataset is empty"
+    with pytest.raises(TypeError, match="floating-point tensors, got torch.uint8"):
+        Source(model, dataset.tensors[0].byte(), conv1)  # not the model's error
     compiled = Source(torch.compile(model), dataset, {"conv1": "features.1"})
     assert compiled.model is model  # its layers named as the scans name them
     linear = Source(model, dataset, {"fc": "classifier.1"})
