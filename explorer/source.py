@@ -53,8 +53,9 @@ class Source:
             starting with one.
         ValueError: no layers, a layer name that is not a submodule, shown names
             that give one folder (``"a b"`` and ``"a_b"``), an empty dataset,
-            images that are not ``(C, H, W)``, or ``mean`` and ``std`` not both
-            given, each of 1 or ``C`` values.
+            images that are not ``(C, H, W)``, ``mean`` and ``std`` not both
+            given, each of 1 or ``C`` values, or a ``window`` or ``stride`` that
+            is not a positive int (``window`` at most ``min(H, W)``).
     """
 
     model: nn.Module
@@ -112,7 +113,17 @@ class Source:
             )
         if len(self.dataset) == 0:
             raise ValueError("the dataset is empty")
-        channels = self.image_shape()[0]
+        channels, height, width = self.image_shape()
+        # checked here, not after the scan (whose folder then refuses a new one)
+        side = min(height, width)
+        window, stride = self.window, self.stride
+        if window is not None and not (isinstance(window, int) and 1 <= window <= side):
+            raise ValueError(
+                "window must be a positive int of at most the images' shorter side "
+                f"({side}), got {window!r}"
+            )
+        if stride is not None and not (isinstance(stride, int) and stride >= 1):
+            raise ValueError(f"stride must be a positive int, got {stride!r}")
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither")
         for name in ("mean", "std"):

@@ -193,6 +193,9 @@ def test_a_bad_source_is_named(tmp_path):
         from_checkpoint(tmp_path / "last.ckpt", images=-5)  # not "dataset is empty"
     with pytest.raises(TypeError, match="floating-point tensors, got torch.uint8"):
         Source(model, dataset.tensors[0].byte(), conv1)  # not the model's error
+    for occluder in ({"window": 17}, {"window": 0}, {"stride": 0}):
+        with pytest.raises(ValueError, match=f"{next(iter(occluder))} must be a"):
+            Source(model, dataset, conv1, **occluder)  # images of 16 x 16
     compiled = Source(torch.compile(model), dataset, {"conv1": "features.1"})
     assert compiled.model is model  # its layers named as the scans name them
     linear = Source(model, dataset, {"fc": "classifier.1"})
