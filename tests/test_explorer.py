@@ -22,6 +22,7 @@ from captum_deconvnet import (
     receptive_field,
 )
 from explorer import Source, build_site, from_checkpoint, load_source
+from explorer import __main__ as explorer_main
 from explorer.stages import ProjectionWork
 from lightning_zfnet import FileWriter, TopKWriter
 from lightning_zfnet import scan as scan_module
@@ -165,7 +166,7 @@ def test_bad_settings_are_refused(site, tmp_path):
         assert not (tmp_path / "bad").exists()
 
 
-def test_a_bad_source_is_named(tmp_path):
+def test_a_bad_source_is_named(tmp_path, capsys):
     source = tiny_source()
     model, dataset = source.model, source.dataset
     with pytest.raises(TypeError, match=r"layers must be a dict .*got list"):
@@ -196,6 +197,13 @@ def test_a_bad_source_is_named(tmp_path):
     for occluder in ({"window": 17}, {"window": 0}, {"stride": 0}):
         with pytest.raises(ValueError, match=f"{next(iter(occluder))} must be a"):
             Source(model, dataset, conv1, **occluder)  # images of 16 x 16
+    for option in ("--images", "--data_dir"):  # not ignored
+        with pytest.raises(SystemExit):
+            explorer_main.main(
+                ["build", "--source", "tests.explorer_site:tiny_source"]
+                + ["--out", str(tmp_path / "cli"), option, "5"]
+            )
+        assert "go with --ckpt" in capsys.readouterr().err
     compiled = Source(torch.compile(model), dataset, {"conv1": "features.1"})
     assert compiled.model is model  # its layers named as the scans name them
     linear = Source(model, dataset, {"fc": "classifier.1"})
