@@ -35,7 +35,10 @@ class Source:
         model: a CNN (any ``nn.Module`` returning class scores ``(N, classes)``); a
             compiled or ``DataParallel`` one is kept as the module it wraps.
         dataset: items are images ``(C, H, W)`` or tuples ``(image, label, ...)``
-            with ``label`` a class index; all images of one size.
+            with ``label`` a class index; all images of one size. Each stage reads
+            an item again, so ``dataset[i]`` must give the same image every time
+            (no random transforms: the positions found by the scan would be
+            projected on another image).
         layers: the layers to show, by the name shown, mapped to the module's
             qualified name in ``model`` (``{"conv1": "features.1"}``), in the
             network's order.
