@@ -32,8 +32,10 @@ class Source:
     """A model, a dataset and the layers to explore.
 
     Attributes:
-        model: a CNN (any ``nn.Module`` returning class scores ``(N, classes)``); a
-            compiled or ``DataParallel`` one is kept as the module it wraps.
+        model: a CNN (any ``nn.Module`` returning class scores ``(N, classes)``,
+            logits: the pages show their softmax as probabilities, so a model
+            ending in a softmax is shown squashed); a compiled or
+            ``DataParallel`` one is kept as the module it wraps.
         dataset: items are images ``(C, H, W)`` or tuples ``(image, label, ...)``
             with ``label`` a class index; all images of one size. Each stage reads
             an item again, so ``dataset[i]`` must give the same image every time
