@@ -72,6 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     args: Namespace = parser.instantiate(config).build
     if (args.ckpt is None) == (args.source is None):
         parser.error("give either --ckpt or --source")
+    if args.source is not None and (args.images, args.data_dir) != (None, None):
+        parser.error(
+            "--images and --data_dir go with --ckpt; a --source function chooses "
+            "its own images"
+        )
     if args.ckpt is not None:
         source = from_checkpoint(args.ckpt, args.data_dir, args.images)
     else:

@@ -5,6 +5,7 @@ rank 0) and resumes from what a killed run wrote into ``OUT/work``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -50,7 +51,7 @@ def build_site(
     Args:
         source: the model, the dataset and the layers.
         out: the site's folder. A build killed part way resumes when started again
-            with the same settings (``out/work`` holds its progress).
+            with the same settings and weights (``out/work`` holds its progress).
         trainer: runs every stage, e.g. ``pl.Trainer(strategy="ddp", devices=8,
             num_nodes=2)``; the default runs on one device.
         k: activations per channel (the paper shows 9).
@@ -67,20 +68,29 @@ def build_site(
     Raises:
         ValueError: for settings out of range, unknown methods, a layer whose
             output is not feature maps ``(N, C, H, W)`` (a linear layer's, say), or
-            an ``out`` holding a build with other settings.
+            an ``out`` holding a build with other settings or model weights.
     """
     methods = list(METHODS) if methods is None else list(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {list(METHODS)}")
-    for name, value in (("k", k), ("batch_size", batch_size), ("maps", maps)):
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    # checked before out/work/settings.json is written, which would refuse the
+    # corrected command
+    for name, value, least in (
+        ("k", k, 1),
+        ("batch_size", batch_size, 1),
+        ("maps", maps, 0),
+        ("channels", channels, 0),
+    ):
+        if value is not None and (not isinstance(value, int) or value < least):
+            kind = "positive" if least else "non-negative"
+            raise ValueError(f"{name} must be a {kind} int, got {value!r}")
     shape = source.image_shape()
     _check_feature_maps(source)
     out, trainer = Path(out), trainer or default_trainer()
     settings = {
         "source": [source.title, source.description],
+        "weights": _weights_digest(source.model),
         "layers": source.layers,
         "images": len(source.dataset),
         "k": k,
@@ -126,6 +136,19 @@ def _check_feature_maps(source: Source) -> None:
                 "only convolutional layers (convolutions, their ReLUs and pools) "
                 "can be explored"
             )
+
+
+def _weights_digest(model: nn.Module) -> str:
+    """A digest of the model's parameters and buffers, so that a build with other
+    weights (a retrained checkpoint at the same path) is refused, not shown the
+    old build's scan."""
+    digest = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        if isinstance(value, Tensor):
+            digest.update(name.encode())
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 @contextmanager

@@ -222,4 +222,6 @@ def _summary(layer: Layer, scan: ScanResult) -> dict:
 
 
 def _number(value: float) -> float | None:
-    return None if math.isinf(value) or math.isnan(value) else round(value, 4)
+    """``value`` to 6 significant digits (not decimals: a layer of small
+    activations would read 0, as if dead), ``None`` for no value."""
+    return None if math.isinf(value) or math.isnan(value) else float(f"{value:.6g}")

@@ -22,6 +22,8 @@ from lightning_zfnet import (
 )
 from lightning_zfnet.model import zfnet_layers
 
+from .paths import slug
+
 __all__ = ["Source", "from_checkpoint", "load_source"]
 
 
@@ -30,10 +32,15 @@ class Source:
     """A model, a dataset and the layers to explore.
 
     Attributes:
-        model: a CNN (any ``nn.Module`` returning class scores ``(N, classes)``); a
-            compiled or ``DataParallel`` one is kept as the module it wraps.
+        model: a CNN (any ``nn.Module`` returning class scores ``(N, classes)``,
+            logits: the pages show their softmax as probabilities, so a model
+            ending in a softmax is shown squashed); a compiled or
+            ``DataParallel`` one is kept as the module it wraps.
         dataset: items are images ``(C, H, W)`` or tuples ``(image, label, ...)``
-            with ``label`` a class index; all images of one size.
+            with ``label`` a class index; all images of one size. Each stage reads
+            an item again, so ``dataset[i]`` must give the same image every time
+            (no random transforms: the positions found by the scan would be
+            projected on another image).
         layers: the layers to show, by the name shown, mapped to the module's
             qualified name in ``model`` (``{"conv1": "features.1"}``), in the
             network's order.
@@ -47,9 +54,13 @@ class Source:
 
     Raises:
         TypeError: a model that is not an ``nn.Module``, ``layers`` that is not a
-            dict, or dataset items that are not images or tuples starting with one.
-        ValueError: no layers, a layer name that is not a submodule, an empty
-            dataset, or images that are not ``(C, H, W)``.
+            dict, or dataset items that are not floating-point images or tuples
+            starting with one.
+        ValueError: no layers, a layer name that is not a submodule, shown names
+            that give one folder (``"a b"`` and ``"a_b"``), an empty dataset,
+            images that are not ``(C, H, W)``, ``mean`` and ``std`` not both
+            given, each of 1 or ``C`` values, or a ``window`` or ``stride`` that
+            is not a positive int (``window`` at most ``min(H, W)``).
     """
 
     model: nn.Module
@@ -85,6 +96,19 @@ class Source:
             )
         if not self.layers:
             raise ValueError("layers is empty: name at least one layer to explore")
+        # each layer's pages go in the folder layers/<slug>
+        slugs = [slug(str(shown)) for shown in self.layers]
+        clash = [
+            shown
+            for shown, folder in zip(self.layers, slugs, strict=True)
+            if slugs.count(folder) > 1 or folder.strip(".") == ""
+        ]
+        if clash:
+            raise ValueError(
+                f"layers {clash} would share a folder (names are kept to letters, "
+                "digits, '.', '_' and '-', other characters becoming '_') or be "
+                "'.' or '..': rename them"
+            )
         known = dict(self.model.named_modules())
         missing = [name for name in self.layers.values() if name not in known]
         if missing:
@@ -94,13 +118,34 @@ class Source:
             )
         if len(self.dataset) == 0:
             raise ValueError("the dataset is empty")
-        self.image_shape()
+        channels, height, width = self.image_shape()
+        # checked here, not after the scan (whose folder then refuses a new one)
+        side = min(height, width)
+        window, stride = self.window, self.stride
+        if window is not None and not (isinstance(window, int) and 1 <= window <= side):
+            raise ValueError(
+                "window must be a positive int of at most the images' shorter side "
+                f"({side}), got {window!r}"
+            )
+        if stride is not None and not (isinstance(stride, int) and stride >= 1):
+            raise ValueError(f"stride must be a positive int, got {stride!r}")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            count = None if values is None else torch.as_tensor(values).numel()
+            if count not in (None, 1, channels):
+                raise ValueError(
+                    f"{name} must hold one value, or one per channel of the images "
+                    f"({channels}), got {values!r}"
+                )
 
     def image_shape(self) -> tuple[int, int, int]:
         """The images' ``(C, H, W)``, read from the dataset's first item.
 
         Raises:
-            TypeError: if the item is not an image or a tuple starting with one.
+            TypeError: if the item is not an image or a tuple starting with one, or
+                the image is not floating-point.
             ValueError: if the image is not ``(C, H, W)``.
         """
         item = self.dataset[0]
@@ -118,6 +163,12 @@ class Source:
                 f"the dataset's images must be (C, H, W), got shape "
                 f"{tuple(image.shape)}"
             )
+        if not image.is_floating_point():  # else the model fails on it, unnamed
+            raise TypeError(
+                f"the dataset's images must be floating-point tensors, got "
+                f"{image.dtype}; convert them with .float() (scaled as the model "
+                "expects)"
+            )
         return tuple(image.shape)
 
     def picture(self, images: Tensor) -> Tensor:
@@ -129,6 +180,7 @@ class Source:
             return (images - low) / (high - low).clamp(min=1e-12)
         mean = torch.as_tensor(self.mean, dtype=images.dtype, device=images.device)
         std = torch.as_tensor(self.std, dtype=images.dtype, device=images.device)
+        mean, std = mean.reshape(-1), std.reshape(-1)  # a number for every channel
         return (images * std[:, None, None] + mean[:, None, None]).clamp(0, 1)
 
     def occluder(self, image_size: Sequence[int]) -> tuple[int, int]:
@@ -150,7 +202,12 @@ def from_checkpoint(
         checkpoint: the ``.ckpt`` file.
         data_dir: where the data is (default: the checkpoint's setting).
         images: only the first ``images`` test images (default: all).
+
+    Raises:
+        ValueError: if ``images`` is not a positive int.
     """
+    if images is not None and (not isinstance(images, int) or images < 1):
+        raise ValueError(f"images must be a positive int, got {images!r}")
     module = ZFNetModule.load_from_checkpoint(
         checkpoint, weights_only=True, map_location="cpu"
     )
@@ -199,7 +256,13 @@ def _data_module(checkpoint: str | os.PathLike, data_dir: str | None):
 
 def load_source(spec: str) -> Source:
     """The :class:`Source` made by the function ``spec`` names,
-    ``"package.module:function"`` (called without arguments)."""
+    ``"package.module:function"`` (called without arguments).
+
+    Raises:
+        ValueError: a ``spec`` not of that form.
+        TypeError: if it names something other than a function, or the function
+            returns something other than a :class:`Source`.
+    """
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ValueError(
@@ -208,6 +271,11 @@ def load_source(spec: str) -> Source:
     made: Callable[[], Source] = getattr(
         importlib.import_module(module_name), attribute
     )
+    if not callable(made):
+        raise TypeError(
+            f"{spec} is a {type(made).__name__}, not a function returning an "
+            "explorer.Source"
+        )
     source = made()
     if not isinstance(source, Source):
         raise TypeError(f"{spec} returned {type(source)}, not an explorer.Source")

@@ -21,7 +21,8 @@ from captum_deconvnet import (
     normalize_projection,
     receptive_field,
 )
-from explorer import Source, build_site
+from explorer import Source, build_site, from_checkpoint, load_source
+from explorer import __main__ as explorer_main
 from explorer.stages import ProjectionWork
 from lightning_zfnet import FileWriter, TopKWriter
 from lightning_zfnet import scan as scan_module
@@ -99,6 +100,20 @@ def test_site_shows_the_atlas_of_the_library_and_the_models_numbers(site):
         assert len(maps) >= 4 + 11  # Fig. 7's panels, the benchmark's methods
 
 
+def test_small_activations_are_shown_not_rounded_to_zero(tmp_path):
+    source = tiny_source()
+    model, images = source.model, source.dataset.tensors[0]
+    with torch.no_grad():
+        model.features[0].weight *= 1e-6
+        model.features[0].bias *= 1e-6
+        strongest = torch.relu(model.features[0](images)).amax(dim=(0, 2, 3))
+    build_site(source, tmp_path, channels=2, maps=0, methods=[], **SETTINGS)
+    conv1 = json.loads((tmp_path / "index.json").read_text())["layers"][0]
+    assert conv1["strongest"] == pytest.approx(strongest[:2].tolist(), rel=1e-5)
+    grid = (tmp_path / "layers/conv1/index.html").read_text()
+    assert f"{float(strongest[0]):.3g}" in grid
+
+
 def test_a_killed_build_resumes_with_the_batches_it_had_not_written(
     site, tmp_path, monkeypatch
 ):
@@ -140,9 +155,18 @@ def test_bad_settings_are_refused(site, tmp_path):
     source = tiny_source()
     with pytest.raises(ValueError, match="not submodules"):
         Source(source.model, source.dataset, {"conv9": "features.9"})
+    with torch.no_grad():  # retrained: the old scan would show the old weights
+        source.model.features[0].bias[0] += 1.0
+    with pytest.raises(ValueError, match="other weights"):
+        build_site(source, site, **SETTINGS)
+    # refused before anything is written, so the corrected command runs
+    for bad in ({"k": 0}, {"batch_size": 0}, {"channels": -1}, {"maps": -1}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a"):
+            build(tmp_path / "bad", **bad)
+        assert not (tmp_path / "bad").exists()
 
 
-def test_a_bad_source_is_named(tmp_path):
+def test_a_bad_source_is_named(tmp_path, capsys):
     source = tiny_source()
     model, dataset = source.model, source.dataset
     with pytest.raises(TypeError, match=r"layers must be a dict .*got list"):
@@ -153,6 +177,33 @@ def test_a_bad_source_is_named(tmp_path):
         TypeError, match="items must be images .*list starting with int"
     ):
         Source(model, [[1, 2]], {"conv1": "features.1"})
+    for layers in ({"conv 1": "features.1", "conv_1": "features.4"}, {"..": "x"}):
+        with pytest.raises(ValueError, match=r"would share a folder .* or be '\.'"):
+            Source(model, dataset, layers)  # pages of one would replace the other's
+    conv1 = {"conv1": "features.1"}
+    with pytest.raises(ValueError, match=r"mean must hold .* \(1\), got \[0.5, 0.5\]"):
+        Source(model, dataset, conv1, mean=[0.5, 0.5], std=[0.2, 0.2])
+    with pytest.raises(ValueError, match="both mean and std"):
+        Source(model, dataset, conv1, mean=[0.5])
+    images = dataset.tensors[0][:2]
+    shown = Source(model, dataset, conv1, mean=0.5, std=0.25).picture(images)
+    assert torch.equal(shown, (images * 0.25 + 0.5).clamp(0, 1))
+    with pytest.raises(TypeError, match="PHOTOS is a tuple, not a function"):
+        load_source("explorer.photos:PHOTOS")
+    with pytest.raises(ValueError, match="images must be a positive int, got -5"):
+        from_checkpoint(tmp_path / "last.ckpt", images=-5)  # not "dataset is empty"
+    with pytest.raises(TypeError, match="floating-point tensors, got torch.uint8"):
+        Source(model, dataset.tensors[0].byte(), conv1)  # not the model's error
+    for occluder in ({"window": 17}, {"window": 0}, {"stride": 0}):
+        with pytest.raises(ValueError, match=f"{next(iter(occluder))} must be a"):
+            Source(model, dataset, conv1, **occluder)  # images of 16 x 16
+    for option in ("--images", "--data_dir"):  # not ignored
+        with pytest.raises(SystemExit):
+            explorer_main.main(
+                ["build", "--source", "tests.explorer_site:tiny_source"]
+                + ["--out", str(tmp_path / "cli"), option, "5"]
+            )
+        assert "go with --ckpt" in capsys.readouterr().err
     compiled = Source(torch.compile(model), dataset, {"conv1": "features.1"})
     assert compiled.model is model  # its layers named as the scans name them
     linear = Source(model, dataset, {"fc": "classifier.1"})
