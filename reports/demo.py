@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -50,7 +51,10 @@ EXPLORER_IMAGES, EXPLORER_MAPS = 1000, 32
 def explore(result: dict, out: Path) -> None:
     start = time.perf_counter()
     source = from_checkpoint(result["checkpoint"], result["data_dir"], EXPLORER_IMAGES)
-    index = build_site(source, out / "explorer", maps=EXPLORER_MAPS)
+    site = out / "explorer"
+    if "train_s" in result["timings"]:  # a new network: a site of an earlier one
+        shutil.rmtree(site, ignore_errors=True)  # would be refused, not resumed
+    index = build_site(source, site, maps=EXPLORER_MAPS)
     print(f"explorer:   {index}  ({time.perf_counter() - start:.0f} s)")
 
 

@@ -296,3 +296,13 @@ def test_the_demo_builds_the_explorer_of_its_checkpoint(
     )
     maps = list((tmp_path / "explorer" / "images").glob("*/occlusion-classes.png"))
     assert len(maps) == 1
+    # A site of another network's weights: refused when the demo reuses its
+    # checkpoint, built anew when the demo has just trained the network.
+    settings = tmp_path / "explorer" / "work" / "settings.json"
+    saved = json.loads(settings.read_text())
+    settings.write_text(json.dumps({**saved, "weights": "another network's"}))
+    tested = {**result, "timings": {"test_s": 1.0}}
+    with pytest.raises(ValueError, match="holds a build with other weights"):
+        demo.explore(tested, tmp_path)
+    demo.explore({**result, "timings": {"train_s": 1.0, "test_s": 1.0}}, tmp_path)
+    assert json.loads(settings.read_text()) == saved
