@@ -30,20 +30,25 @@ def test_bf16_kernels_are_those_of_avx512_cpus():
     assert precision.cpu_has_native_bf16() == avx512
 
 
+def _fast_fit(data_dir, save_dir, precision: str) -> list[str]:
+    """A ``zfnet fit`` of one tiny batch at ``precision``."""
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "fashion_mnist.yaml"),
+        f"--trainer.logger.init_args.save_dir={save_dir}",
+        *tiny_training_args(data_dir),
+        "--trainer.fast_dev_run=true",
+        f"--trainer.precision={precision}",
+    ]
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_the_command_warns_of_bf16_on_a_cpu_without_its_kernels(
     fake_data_dir, tmp_path, monkeypatch, native
 ):
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
-    args = [
-        "fit",
-        "--config",
-        str(ROOT / "configs" / "fashion_mnist.yaml"),
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-        *tiny_training_args(fake_data_dir),
-        "--trainer.fast_dev_run=true",
-        "--trainer.precision=bf16-mixed",
-    ]
+    args = _fast_fit(fake_data_dir, tmp_path, "bf16-mixed")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cli.run_cli(args)
@@ -65,15 +70,7 @@ def test_half_precision_without_a_cpu_kernel_is_a_bad_command_line(
         kernel = True
     except NotImplementedError:
         kernel = False
-    args = [
-        "fit",
-        "--config",
-        str(ROOT / "configs" / "fashion_mnist.yaml"),
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-        *tiny_training_args(fake_data_dir),
-        "--trainer.fast_dev_run=true",
-        f"--trainer.precision={precision}",
-    ]
+    args = _fast_fit(fake_data_dir, tmp_path, precision)
     if kernel:
         cli.run_cli(args)
         return
