@@ -236,11 +236,10 @@ class ZFNetCLI(LightningCLI):
                 f"gives: {', '.join(differ)}; give the data it was fit on"
             )
 
-    def _check_resumed_settings(self, path: str) -> None:
-        """Refuse to resume the fit of ``path`` with other model settings: the
-        model was built from the command line (Lightning takes a checkpoint's
-        hyperparameters for a path only, not for ``last``)."""
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    def _check_resumed_settings(self, path: str, saved: dict[str, Any]) -> None:
+        """Refuse to resume the fit of ``path`` (read: ``saved``) with other model
+        settings: the model was built from the command line (Lightning takes a
+        checkpoint's hyperparameters for a path only, not for ``last``)."""
         differ = differing_settings(
             self.model.hparams, saved.get("hyper_parameters", {}), _LINKS.values()
         )
@@ -277,12 +276,15 @@ class ZFNetCLI(LightningCLI):
                 check_new_fit(self.trainer)
             except FileExistsError as error:
                 self.parser.error(str(error))
-        if path == "last":
+        resumes_last = path == "last"
+        if resumes_last:
             try:
                 arguments["ckpt_path"] = path = last_checkpoint(self.trainer)
             except FileNotFoundError as error:
                 self.parser.error(str(error))
-            self._check_resumed_settings(path)
+        saved = read_checkpoint(path) if path else {}
+        if resumes_last:
+            self._check_resumed_settings(path, saved)
         if path and self.trainer.max_steps != -1:
             rank_zero_warn(
                 "resuming a fit bounded by trainer.max_steps: Lightning restarts it "
@@ -291,7 +293,7 @@ class ZFNetCLI(LightningCLI):
                 "bound the run by max_epochs alone for an exact resume"
             )
         if path:
-            self._check_data_shape(path, read_checkpoint(path))
+            self._check_data_shape(path, saved)
             keep_logged_rows(self.trainer, Path(path))
 
 
