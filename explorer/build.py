@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from benchmarks.methods import METHODS, Setup
 from captum_deconvnet import receptive_field
+from captum_deconvnet._inputs import positive_int
 from captum_deconvnet.layers import layer_outputs, model_device
 from captum_deconvnet.topk import first_item
 from lightning_zfnet import FileWriter, TopKWriter, fixed_batches, run_batches
@@ -76,15 +77,10 @@ def build_site(
         raise ValueError(f"unknown methods {unknown}; known: {list(METHODS)}")
     # checked before out/work/settings.json is written, which would refuse the
     # corrected command
-    for name, value, least in (
-        ("k", k, 1),
-        ("batch_size", batch_size, 1),
-        ("maps", maps, 0),
-        ("channels", channels, 0),
-    ):
-        if value is not None and (not isinstance(value, int) or value < least):
-            kind = "positive" if least else "non-negative"
-            raise ValueError(f"{name} must be a {kind} int, got {value!r}")
+    k, batch_size = positive_int("k", k), positive_int("batch_size", batch_size)
+    for name, value in (("maps", maps), ("channels", channels)):
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
     shape = source.image_shape()
     _check_feature_maps(source)
     out, trainer = Path(out), trainer or default_trainer()

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import FashionMNIST
 
+from captum_deconvnet._inputs import positive_int
 from captum_deconvnet.layers import unwrap
 from captum_deconvnet.topk import first_item
 from lightning_zfnet import (
@@ -206,8 +207,8 @@ def from_checkpoint(
     Raises:
         ValueError: if ``images`` is not a positive int.
     """
-    if images is not None and (not isinstance(images, int) or images < 1):
-        raise ValueError(f"images must be a positive int, got {images!r}")
+    if images is not None:
+        images = positive_int("images", images)
     module = ZFNetModule.load_from_checkpoint(
         checkpoint, weights_only=True, map_location="cpu"
     )
