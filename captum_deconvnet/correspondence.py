@@ -164,12 +164,13 @@ def box_part_masks(boxes: Tensor, image_size: tuple[int, int]) -> dict[str, Tens
     boxes = torch.as_tensor(boxes)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must be (N, 4), got {tuple(boxes.shape)}")
-    fractional = (boxes != boxes.round()).any(1) if boxes.is_floating_point() else None
-    if fractional is not None and fractional.any():
-        raise ValueError(
-            f"boxes must be whole pixels, got {boxes[fractional].tolist()}; round "
-            "them first, e.g. floor x0 and y0 and ceil x1 and y1"
-        )
+    if boxes.is_floating_point():
+        fractional = (boxes != boxes.round()).any(1)
+        if fractional.any():
+            raise ValueError(
+                f"boxes must be whole pixels, got {boxes[fractional].tolist()}; "
+                "round them first, e.g. floor x0 and y0 and ceil x1 and y1"
+            )
     boxes = boxes.long()
     empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
     if empty.any():
