@@ -12,6 +12,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torch.utils.data import IterableDataset
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -127,3 +128,16 @@ class SignalAt(pl.Callback):
             # hand it to another thread, and the main thread meets it later, where
             # the interrupt can be swallowed (a finaliser), under load
             signal.raise_signal(getattr(signal, self.signal))
+
+
+class Stream(IterableDataset):
+    """``images`` as an iterable dataset: a length, but no item ``i``."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self):
+        return iter(self.images)

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from captum_deconvnet import top_activations
 from lightning_zfnet import TopKWriter, scan_top_activations
 from lightning_zfnet.scan import top_k_compute
 
+from .helpers import Stream
 from .scan_ddp import scan, tiny_images, tiny_model
 from .test_deconvnet_contract import snapshot
 from .test_topk import as_lists, naive_distinct_top, naive_top
@@ -67,15 +68,8 @@ def test_scan_reads_images_out_of_tuples_and_restores_the_mode():
     with pytest.raises(TypeError, match="not a DataLoader"):
         scan_top_activations(model, [model[0]], DataLoader(images, batch_size=8))
 
-    class Stream(IterableDataset):
-        def __len__(self):
-            return len(images)
-
-        def __iter__(self):
-            return iter(images)
-
     with pytest.raises(TypeError, match=r"not an IterableDataset \(Stream\)"):
-        scan_top_activations(model, [model[0]], Stream())
+        scan_top_activations(model, [model[0]], Stream(images))
 
 
 def test_scan_of_distinct_images_equals_the_naive_per_image_max():

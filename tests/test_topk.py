@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from captum_deconvnet import TopKActivations, top_activations
 
+from .helpers import Stream
 from .scan_ddp import tiny_images, tiny_model
 
 
@@ -143,15 +144,9 @@ def test_scans_of_nothing_or_through_a_loader_are_refused():
     with pytest.raises(TypeError, match="dataset's batches must be a floating-point"):
         top_activations(model, [model[0]], images.byte())
 
-    class Stream(IterableDataset):  # no item i: a NotImplementedError, before
-        def __len__(self):
-            return len(images)
-
-        def __iter__(self):
-            return iter(images)
-
+    # no item i: a NotImplementedError, before
     with pytest.raises(TypeError, match=r"not an IterableDataset \(Stream\)"):
-        top_activations(model, [model[0]], Stream())
+        top_activations(model, [model[0]], Stream(images))
 
 
 def test_top_activations_read_images_out_of_dataset_items_and_equal_the_naive_top():
